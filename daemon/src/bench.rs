@@ -1,0 +1,388 @@
+//! Benchmark runs (`kind = "benchmark"`): load against each target in turn — never at once, so
+//! targets don't skew each other — in a closed loop (`concurrency` workers) or an open loop
+//! (`rate` requests/s, Poisson arrivals, recording how late each request was sent). Warm-up
+//! requests are stored, marked, and left out of the results. Every request is still scored and
+//! stored; the figures come from HDR histograms kept while the run goes, so memory stays bounded
+//! whatever the run length.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use evald_web::model::{BenchSummary, Percentiles, Record, TargetSummary};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Serializer, V2Serializer};
+use tokio::sync::Mutex;
+
+use crate::job::{Case, Job, LoadSpec};
+use crate::runner::{Progress, ProgressFn, RunContext, Target, record_of, send};
+use crate::scorer::{Scorers, all_passed, weighted_mean};
+
+/// Open loop: requests in flight at most; past this, sends are late (and counted late).
+const MAX_IN_FLIGHT: usize = 8192;
+
+/// Histograms in µs, 3 significant digits, up to an hour.
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| fallback_hist())
+}
+
+#[allow(clippy::expect_used)]
+fn fallback_hist() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is a valid precision")
+}
+
+fn us(ms: f64) -> u64 {
+    ((ms * 1000.0).round() as u64).clamp(1, 3_600_000_000)
+}
+
+/// What one target's phase accumulates.
+struct Acc {
+    requests: u64,
+    errors: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    output_tokens: u64,
+    good: u64,
+    scored: u64,
+    score_sum: f64,
+    passed: u64,
+    lat_sum: f64,
+    lat_n: u64,
+    prompt_tokens: u64,
+    lag_sum: f64,
+    lag_n: u64,
+    ttft: Histogram<u64>,
+    itl: Histogram<u64>,
+    tpot: Histogram<u64>,
+    e2e: Histogram<u64>,
+}
+
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            requests: 0,
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            output_tokens: 0,
+            good: 0,
+            scored: 0,
+            score_sum: 0.0,
+            passed: 0,
+            lat_sum: 0.0,
+            lat_n: 0,
+            prompt_tokens: 0,
+            lag_sum: 0.0,
+            lag_n: 0,
+            ttft: hist(),
+            itl: hist(),
+            tpot: hist(),
+            e2e: hist(),
+        }
+    }
+
+    fn add(&mut self, r: &Record, load: &LoadSpec) {
+        self.requests += 1;
+        if let Some(l) = r.metadata.send_lag_ms {
+            self.lag_sum += l;
+            self.lag_n += 1;
+        }
+        self.prompt_tokens += r.prompt_tokens.unwrap_or(0) as u64;
+        if r.error.is_some() {
+            self.errors += 1;
+            let k = r.metadata.error_kind.clone().unwrap_or_else(|| "other".into());
+            *self.errors_by_kind.entry(k).or_default() += 1;
+            return;
+        }
+        let out_tokens = r.completion_tokens.unwrap_or(0) as u64;
+        self.output_tokens += out_tokens;
+        if let Some(e2e) = r.response_time_ms {
+            let _ = self.e2e.record(us(e2e));
+            self.lat_sum += e2e;
+            self.lat_n += 1;
+            if let Some(ttft) = r.ttft_ms
+                && out_tokens > 1
+            {
+                let _ = self.tpot.record(us((e2e - ttft) / (out_tokens - 1) as f64));
+            }
+        }
+        if let Some(t) = r.ttft_ms {
+            let _ = self.ttft.record(us(t));
+        }
+        if let Some(i) = r.metadata.itl_mean_ms {
+            let _ = self.itl.record(us(i));
+        }
+        let passed = all_passed(&r.scores);
+        if let Some(m) = weighted_mean(&r.scores) {
+            self.scored += 1;
+            self.score_sum += m;
+        }
+        if passed == Some(true) {
+            self.passed += 1;
+        }
+        let within = |v: Option<f64>, slo: Option<f64>| match (v, slo) {
+            (_, None) => true,
+            (Some(v), Some(s)) => v <= s,
+            (None, Some(_)) => false,
+        };
+        if passed != Some(false)
+            && within(r.ttft_ms, load.slo_ttft_ms)
+            && within(r.response_time_ms, load.slo_e2e_ms)
+        {
+            self.good += 1;
+        }
+    }
+
+    fn summary(self, target: String, duration: Duration, load: &LoadSpec) -> TargetSummary {
+        let secs = duration.as_secs_f64().max(1e-9);
+        let mut hdr = Vec::new();
+        let _ = V2Serializer::new().serialize(&self.e2e, &mut hdr);
+        let bench = BenchSummary {
+            duration_s: secs,
+            request_throughput: (self.requests - self.errors) as f64 / secs,
+            output_tokens_per_s: self.output_tokens as f64 / secs,
+            good_throughput: self.good as f64 / secs,
+            errors_by_kind: self.errors_by_kind,
+            ttft_ms: percentiles(&self.ttft),
+            itl_ms: percentiles(&self.itl),
+            tpot_ms: percentiles(&self.tpot),
+            e2e_ms: percentiles(&self.e2e),
+            target_rate: load.rate,
+            achieved_rate: load.rate.map(|_| self.requests as f64 / secs),
+            mean_send_lag_ms: (self.lag_n > 0).then(|| self.lag_sum / self.lag_n as f64),
+            e2e_histogram: buckets(&self.e2e, 24),
+            e2e_hdr: Some(hex(&hdr)),
+        };
+        TargetSummary {
+            target,
+            requests: self.requests,
+            errors: self.errors,
+            mean_latency_ms: (self.lat_n > 0).then(|| self.lat_sum / self.lat_n as f64),
+            mean_score: (self.scored > 0).then(|| self.score_sum / self.scored as f64),
+            pass_rate: (self.scored > 0).then(|| self.passed as f64 / self.scored as f64),
+            scorer_means: BTreeMap::new(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.output_tokens,
+            bench: Some(bench),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// p50…max of a µs histogram, in ms.
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Percentiles {
+        count: h.len(),
+        p50: q(0.50),
+        p90: q(0.90),
+        p95: q(0.95),
+        p99: q(0.99),
+        max: h.max() as f64 / 1000.0,
+        mean: h.mean() / 1000.0,
+    }
+}
+
+/// Equal-width buckets from the minimum to the maximum, for a histogram chart: (upper ms, count).
+fn buckets(h: &Histogram<u64>, n: u64) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return vec![];
+    }
+    let (lo, hi) = (h.min(), h.max().max(h.min() + 1));
+    let width = ((hi - lo) / n).max(1);
+    (0..n)
+        .map(|i| {
+            let a = lo + i * width;
+            let b = if i + 1 == n { hi + 1 } else { a + width };
+            let c = h.iter_recorded().filter(|v| v.value_iterated_to() >= a && v.value_iterated_to() < b).map(|v| v.count_at_value()).sum();
+            (b as f64 / 1000.0, c)
+        })
+        .collect()
+}
+
+/// Runs the benchmark against each target in turn.
+pub async fn run(
+    ctx: &RunContext,
+    job: &Job,
+    run_id: &str,
+    targets: &[Target],
+    cases: &[Case],
+    scorers: &Scorers,
+    progress: Option<&ProgressFn>,
+) -> Vec<TargetSummary> {
+    let default_load;
+    let load = match &job.load {
+        Some(l) => l,
+        None => {
+            default_load = LoadSpec {
+                concurrency: 1,
+                rate: None,
+                requests: Some(100),
+                duration: None,
+                warmup: 0,
+                slo_ttft_ms: None,
+                slo_e2e_ms: None,
+            };
+            &default_load
+        }
+    };
+    let per_target = load.requests.unwrap_or(0);
+    let total = if load.duration.is_none() {
+        per_target * targets.len() as u64
+    } else {
+        0
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let report = |r: &Record| {
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        let e = errors.fetch_add(r.error.is_some() as u64, Ordering::Relaxed) + r.error.is_some() as u64;
+        if let Some(f) = progress {
+            f(Progress { done: d, total, errors: e });
+        }
+    };
+    let mut out = Vec::new();
+    for target in targets {
+        if ctx.stop.is_cancelled() {
+            break;
+        }
+        let phase = Phase { ctx, job, run_id, target, cases, scorers, load };
+        if load.warmup > 0 {
+            phase.closed(Some(load.warmup), None, true, &|_| {}).await;
+        }
+        let t0 = Instant::now();
+        let acc = match load.rate {
+            Some(rate) => phase.open(rate, &report).await,
+            None => phase.closed(load.requests, load.duration, false, &report).await,
+        };
+        out.push(acc.summary(target.name(), t0.elapsed(), load));
+    }
+    out
+}
+
+/// What the closed-loop workers of one phase share.
+struct Lane<'a> {
+    next: &'a AtomicU64,
+    acc: &'a Mutex<Acc>,
+    requests: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+    warmup: bool,
+    report: &'a (dyn Fn(&Record) + Sync),
+}
+
+struct Phase<'a> {
+    ctx: &'a RunContext,
+    job: &'a Job,
+    run_id: &'a str,
+    target: &'a Target,
+    cases: &'a [Case],
+    scorers: &'a Scorers,
+    load: &'a LoadSpec,
+}
+
+impl Phase<'_> {
+    /// Sends request number `i` (cases cycle in order), scores and stores it.
+    async fn one(&self, i: u64, warmup: bool, lag_ms: Option<f64>) -> Record {
+        let case = &self.cases[(i % self.cases.len() as u64) as usize];
+        let out = send(self.ctx, self.job, self.target, case).await;
+        let mut r = record_of(self.job, self.run_id, self.target, case, out, |m| {
+            m.warmup = warmup;
+            m.send_lag_ms = lag_ms;
+        });
+        if !self.scorers.is_empty() {
+            r.scores = self.scorers.score(case, &r).await;
+        }
+        self.ctx.metrics.observe(&r);
+        self.ctx.writer.record(r.clone()).await;
+        r
+    }
+
+    /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.
+    async fn closed(&self, requests: Option<u64>, duration: Option<Duration>, warmup: bool, report: &(dyn Fn(&Record) + Sync)) -> Acc {
+        let next = AtomicU64::new(0);
+        let acc = Mutex::new(Acc::new());
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let lane = Lane { next: &next, acc: &acc, requests, deadline, warmup, report };
+        let workers: Vec<_> = (0..self.load.concurrency.max(1)).map(|_| self.worker(&lane)).collect();
+        futures_util::future::join_all(workers).await;
+        acc.into_inner()
+    }
+
+    /// One closed-loop worker: takes the next request number until there are none left.
+    async fn worker(&self, lane: &Lane<'_>) {
+        loop {
+            if self.ctx.stop.is_cancelled() || lane.deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+            let i = lane.next.fetch_add(1, Ordering::Relaxed);
+            if lane.requests.is_some_and(|n| i >= n) {
+                break;
+            }
+            let r = self.one(i, lane.warmup, None).await;
+            if !lane.warmup {
+                lane.acc.lock().await.add(&r, self.load);
+                (lane.report)(&r);
+            }
+        }
+    }
+
+    /// Open loop: Poisson arrivals at `rate`/s; each request records how late it was sent.
+    async fn open(&self, rate: f64, report: &(dyn Fn(&Record) + Sync)) -> Acc {
+        use futures_util::StreamExt;
+        let acc = Mutex::new(Acc::new());
+        let start = tokio::time::Instant::now();
+        let deadline = self.load.duration.map(|d| start + d);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut due = start;
+        let mut i = 0u64;
+        let mut late_warned = false;
+        loop {
+            if self.ctx.stop.is_cancelled()
+                || self.load.requests.is_some_and(|n| i >= n)
+                || deadline.is_some_and(|d| due >= d)
+            {
+                break;
+            }
+            // Exponential inter-arrival times make a Poisson process.
+            let u: f64 = rand::random::<f64>().max(1e-12);
+            let gap = Duration::from_secs_f64(-u.ln() / rate);
+            // Wait for the due time while finishing requests in flight.
+            loop {
+                if in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some(r) = in_flight.next().await {
+                        let r: Record = r;
+                        acc.lock().await.add(&r, self.load);
+                        report(&r);
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => break,
+                    Some(r) = in_flight.next(), if !in_flight.is_empty() => {
+                        acc.lock().await.add(&r, self.load);
+                        report(&r);
+                    }
+                }
+            }
+            let lag = tokio::time::Instant::now().saturating_duration_since(due);
+            let lag_ms = crate::endpoint::ms(lag);
+            if lag_ms > 50.0 && !late_warned {
+                late_warned = true;
+                tracing::warn!(target = %self.target.name(), lag_ms, "open loop: the client cannot keep up with the rate; sends are late");
+            }
+            in_flight.push(self.one(i, false, Some(lag_ms)));
+            i += 1;
+            due += gap;
+        }
+        while let Some(r) = in_flight.next().await {
+            acc.lock().await.add(&r, self.load);
+            report(&r);
+        }
+        acc.into_inner()
+    }
+}

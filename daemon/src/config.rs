@@ -1,0 +1,673 @@
+//! The daemon config, `evald.toml`: parsed into raw serde structs (unknown keys rejected), then
+//! validated once into [`Config`] with defaults applied and relative paths resolved against the
+//! config file's folder. Every problem is a [`Diagnostic`] naming file, line and key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, Source, read_text};
+
+/// Largest config or job file evald reads: anything bigger is a mistake, not a config.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Where `evald` looks for its config when `--config` and `$EVALD_CONFIG` are absent.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["evald.toml", "/etc/evald/evald.toml"];
+
+/// The default `listen` address: loopback, so nothing is exposed until the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8417";
+
+/// A secret (API key, web token) that never prints: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A number in TOML that may be written as an integer or a float (`temperature = 1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num(pub f64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    jobs_dir: Option<String>,
+    plugins_dir: Option<String>,
+    data_dir: Option<String>,
+    max_concurrent_runs: Option<Spanned<i64>>,
+    shutdown_grace: Option<Spanned<String>>,
+    retention: Option<RawRetention>,
+    web: Option<RawWeb>,
+    #[serde(default)]
+    endpoints: BTreeMap<Spanned<String>, Spanned<RawEndpoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    requests: Option<Spanned<String>>,
+    runs: Option<Spanned<String>>,
+    max_db_size: Option<Spanned<String>>,
+    prune_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    token_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    url: Option<Spanned<String>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    provider: Option<String>,
+    timeout: Option<Spanned<String>>,
+    max_retries: Option<Spanned<i64>>,
+    headers: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    simulated: Option<Spanned<RawSimulated>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulated {
+    latency_ms: Option<Spanned<i64>>,
+    jitter_ms: Option<Spanned<i64>>,
+    tokens_per_second: Option<Spanned<Num>>,
+}
+
+/// The validated daemon config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this came from.
+    pub path: PathBuf,
+    /// Where the page, exports and metrics are served.
+    pub listen: SocketAddr,
+    /// Job files, `*.toml`.
+    pub jobs_dir: PathBuf,
+    /// Where `plugin = "name.wasm"` is looked up.
+    pub plugins_dir: PathBuf,
+    /// `evald.redb`, the compiled-plugin cache and the control socket.
+    pub data_dir: PathBuf,
+    /// Runs going at once, across jobs.
+    pub max_concurrent_runs: usize,
+    /// How long a shutdown waits for in-flight requests before cutting them off.
+    pub shutdown_grace: Duration,
+    /// What is kept, and for how long.
+    pub retention: Retention,
+    /// The bearer token the page asks for, read from `[web] token_env`.
+    pub web_token: Option<Secret>,
+    /// Endpoints by name.
+    pub endpoints: BTreeMap<String, Arc<Endpoint>>,
+}
+
+/// Retention of stored data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Request records older than this are pruned.
+    pub requests: Duration,
+    /// Run summaries and rollups older than this are pruned.
+    pub runs: Duration,
+    /// Optional hard cap on the database file: oldest records go first.
+    pub max_db_size: Option<u64>,
+    /// How often pruning runs while the daemon serves.
+    pub prune_interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            requests: Duration::from_secs(30 * 86_400),
+            runs: Duration::from_secs(400 * 86_400),
+            max_db_size: None,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One endpoint from `[endpoints.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The table name, the first half of a target.
+    pub name: String,
+    /// Label recorded with each request.
+    pub provider: String,
+    /// Per-attempt timeout unless the job sets its own.
+    pub timeout: Duration,
+    /// Retries on connect errors, 429 and 5xx.
+    pub max_retries: u32,
+    /// Where requests go.
+    pub kind: EndpointKind,
+}
+
+/// An OpenAI-compatible server, or the built-in simulated model.
+#[derive(Debug, Clone)]
+pub enum EndpointKind {
+    /// `url`, key and extra headers.
+    OpenAi {
+        /// Base URL, without a trailing slash (`…/v1`).
+        base_url: String,
+        /// Sent as `Authorization: Bearer …`; never stored, logged or shown.
+        api_key: Option<Secret>,
+        /// Extra headers sent with every request.
+        headers: Vec<(String, String)>,
+    },
+    /// The built-in model: no network.
+    Simulated(Simulated),
+}
+
+/// Settings of the simulated endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulated {
+    /// Delay before the first token, ms.
+    pub latency_ms: u64,
+    /// Up to this much extra delay, ms, drawn per request.
+    pub jitter_ms: u64,
+    /// Output pace after the first token.
+    pub tokens_per_second: f64,
+}
+
+/// Finds the config file: `--config`, else `$EVALD_CONFIG`, else `./evald.toml`, else
+/// `/etc/evald/evald.toml`.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("EVALD_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    DEFAULT_CONFIG_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no config file: pass --config PATH, set EVALD_CONFIG, or create ./evald.toml or /etc/evald/evald.toml".to_string()
+        })
+}
+
+/// Parses a humantime duration (`30s`, `2m`, `1h 30m`, `30d`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\", \"30d\""))
+}
+
+/// Parses a size: `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. \"512MiB\" or \"2GiB\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "kib" | "k" => 1024.0,
+        "mb" => 1e6,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1e12,
+        "tib" | "t" => 1024.0f64.powi(4),
+        other => return Err(format!("`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+        let text = read_text(path, MAX_FILE_BYTES).map_err(|d| vec![d])?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config text; `path` locates it and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let src = Source::new(path, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![src.from_toml(&e)])?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut errs = Vec::new();
+        let resolve = |p: Option<String>, default: &str| {
+            let p = PathBuf::from(p.unwrap_or_else(|| default.to_string()));
+            if p.is_absolute() { p } else { dir.join(p) }
+        };
+
+        let listen = match raw.listen {
+            None => DEFAULT_LISTEN.parse().ok(),
+            Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errs.push(src.at(
+                        Some(l.span()),
+                        format!(
+                            "listen: `{}` is not an address:port such as \"127.0.0.1:8417\"",
+                            l.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
+        let max_concurrent_runs = match raw.max_concurrent_runs {
+            None => 4,
+            Some(n) if (1..=256).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                errs.push(src.at(
+                    Some(n.span()),
+                    "max_concurrent_runs: must be between 1 and 256",
+                ));
+                1
+            }
+        };
+        let mut duration = |key: &str, v: Option<Spanned<String>>, default: Duration| match v {
+            None => default,
+            Some(v) => parse_duration(v.get_ref()).unwrap_or_else(|e| {
+                errs.push(src.at(Some(v.span()), format!("{key}: {e}")));
+                default
+            }),
+        };
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            raw.shutdown_grace,
+            Duration::from_secs(10),
+        );
+        let mut retention = Retention::default();
+        if let Some(r) = raw.retention {
+            retention.requests = duration("retention.requests", r.requests, retention.requests);
+            retention.runs = duration("retention.runs", r.runs, retention.runs);
+            retention.prune_interval = duration(
+                "retention.prune_interval",
+                r.prune_interval,
+                retention.prune_interval,
+            );
+            if let Some(s) = r.max_db_size {
+                match parse_size(s.get_ref()) {
+                    Ok(n) => retention.max_db_size = Some(n),
+                    Err(e) => errs.push(src.at(Some(s.span()), format!("retention.max_db_size: {e}"))),
+                }
+            }
+        }
+        if retention.prune_interval < Duration::from_secs(1) {
+            retention.prune_interval = Duration::from_secs(1);
+        }
+        let web_token = raw.web.and_then(|w| w.token_env).and_then(|var| {
+            match std::env::var(var.get_ref()) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    errs.push(src.at(
+                        Some(var.span()),
+                        format!(
+                            "web.token_env: environment variable `{}` is not set; unset token_env to serve without a token",
+                            var.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            }
+        });
+
+        let mut endpoints = BTreeMap::new();
+        for (name, ep) in raw.endpoints {
+            let span = ep.span();
+            match validate_endpoint(&src, dir, name.get_ref(), span, ep.into_inner()) {
+                Ok(e) => {
+                    endpoints.insert(name.into_inner(), Arc::new(e));
+                }
+                Err(mut e) => errs.append(&mut e),
+            }
+        }
+        for name in endpoints.keys() {
+            if name.is_empty() || name.contains('/') {
+                errs.push(src.at(
+                    None,
+                    format!("endpoints.{name}: an endpoint name must be non-empty and have no `/`"),
+                ));
+            }
+        }
+
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8417))),
+            jobs_dir: resolve(raw.jobs_dir, "jobs"),
+            plugins_dir: resolve(raw.plugins_dir, "plugins"),
+            data_dir: resolve(raw.data_dir, "data"),
+            max_concurrent_runs,
+            shutdown_grace,
+            retention,
+            web_token,
+            endpoints,
+        })
+    }
+
+    /// The redb file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("evald.redb")
+    }
+
+    /// The control socket the CLI uses to reach a running daemon.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join("evald.sock")
+    }
+
+    /// Every secret in the config, so error text can be scrubbed of them.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let mut out: Vec<Secret> = self
+            .endpoints
+            .values()
+            .filter_map(|e| match &e.kind {
+                EndpointKind::OpenAi { api_key, .. } => api_key.clone(),
+                EndpointKind::Simulated(_) => None,
+            })
+            .collect();
+        out.extend(self.web_token.clone());
+        out
+    }
+}
+
+fn validate_endpoint(
+    src: &Source,
+    dir: &Path,
+    name: &str,
+    span: std::ops::Range<usize>,
+    raw: RawEndpoint,
+) -> Result<Endpoint, Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+    let key = |k: &str| format!("endpoints.{name}.{k}");
+    let timeout = match &raw.timeout {
+        None => Duration::from_secs(60),
+        Some(t) => parse_duration(t.get_ref()).unwrap_or_else(|e| {
+            errs.push(src.at(Some(t.span()), format!("{}: {e}", key("timeout"))));
+            Duration::from_secs(60)
+        }),
+    };
+    let max_retries = match &raw.max_retries {
+        None => 2,
+        Some(n) if (0..=10).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            errs.push(src.at(
+                Some(n.span()),
+                format!("{}: must be between 0 and 10", key("max_retries")),
+            ));
+            0
+        }
+    };
+    let kind = match (&raw.url, &raw.simulated) {
+        (Some(_), Some(s)) => {
+            errs.push(src.at(
+                Some(s.span()),
+                format!("endpoints.{name}: set either `url` or `simulated`, not both"),
+            ));
+            None
+        }
+        (None, None) => {
+            errs.push(src.at(
+                Some(span.clone()),
+                format!("endpoints.{name}: needs `url` (an OpenAI-compatible base URL) or `simulated = {{ … }}`"),
+            ));
+            None
+        }
+        (None, Some(sim)) => {
+            for (k, present) in [
+                ("api_key_env", raw.api_key_env.is_some()),
+                ("api_key_file", raw.api_key_file.is_some()),
+                ("headers", raw.headers.is_some()),
+            ] {
+                if present {
+                    errs.push(src.at(
+                        Some(sim.span()),
+                        format!("{}: does not apply to a simulated endpoint", key(k)),
+                    ));
+                }
+            }
+            let s = sim.get_ref();
+            let ms = |v: &Option<Spanned<i64>>, k: &str, default: u64, errs: &mut Vec<Diagnostic>| match v {
+                None => default,
+                Some(v) if (0..=600_000).contains(v.get_ref()) => *v.get_ref() as u64,
+                Some(v) => {
+                    errs.push(src.at(Some(v.span()), format!("{}: must be between 0 and 600000", key(k))));
+                    default
+                }
+            };
+            let latency_ms = ms(&s.latency_ms, "simulated.latency_ms", 100, &mut errs);
+            let jitter_ms = ms(&s.jitter_ms, "simulated.jitter_ms", 0, &mut errs);
+            let tokens_per_second = match &s.tokens_per_second {
+                None => 100.0,
+                Some(t) if t.get_ref().0 > 0.0 && t.get_ref().0.is_finite() => t.get_ref().0,
+                Some(t) => {
+                    errs.push(src.at(
+                        Some(t.span()),
+                        format!("{}: must be a positive number", key("simulated.tokens_per_second")),
+                    ));
+                    100.0
+                }
+            };
+            Some(EndpointKind::Simulated(Simulated {
+                latency_ms,
+                jitter_ms,
+                tokens_per_second,
+            }))
+        }
+        (Some(url), None) => {
+            let u = url.get_ref().trim().trim_end_matches('/').to_string();
+            match reqwest::Url::parse(&u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => errs.push(src.at(
+                    Some(url.span()),
+                    format!("{}: `{}` is not an http(s) URL", key("url"), url.get_ref()),
+                )),
+            }
+            let api_key = match (&raw.api_key_env, &raw.api_key_file) {
+                (Some(_), Some(f)) => {
+                    errs.push(src.at(
+                        Some(f.span()),
+                        format!("endpoints.{name}: set either `api_key_env` or `api_key_file`, not both"),
+                    ));
+                    None
+                }
+                // An unset variable is not an error: many local gateways take no key, and
+                // `evald check` must pass on a machine without the operator's secrets.
+                (Some(var), None) => std::env::var(var.get_ref())
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| Secret::new(v.trim())),
+                (None, Some(file)) => match read_key_file(dir, file.get_ref()) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errs.push(src.at(Some(file.span()), format!("{}: {e}", key("api_key_file"))));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            let mut headers = Vec::new();
+            for (k, v) in raw.headers.iter().flatten() {
+                let ok_name = reqwest::header::HeaderName::from_bytes(k.get_ref().as_bytes()).is_ok();
+                let ok_value = reqwest::header::HeaderValue::from_str(v.get_ref()).is_ok();
+                if !ok_name || !ok_value {
+                    errs.push(src.at(
+                        Some(k.span()),
+                        format!("{}: `{}` is not a valid HTTP header", key("headers"), k.get_ref()),
+                    ));
+                } else {
+                    headers.push((k.get_ref().clone(), v.get_ref().clone()));
+                }
+            }
+            Some(EndpointKind::OpenAi {
+                base_url: u,
+                api_key,
+                headers,
+            })
+        }
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let Some(kind) = kind else {
+        return Err(errs);
+    };
+    let provider = raw.provider.unwrap_or_else(|| match kind {
+        EndpointKind::Simulated(_) => "simulated".to_string(),
+        EndpointKind::OpenAi { .. } => name.to_string(),
+    });
+    Ok(Endpoint {
+        name: name.to_string(),
+        provider,
+        timeout,
+        max_retries,
+        kind,
+    })
+}
+
+/// Reads an API key file. `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`) is expanded; a
+/// file that group or others can read is refused, since the key would not be secret.
+fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, String> {
+    let expanded = if let Some(rest) = raw
+        .strip_prefix("$CREDENTIALS_DIRECTORY/")
+        .or_else(|| raw.strip_prefix("${CREDENTIALS_DIRECTORY}/"))
+    {
+        let creds = std::env::var("CREDENTIALS_DIRECTORY")
+            .map_err(|_| "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)".to_string())?;
+        PathBuf::from(creds).join(rest)
+    } else {
+        let p = PathBuf::from(raw);
+        if p.is_absolute() { p } else { dir.join(p) }
+    };
+    let meta = std::fs::metadata(&expanded)
+        .map_err(|e| format!("cannot read {}: {e}", expanded.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others (mode {:o}); chmod 600 it",
+                expanded.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(&expanded)
+        .map_err(|e| format!("cannot read {}: {e}", expanded.display()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(format!("{} is empty", expanded.display()));
+    }
+    Ok(Secret::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("/etc/evald/evald.toml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_and_paths_resolve_against_the_config_folder() {
+        let c = Config::parse(Path::new("/srv/e/evald.toml"), "").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8417");
+        assert_eq!(c.jobs_dir, PathBuf::from("/srv/e/jobs"));
+        assert_eq!(c.db_path(), PathBuf::from("/srv/e/data/evald.redb"));
+        assert_eq!(c.max_concurrent_runs, 4);
+        assert_eq!(c.retention, Retention::default());
+    }
+
+    #[test]
+    fn each_problem_names_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("bogus = 1\n", "evald.toml:1:1: unknown field `bogus`"),
+            ("listen = \"nowhere\"\n", "evald.toml:1:10: listen: `nowhere` is not an address"),
+            ("[retention]\nrequests = \"soon\"\n", "evald.toml:2:12: retention.requests: `soon` is not a duration"),
+            ("[retention]\nmax_db_size = \"2 parsecs\"\n", "retention.max_db_size: `2 parsecs`: unknown size unit"),
+            ("[endpoints.a]\nurl = \"ftp://x\"\n", "evald.toml:2:7: endpoints.a.url: `ftp://x` is not an http(s) URL"),
+            ("[endpoints.a]\nprovider = \"x\"\n", "endpoints.a: needs `url`"),
+            ("[endpoints.a]\nurl = \"http://x\"\nsimulated = {}\n", "set either `url` or `simulated`"),
+            ("[endpoints.a]\nurl = \"http://x\"\nmax_retries = 99\n", "endpoints.a.max_retries: must be between 0 and 10"),
+            ("[endpoints.a]\nsimulated = { latency_ms = -1 }\n", "endpoints.a.simulated.latency_ms"),
+            ("[endpoints.a]\nurl = \"http://x\"\napi_key_file = \"/nonexistent/key\"\n", "endpoints.a.api_key_file: cannot read"),
+            ("max_concurrent_runs = 0\n", "max_concurrent_runs: must be between 1 and 256"),
+        ];
+        for (text, want) in cases {
+            let got = errors(text);
+            assert!(got.iter().any(|e| e.contains(want)), "{text:?}: want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2GiB"), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("1.5 KB"), Ok(1500));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn a_key_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = dir.path().join("key");
+        std::fs::write(&key, "sk-123\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+        let err = read_key_file(dir.path(), "key").err().unwrap_or_default();
+        assert!(err.contains("readable by others"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_key_file(dir.path(), "key").map(|s| s.expose().to_string()), Ok("sk-123".to_string()));
+    }
+}

@@ -1,0 +1,434 @@
+//! `evald serve`: loads the config and the jobs, opens the store (marking runs cut off by the
+//! last stop as interrupted), schedules the jobs, watches the jobs directory, serves the page and
+//! the control socket, prunes on retention, and shuts down in one story: stop scheduling, let
+//! in-flight requests finish within the grace period, cut off the rest (stored as interrupted),
+//! flush and close the store.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use evald_web::model::Trigger;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::endpoint::Client;
+use crate::job::{self, Job};
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+use crate::registry::{Change, Registry};
+use crate::runner::{self, ProgressFn, RunContext, RunReport};
+use crate::scheduler::Scheduler;
+use crate::store::{PruneCutoffs, PruneReport, Store, Writer};
+use crate::view::View;
+
+/// Records deleted per prune transaction: small enough that writers queued behind a prune wait
+/// for one short commit.
+pub const PRUNE_BATCH: usize = 5000;
+
+/// The running daemon; shared by the scheduler dispatch, the control socket and the watcher.
+pub struct Daemon {
+    config: RwLock<Arc<Config>>,
+    client: RwLock<Client>,
+    /// The loaded jobs.
+    pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Store,
+    /// The store's writer.
+    pub writer: Writer,
+    /// The plugin sandbox.
+    pub plugins: Plugins,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    scheduler: Scheduler,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    slots: Arc<Semaphore>,
+}
+
+/// Why a run could not be started by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No job of that name is loaded.
+    #[error("no job named `{0}` is loaded (see `evald check`)")]
+    NoSuchJob(String),
+    /// A run of the job is already going.
+    #[error("job `{0}` is already running")]
+    Running(String),
+    /// The daemon is shutting down.
+    #[error("evald is shutting down")]
+    Stopping,
+}
+
+impl Daemon {
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A context for one run, with the config in force now.
+    pub fn run_context(&self) -> RunContext {
+        RunContext {
+            config: self.config(),
+            client: self
+                .client
+                .read()
+                .map(|c| c.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
+            writer: self.writer.clone(),
+            plugins: self.plugins.clone(),
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+            abort: self.abort.clone(),
+        }
+    }
+
+    /// The read-only model for the page.
+    pub fn view(&self) -> View {
+        View {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Starts a run of a loaded job; a scheduled firing while the job runs is stored as skipped.
+    pub async fn start_run(
+        self: &Arc<Self>,
+        name: &str,
+        trigger: Trigger,
+        progress: Option<Box<ProgressFn>>,
+    ) -> Result<tokio::task::JoinHandle<RunReport>, StartError> {
+        if self.stop.is_cancelled() {
+            return Err(StartError::Stopping);
+        }
+        let Some(state) = self.registry.get(name) else {
+            return Err(StartError::NoSuchJob(name.to_string()));
+        };
+        if !self.registry.try_start(name) {
+            if trigger == Trigger::Schedule {
+                let s = runner::record_skipped(&self.writer, &state.job, trigger).await;
+                self.metrics.run_ended(&s);
+                tracing::info!(job = name, "skipped: the previous run is still going");
+            }
+            return Err(StartError::Running(name.to_string()));
+        }
+        let me = self.clone();
+        let job = state.job.clone();
+        Ok(self.tracker.spawn(async move {
+            let report = me.run_guarded(&job, trigger, progress).await;
+            me.registry.finish(&job.name);
+            report
+        }))
+    }
+
+    async fn run_guarded(&self, job: &Job, trigger: Trigger, progress: Option<Box<ProgressFn>>) -> RunReport {
+        // Wait for a slot under max_concurrent_runs; a shutdown while waiting ends the wait.
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = self.stop.cancelled() => None,
+        };
+        let ctx = self.run_context();
+        let report = runner::run_job(&ctx, job, trigger, progress.as_deref()).await;
+        drop(permit);
+        report
+    }
+
+    /// (Re)loads one job file after a change on disk: a valid file (re)schedules its job; a
+    /// broken one keeps the last valid version running and shows the problems; a deleted one
+    /// unschedules its job.
+    pub async fn reload_file(&self, path: &Path) {
+        let config = self.config();
+        let change = if path.exists() {
+            let result = Job::load(path, &config);
+            if let Err(d) = &result {
+                for p in d {
+                    tracing::warn!(file = %path.display(), "{p}");
+                }
+            }
+            self.registry.apply(path, result)
+        } else {
+            self.registry.remove(path)
+        };
+        match change {
+            Change::Loaded(name) => {
+                if let Some(s) = self.registry.get(&name) {
+                    if let Err(e) = self.scheduler.set(&s.job).await {
+                        tracing::error!(job = %name, error = %e, "cannot schedule");
+                    }
+                    tracing::info!(job = %name, file = %path.display(), "job loaded");
+                }
+            }
+            Change::Broken(Some(name)) => {
+                tracing::warn!(job = %name, "job file broken; the last valid version keeps running")
+            }
+            Change::Broken(None) => {}
+            Change::Removed(Some(name)) => {
+                self.scheduler.remove(&name).await;
+                self.metrics.forget_job(&name);
+                tracing::info!(job = %name, "job removed");
+            }
+            Change::Removed(None) | Change::Unchanged => {}
+        }
+    }
+
+    /// SIGHUP: reloads `evald.toml` and every job. A broken config keeps the running one.
+    pub async fn reload_all(&self) {
+        let path = self.config().path.clone();
+        match Config::load(&path) {
+            Ok(new) => {
+                let old = self.config();
+                if new.listen != old.listen || new.data_dir != old.data_dir {
+                    tracing::warn!("listen and data_dir changes take effect at the next start");
+                }
+                let client = Client::new(new.secrets());
+                if let Ok(mut c) = self.client.write() {
+                    *c = client;
+                }
+                if let Ok(mut c) = self.config.write() {
+                    *c = Arc::new(new);
+                }
+                tracing::info!(config = %path.display(), "config reloaded");
+            }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("{p}");
+                }
+                tracing::error!(config = %path.display(), "config reload failed; keeping the running config");
+            }
+        }
+        self.load_jobs().await;
+    }
+
+    /// Loads the whole jobs directory and schedules what it holds.
+    async fn load_jobs(&self) {
+        let config = self.config();
+        let set = job::load_dir(&config);
+        for (f, problems) in &set.invalid {
+            for p in problems {
+                tracing::warn!(file = %f.display(), "{p}");
+            }
+        }
+        // A job that loaded before but is broken now keeps its last valid version.
+        let mut jobs = set.jobs;
+        let mut invalid = set.invalid;
+        for old in self.registry.jobs() {
+            if !jobs.contains_key(&old.job.name)
+                && let Some(problems) = invalid.get(&old.job.file).cloned()
+            {
+                invalid.remove(&old.job.file);
+                jobs.insert(old.job.name.clone(), (*old.job).clone());
+                self.registry.apply(&old.job.file, Err(problems));
+            }
+        }
+        let names: Vec<String> = jobs.keys().cloned().collect();
+        let broken: Vec<(PathBuf, Vec<crate::diag::Diagnostic>)> = self
+            .registry
+            .jobs()
+            .into_iter()
+            .filter(|s| names.contains(&s.job.name) && !s.broken.is_empty())
+            .map(|s| (s.job.file.to_path_buf(), s.broken.clone()))
+            .collect();
+        self.registry.replace_all(jobs, invalid);
+        for (f, problems) in broken {
+            self.registry.apply(&f, Err(problems));
+        }
+        self.scheduler.retain(&names).await;
+        for s in self.registry.jobs() {
+            if let Err(e) = self.scheduler.set(&s.job).await {
+                tracing::error!(job = %s.job.name, error = %e, "cannot schedule");
+            }
+        }
+        tracing::info!(
+            jobs = names.len(),
+            invalid = self.registry.invalid().len(),
+            dir = %config.jobs_dir.display(),
+            "jobs loaded"
+        );
+    }
+
+    /// Applies retention now (or says what it would remove).
+    pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, crate::store::StoreError> {
+        let config = self.config();
+        let cutoffs = cutoffs(&config, &self.store)?;
+        if dry_run {
+            return self.store.prune_plan(&cutoffs);
+        }
+        let r = self.writer.prune(cutoffs, PRUNE_BATCH).await?;
+        self.metrics.pruned.inc_by(r.records);
+        Ok(r)
+    }
+}
+
+/// The prune cutoffs now: by age, and by `max_db_size` (oldest records first).
+pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::store::StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut c = PruneCutoffs {
+        records_before_ms: now - config.retention.requests.as_millis() as i64,
+        runs_before_ms: now - config.retention.runs.as_millis() as i64,
+    };
+    if let Some(cap) = config.retention.max_db_size {
+        let bytes = store.file_bytes();
+        let n = store.record_count()?;
+        if bytes > cap && n > 0 {
+            // The file does not shrink (redb reuses freed pages), so size is steered through
+            // the record count: keep as many records as fit in 90 % of the cap at today's
+            // bytes per record.
+            let per = bytes as f64 / n as f64;
+            let keep = ((cap as f64 * 0.9) / per) as u64;
+            if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
+                c.records_before_ms = c.records_before_ms.max(ts);
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Starts the daemon on `config_path` and serves until `shutdown` resolves (or SIGTERM/SIGINT
+/// arrive). `listener` is for tests that bind 127.0.0.1:0 themselves.
+pub async fn serve(
+    config_path: &Path,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(|problems| {
+        anyhow::anyhow!(
+            "{}\nthe config has problems; evald did not start",
+            problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let store = Store::open(&config.db_path())?;
+    let marked = store.mark_interrupted()?;
+    for id in &marked {
+        tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
+    }
+    let writer = store.writer();
+    let plugins = Plugins::new(&config.data_dir.join("plugin-cache")).map_err(anyhow::Error::msg)?;
+    let (fire_tx, mut fire_rx) = mpsc::channel::<String>(256);
+    let scheduler = Scheduler::start(fire_tx).await?;
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+    };
+    let local = listener.local_addr()?;
+    let web_token = config.web_token.as_ref().map(|s| s.expose().to_string());
+    let grace = config.shutdown_grace;
+    let daemon = Arc::new(Daemon {
+        client: RwLock::new(Client::new(config.secrets())),
+        slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+        config: RwLock::new(Arc::new(config)),
+        registry: Arc::new(Registry::default()),
+        store,
+        writer,
+        plugins,
+        metrics: Arc::new(Metrics::new()),
+        scheduler,
+        tracker: TaskTracker::new(),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    });
+    daemon.load_jobs().await;
+
+    // Retention at start-up, then every prune_interval.
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                match d.prune(false).await {
+                    Ok(r) if r.records + r.runs + r.rollups > 0 => {
+                        tracing::info!(records = r.records, runs = r.runs, rollups = r.rollups, payloads = r.payloads, "pruned")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "prune failed"),
+                }
+                let every = d.config().retention.prune_interval;
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = d.stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    // Scheduled firings.
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            while let Some(name) = fire_rx.recv().await {
+                if d.stop.is_cancelled() {
+                    break;
+                }
+                if let Err(e) = d.start_run(&name, Trigger::Schedule, None).await {
+                    tracing::debug!(job = %name, "{e}");
+                }
+            }
+        });
+    }
+
+    let control = crate::control::listen(daemon.clone()).await?;
+    let watcher = crate::watch::watch(daemon.clone())?;
+
+    let app = evald_web::router(Arc::new(daemon.view()), evald_web::WebOptions { token: web_token });
+    let stop_web = daemon.stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop_web.cancelled().await })
+            .await
+    });
+    tracing::info!(listen = %local, "evald is serving");
+    crate::service::ready();
+    let watchdog = crate::service::watchdog(daemon.stop.clone());
+
+    // Signals: SIGHUP reloads; SIGTERM / SIGINT (or `shutdown`) stop; a second stop signal exits
+    // at once.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                crate::service::reloading();
+                daemon.reload_all().await;
+                crate::service::ready();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!(grace = ?grace, "stopping: no new runs; waiting for requests in flight");
+    crate::service::stopping();
+    daemon.stop.cancel();
+    daemon.scheduler.shutdown().await;
+    drop(watcher);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("evald: second signal, exiting now");
+        std::process::exit(130);
+    });
+    daemon.tracker.close();
+    if tokio::time::timeout(grace, daemon.tracker.wait()).await.is_err() {
+        tracing::warn!("grace period over: cutting off requests in flight (stored as interrupted)");
+        daemon.abort.cancel();
+        daemon.tracker.wait().await;
+    }
+    control.abort();
+    watchdog.abort();
+    let _ = server.await;
+    daemon.writer.clone().close().await;
+    let _ = std::fs::remove_file(daemon.config().socket_path());
+    tracing::info!("stopped; the store is closed");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The `evald` binary: parses the command line, sets up logging, calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use evald::cli::{self, CompareArgs, ExportArgs, Failure};
+
+/// Scheduled LLM comparison and benchmark jobs, scored and stored, behind a read-only page.
+#[derive(Parser)]
+#[command(name = "evald", version, about, long_about = None)]
+struct Args {
+    /// The config file (else $EVALD_CONFIG, ./evald.toml, /etc/evald/evald.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format on stderr; the level comes from RUST_LOG (default: info for serve, warn else).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: schedules jobs, watches the jobs directory, serves the page.
+    Serve,
+    /// Validates the config and every job (or the files named); exit 1 on any problem.
+    Check {
+        /// Job files to check instead of the whole jobs directory.
+        files: Vec<PathBuf>,
+    },
+    /// Runs a job now, shows progress, prints the results and stores the run.
+    Run {
+        /// The job's name (its file stem).
+        job: String,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends one prompt to several targets and prints the answers side by side.
+    Compare {
+        /// A target, ENDPOINT/MODEL; repeat for more.
+        #[arg(long = "model", short = 'm', required = true)]
+        models: Vec<String>,
+        /// A system message sent first.
+        #[arg(long)]
+        system: Option<String>,
+        /// Sampling temperature (0–2).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Most tokens to generate.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The prompt.
+        prompt: String,
+    },
+    /// Writes request records as CSV, JSON or JSONL.
+    Export {
+        /// csv, json or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// From this time on (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (RFC 3339, or YYYY-MM-DD for the whole day).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// Lists the models an endpoint offers (GET /models).
+    Models {
+        /// The endpoint's name in evald.toml.
+        endpoint: String,
+    },
+    /// The analytics summary.
+    Stats {
+        /// Window in days.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies retention now.
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let serving = matches!(args.command, Command::Serve);
+    init_logging(args.log_format, if serving { "info,tokio_cron_scheduler=warn" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("evald: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = args.config.as_deref();
+    let result: Result<bool, Failure> = rt.block_on(async {
+        match args.command {
+            Command::Serve => {
+                let path = evald::config::locate(config).map_err(Failure)?;
+                evald::daemon::serve(&path, None, std::future::pending())
+                    .await
+                    .map(|()| true)
+                    .map_err(|e| Failure(format!("{e:#}")))
+            }
+            Command::Check { files } => cli::check(config, &files),
+            Command::Run { job, json } => cli::run(config, &job, json).await,
+            Command::Compare { models, system, temperature, max_tokens, json, prompt } => {
+                cli::compare(config, CompareArgs { models, prompt, system, temperature, max_tokens, json }).await
+            }
+            Command::Export { format, since, until, job, model, limit, output } => {
+                cli::export(config, ExportArgs { format, since, until, job, model, limit, output }).await
+            }
+            Command::Models { endpoint } => cli::models(config, &endpoint).await,
+            Command::Stats { days, json } => cli::stats(config, days, json).await,
+            Command::Prune { dry_run } => cli::prune(config, dry_run).await,
+        }
+    });
+    // Background tasks (a progress bar's ticker, the runtime's blocking pool) must not keep a
+    // finished command waiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(Failure(msg)) => {
+            eprintln!("evald: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

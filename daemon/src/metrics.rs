@@ -1,0 +1,174 @@
+//! Prometheus metrics (prefix `evald_`), through the Prometheus organisation's client crate.
+//! Label values come only from loaded jobs, their targets and their scorers, so the number of
+//! series stays bounded by the configuration.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use evald_web::model::{Record, RunStatus, RunSummary};
+
+type Labels = Vec<(&'static str, String)>;
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_hist() -> Histogram {
+    Histogram::new([
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
+}
+
+/// Every series evald exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Hist,
+    ttft: Hist,
+    tokens: Family<Labels, Counter>,
+    score: Family<Labels, Gauge<f64, AtomicU64>>,
+    runs: Family<Labels, Counter>,
+    last_run_ts: Family<Labels, Gauge<f64, AtomicU64>>,
+    last_run_ok: Family<Labels, Gauge>,
+    /// Job files that failed to load.
+    pub jobs_invalid: Gauge,
+    plugin_errors: Family<Labels, Counter>,
+    /// Request records in the store (set at scrape time).
+    pub store_records: Gauge,
+    /// The store file's size (set at scrape time).
+    pub store_bytes: Gauge,
+    /// Records removed by retention since start.
+    pub pruned: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every series.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("evald");
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_hist),
+            ttft: Family::new_with_constructor(latency_hist),
+            tokens: Family::default(),
+            score: Family::default(),
+            runs: Family::default(),
+            last_run_ts: Family::default(),
+            last_run_ok: Family::default(),
+            jobs_invalid: Gauge::default(),
+            plugin_errors: Family::default(),
+            store_records: Gauge::default(),
+            store_bytes: Gauge::default(),
+            pruned: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Requests sent, by job, target and outcome (ok or error kind)", m.requests.clone());
+        registry.register("request_duration_seconds", "End-to-end request latency", m.duration.clone());
+        registry.register("time_to_first_token_seconds", "Time to the first streamed token", m.ttft.clone());
+        registry.register("tokens", "Tokens, by kind (prompt, completion)", m.tokens.clone());
+        registry.register("score", "Mean weighted score of the job's last run, by target and scorer", m.score.clone());
+        registry.register("job_runs", "Runs, by job and status", m.runs.clone());
+        registry.register("job_last_run_timestamp_seconds", "When the job's last run ended", m.last_run_ts.clone());
+        registry.register("job_last_run_success", "1 if the job's last run ended ok, else 0", m.last_run_ok.clone());
+        registry.register("jobs_invalid", "Job files that failed to load", m.jobs_invalid.clone());
+        registry.register("plugin_errors", "Plugin scorer errors, by plugin", m.plugin_errors.clone());
+        registry.register("store_records", "Request records stored", m.store_records.clone());
+        registry.register("store_bytes", "Size of the store file", m.store_bytes.clone());
+        registry.register("pruned_records", "Request records removed by retention", m.pruned.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one request record in.
+    pub fn observe(&self, r: &Record) {
+        if r.metadata.warmup {
+            return;
+        }
+        let target = r.target();
+        let outcome = match &r.error {
+            None => "ok".to_string(),
+            Some(_) => r.metadata.error_kind.clone().unwrap_or_else(|| "error".into()),
+        };
+        self.requests
+            .get_or_create(&vec![("job", r.job.clone()), ("target", target.clone()), ("outcome", outcome)])
+            .inc();
+        let jt: Labels = vec![("job", r.job.clone()), ("target", target.clone())];
+        if r.error.is_none() {
+            if let Some(ms) = r.response_time_ms {
+                self.duration.get_or_create(&jt).observe(ms / 1000.0);
+            }
+            if let Some(ms) = r.ttft_ms {
+                self.ttft.get_or_create(&jt).observe(ms / 1000.0);
+            }
+        }
+        for (kind, n) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
+            if let Some(n) = n {
+                self.tokens
+                    .get_or_create(&vec![("job", r.job.clone()), ("target", target.clone()), ("kind", kind.to_string())])
+                    .inc_by(n as u64);
+            }
+        }
+        for s in &r.scores {
+            if let Some(e) = &s.error
+                && !e.is_empty()
+            {
+                self.plugin_errors.get_or_create(&vec![("plugin", s.name.clone())]).inc();
+            }
+        }
+    }
+
+    /// Records a run's end.
+    pub fn run_ended(&self, s: &RunSummary) {
+        let job: Labels = vec![("job", s.job.clone())];
+        self.runs
+            .get_or_create(&vec![("job", s.job.clone()), ("status", s.status.as_str().to_string())])
+            .inc();
+        if s.status == RunStatus::Skipped {
+            return;
+        }
+        self.last_run_ts
+            .get_or_create(&job)
+            .set(s.ended_ms.unwrap_or(s.started_ms) as f64 / 1000.0);
+        self.last_run_ok
+            .get_or_create(&job)
+            .set((s.status == RunStatus::Ok) as i64);
+        for t in &s.targets {
+            for (scorer, v) in &t.scorer_means {
+                self.score
+                    .get_or_create(&vec![("job", s.job.clone()), ("target", t.target.clone()), ("scorer", scorer.clone())])
+                    .set(*v);
+            }
+            if let Some(v) = t.mean_score {
+                self.score
+                    .get_or_create(&vec![("job", s.job.clone()), ("target", t.target.clone()), ("scorer", "_weighted".to_string())])
+                    .set(v);
+            }
+        }
+    }
+
+    /// Forgets the series of a job that is gone, so label values stay bounded.
+    pub fn forget_job(&self, job: &str) {
+        let j = job.to_string();
+        self.last_run_ts.remove(&vec![("job", j.clone())]);
+        self.last_run_ok.remove(&vec![("job", j)]);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}

@@ -1,0 +1,462 @@
+//! A run: one firing of a job. It expands the targets (`endpoint/*` asks the endpoint for its
+//! models), adds generated cases, sends every case (× `repeat`) to every target with the job's
+//! concurrency, scores each response, and stores one request record per request plus a run
+//! summary. Benchmark jobs hand over to [`crate::bench`].
+//!
+//! Shutdown: `stop` ends the sending of new requests; `abort` (fired after the grace period)
+//! cuts in-flight ones off, which are then stored as interrupted. A run cut off is marked
+//! interrupted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use evald_web::model::{Metadata, Record, RunStatus, RunSummary, TargetSummary, Trigger};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Endpoint};
+use crate::endpoint::{ChatRequest, Client, Outcome, kind};
+use crate::job::{Case, Job, JobKind, TargetSpec};
+use crate::metrics::Metrics;
+use crate::plugins::Plugins;
+use crate::scorer::{Scorers, all_passed, weighted_mean};
+use crate::store::{Writer, new_run_id};
+
+/// Everything a run needs from the daemon (or the CLI).
+#[derive(Clone)]
+pub struct RunContext {
+    /// The daemon config (endpoints).
+    pub config: Arc<Config>,
+    /// Sends the requests.
+    pub client: Client,
+    /// Stores records and summaries.
+    pub writer: Writer,
+    /// Loads scorer and generator plugins.
+    pub plugins: Plugins,
+    /// Counts requests and runs for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the daemon stops: no new requests are sent.
+    pub stop: CancellationToken,
+    /// Cancelled when the grace period ends: in-flight requests are cut off.
+    pub abort: CancellationToken,
+}
+
+/// Progress of a run, for a progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Requests finished.
+    pub done: u64,
+    /// Requests planned (0 when unknown, e.g. a benchmark bounded by duration).
+    pub total: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
+}
+
+/// Called after each request finishes.
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// What a run leaves behind for whoever started it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunReport {
+    /// The stored summary.
+    pub summary: RunSummary,
+    /// The records of a compare run (benchmarks keep only their summary in memory).
+    pub records: Vec<Record>,
+    /// Cases in the order they were sent.
+    pub cases: Vec<String>,
+    /// Targets in job order.
+    pub targets: Vec<String>,
+}
+
+/// One resolved target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint>,
+    /// The model.
+    pub model: String,
+}
+
+impl Target {
+    /// `endpoint/model`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.endpoint.name, self.model)
+    }
+}
+
+/// Resolves a job's targets; `endpoint/*` lists the endpoint's models now. Problems are
+/// returned beside what did resolve.
+pub async fn resolve_targets(
+    config: &Config,
+    client: &Client,
+    specs: &[TargetSpec],
+) -> (Vec<Target>, Vec<String>) {
+    let mut out: Vec<Target> = Vec::new();
+    let mut problems = Vec::new();
+    for spec in specs {
+        let (ep_name, models) = match spec {
+            TargetSpec::Model { endpoint, model } => (endpoint, vec![model.clone()]),
+            TargetSpec::AllModels { endpoint } => {
+                let Some(ep) = config.endpoints.get(endpoint) else {
+                    problems.push(format!("unknown endpoint `{endpoint}`"));
+                    continue;
+                };
+                match client.list_models(ep).await {
+                    Ok(m) if m.is_empty() => {
+                        problems.push(format!("{endpoint}/*: the endpoint lists no models"));
+                        continue;
+                    }
+                    Ok(m) => (endpoint, m),
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(ep) = config.endpoints.get(ep_name) else {
+            problems.push(format!("unknown endpoint `{ep_name}` (was evald.toml reloaded?)"));
+            continue;
+        };
+        for m in models {
+            if !out.iter().any(|t| t.endpoint.name == *ep_name && t.model == m) {
+                out.push(Target {
+                    endpoint: ep.clone(),
+                    model: m,
+                });
+            }
+        }
+    }
+    (out, problems)
+}
+
+/// Stores a skipped run: the job fired while its previous run was still going.
+pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger) -> RunSummary {
+    let now = chrono::Utc::now().timestamp_millis();
+    let s = RunSummary {
+        id: new_run_id(now),
+        job: job.name.clone(),
+        kind: job.kind.as_str().into(),
+        trigger,
+        started_ms: now,
+        ended_ms: Some(now),
+        status: RunStatus::Skipped,
+        message: Some("skipped: the previous run of this job was still going".into()),
+        requests: 0,
+        errors: 0,
+        cases: 0,
+        targets: vec![],
+    };
+    writer.run(s.clone()).await;
+    s
+}
+
+/// Runs a job now and stores it.
+pub async fn run_job(
+    ctx: &RunContext,
+    job: &Job,
+    trigger: Trigger,
+    progress: Option<&ProgressFn>,
+) -> RunReport {
+    let started = chrono::Utc::now().timestamp_millis();
+    let mut summary = RunSummary {
+        id: new_run_id(started),
+        job: job.name.clone(),
+        kind: job.kind.as_str().into(),
+        trigger,
+        started_ms: started,
+        ended_ms: None,
+        status: RunStatus::Running,
+        message: None,
+        requests: 0,
+        errors: 0,
+        cases: 0,
+        targets: vec![],
+    };
+    let span = tracing::info_span!("run", job = %job.name, run_id = %summary.id);
+    ctx.writer.run(summary.clone()).await;
+    tracing::info!(parent: &span, trigger = trigger_word(trigger), "run started");
+
+    let mut report = RunReport {
+        summary: summary.clone(),
+        records: vec![],
+        cases: vec![],
+        targets: vec![],
+    };
+    let finish = |mut summary: RunSummary, status: RunStatus, message: Option<String>| {
+        summary.ended_ms = Some(chrono::Utc::now().timestamp_millis());
+        summary.status = status;
+        summary.message = message;
+        summary
+    };
+
+    let (targets, mut problems) = resolve_targets(&ctx.config, &ctx.client, &job.targets).await;
+    let cases = match generate_cases(ctx, job).await {
+        Ok(c) => c,
+        Err(e) => {
+            summary = finish(summary, RunStatus::Failed, Some(e));
+            ctx.writer.run(summary.clone()).await;
+            ctx.metrics.run_ended(&summary);
+            tracing::warn!(parent: &span, message = ?summary.message, "run failed");
+            report.summary = summary;
+            return report;
+        }
+    };
+    if targets.is_empty() {
+        problems.insert(0, "no target to send to".into());
+        summary = finish(summary, RunStatus::Failed, Some(problems.join("; ")));
+        ctx.writer.run(summary.clone()).await;
+        ctx.metrics.run_ended(&summary);
+        tracing::warn!(parent: &span, message = ?summary.message, "run failed");
+        report.summary = summary;
+        return report;
+    }
+    let (scorers, scorer_problems) = Scorers::for_job(job, &ctx.plugins);
+    problems.extend(scorer_problems);
+    summary.cases = cases.len() as u64;
+    report.cases = cases.iter().map(|c| c.id.clone()).collect();
+    report.targets = targets.iter().map(Target::name).collect();
+
+    let records = match job.kind {
+        JobKind::Compare => {
+            let records = compare(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
+            summarize_into(&mut summary, &records);
+            records
+        }
+        JobKind::Benchmark => {
+            summary.targets =
+                crate::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
+            summary.requests = summary.targets.iter().map(|t| t.requests).sum();
+            summary.errors = summary.targets.iter().map(|t| t.errors).sum();
+            Vec::new()
+        }
+    };
+    order_targets(&mut summary.targets, &report.targets);
+
+    let interrupted = ctx.stop.is_cancelled();
+    let (status, msg) = if interrupted {
+        problems.insert(0, "cut off: evald was stopping".into());
+        (RunStatus::Interrupted, Some(problems.join("; ")))
+    } else if summary.requests > 0 && summary.errors == summary.requests {
+        problems.insert(0, "every request failed".into());
+        (RunStatus::Failed, Some(problems.join("; ")))
+    } else {
+        (RunStatus::Ok, (!problems.is_empty()).then(|| problems.join("; ")))
+    };
+    summary = finish(summary, status, msg);
+    ctx.writer.run(summary.clone()).await;
+    // Whoever started the run reads it next: it must be committed when this returns.
+    ctx.writer.flush().await;
+    ctx.metrics.run_ended(&summary);
+    tracing::info!(
+        parent: &span,
+        status = status.as_str(),
+        requests = summary.requests,
+        errors = summary.errors,
+        "run ended"
+    );
+    report.summary = summary;
+    report.records = records;
+    report
+}
+
+fn trigger_word(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Schedule => "schedule",
+        Trigger::Manual => "manual",
+    }
+}
+
+/// The job's cases plus what its generators produce now.
+async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String> {
+    let mut cases = job.cases.clone();
+    for g in &job.generators {
+        let name = g.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let plugin = ctx.plugins.generator(&g.path).map_err(|e| format!("generator {name}: {e}"))?;
+        let more = plugin
+            .generate(&g.config_json, g.limits)
+            .await
+            .map_err(|e| format!("generator {name}: {e}"))?;
+        for c in more {
+            if cases.iter().any(|x| x.id == c.id) {
+                return Err(format!("generator {name}: case id `{}` is already taken", c.id));
+            }
+            if c.messages.is_empty() {
+                return Err(format!("generator {name}: case `{}` has no messages", c.id));
+            }
+            cases.push(c);
+        }
+    }
+    if cases.is_empty() {
+        return Err("no cases: the job's generators produced none".into());
+    }
+    Ok(cases)
+}
+
+/// Builds the stored record of one request.
+pub fn record_of(job: &Job, run_id: &str, target: &Target, case: &Case, out: Outcome, metadata_extra: impl FnOnce(&mut Metadata)) -> Record {
+    let mut metadata = out.metadata;
+    metadata_extra(&mut metadata);
+    Record {
+        id: 0,
+        timestamp_ms: out.started_ms,
+        model: target.model.clone(),
+        provider: target.endpoint.provider.clone(),
+        messages: case.messages.clone(),
+        temperature: job.params.temperature,
+        max_tokens: job.params.max_tokens,
+        top_p: job.params.top_p,
+        response: out.response,
+        // Microsecond precision is all a timer over a network gives.
+        response_time_ms: out.latency_ms.map(round_us),
+        prompt_tokens: out.prompt_tokens,
+        completion_tokens: out.completion_tokens,
+        total_tokens: out.total_tokens,
+        finish_reason: out.finish_reason,
+        error: out.error,
+        metadata,
+        job: job.name.clone(),
+        run_id: run_id.to_string(),
+        case_id: case.id.clone(),
+        endpoint: target.endpoint.name.clone(),
+        ttft_ms: out.ttft_ms.map(round_us),
+        scores: vec![],
+    }
+}
+
+fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// Sends one request, cut off (and recorded as interrupted) if `abort` fires first.
+pub async fn send(ctx: &RunContext, job: &Job, target: &Target, case: &Case) -> Outcome {
+    let req = ChatRequest {
+        model: &target.model,
+        messages: &case.messages,
+        params: &job.params,
+        stream: job.stream,
+        timeout: job.timeout_for(&target.endpoint),
+    };
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let t0 = std::time::Instant::now();
+    tokio::select! {
+        out = ctx.client.chat(&target.endpoint, req) => out,
+        _ = ctx.abort.cancelled() => {
+            let mut out = Outcome { started_ms, latency_ms: Some(crate::endpoint::ms(t0.elapsed())), ..Outcome::default() };
+            out.metadata.error_kind = Some(kind::INTERRUPTED.into());
+            out.metadata.stream = job.stream;
+            out.error = Some("interrupted: evald stopped before the response came".into());
+            out
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compare_one(
+    ctx: &RunContext,
+    job: &Job,
+    run_id: &str,
+    scorers: &Scorers,
+    rep: u32,
+    case: &Case,
+    target: &Target,
+) -> Option<Record> {
+    // After a stop, requests not yet sent are not sent.
+    if ctx.stop.is_cancelled() {
+        return None;
+    }
+    let out = send(ctx, job, target, case).await;
+    let mut r = record_of(job, run_id, target, case, out, |m| {
+        if job.repeat > 1 {
+            m.repeat = Some(rep);
+        }
+    });
+    r.scores = scorers.score(case, &r).await;
+    ctx.metrics.observe(&r);
+    ctx.writer.record(r.clone()).await;
+    Some(r)
+}
+
+async fn compare(
+    ctx: &RunContext,
+    job: &Job,
+    run_id: &str,
+    targets: &[Target],
+    cases: &[Case],
+    scorers: &Scorers,
+    progress: Option<&ProgressFn>,
+) -> Vec<Record> {
+    let mut work = Vec::new();
+    for rep in 0..job.repeat {
+        for case in cases {
+            for t in targets {
+                work.push(compare_one(ctx, job, run_id, scorers, rep, case, t));
+            }
+        }
+    }
+    let total = work.len() as u64;
+    let mut p = Progress {
+        total,
+        ..Progress::default()
+    };
+    let mut records = Vec::with_capacity(work.len());
+    let mut stream = futures_util::stream::iter(work).buffer_unordered(job.concurrency.max(1));
+    while let Some(r) = stream.next().await {
+        let Some(r) = r else { continue };
+        p.done += 1;
+        if r.error.is_some() {
+            p.errors += 1;
+        }
+        if let Some(f) = progress {
+            f(p);
+        }
+        records.push(r);
+    }
+    records
+}
+
+/// Recomputes a summary's counts and per-target figures from its records.
+pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
+    let mut by: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.metadata.warmup) {
+        by.entry(r.target()).or_default().push(r);
+    }
+    summary.requests = by.values().map(|v| v.len() as u64).sum();
+    summary.errors = by.values().flatten().filter(|r| r.error.is_some()).count() as u64;
+    summary.targets = by
+        .into_iter()
+        .map(|(target, rs)| {
+            let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
+            let scored: Vec<&&Record> = ok.iter().copied().filter(|r| !r.scores.is_empty()).collect();
+            let mut scorer_sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+            for r in &scored {
+                for s in &r.scores {
+                    if let Some(v) = s.value {
+                        let e = scorer_sums.entry(s.name.clone()).or_default();
+                        e.0 += v;
+                        e.1 += 1;
+                    }
+                }
+            }
+            TargetSummary {
+                target,
+                requests: rs.len() as u64,
+                errors: (rs.len() - ok.len()) as u64,
+                mean_latency_ms: evald_web::model::mean(ok.iter().filter_map(|r| r.response_time_ms)),
+                mean_score: evald_web::model::mean(scored.iter().filter_map(|r| weighted_mean(&r.scores))),
+                pass_rate: evald_web::model::mean(
+                    scored.iter().filter_map(|r| all_passed(&r.scores)).map(|b| if b { 1.0 } else { 0.0 }),
+                ),
+                scorer_means: scorer_sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect(),
+                prompt_tokens: rs.iter().filter_map(|r| r.prompt_tokens).map(u64::from).sum(),
+                completion_tokens: rs.iter().filter_map(|r| r.completion_tokens).map(u64::from).sum(),
+                bench: None,
+            }
+        })
+        .collect();
+}
+
+/// Puts target summaries in job order.
+fn order_targets(targets: &mut [TargetSummary], order: &[String]) {
+    targets.sort_by_key(|t| order.iter().position(|o| *o == t.target).unwrap_or(usize::MAX));
+}

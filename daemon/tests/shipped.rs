@@ -1,0 +1,31 @@
+//! The shipped config and example jobs stay valid: `evald check` on the repository's own
+//! `evald.toml` passes, and every example job loads.
+
+use std::process::Command;
+
+#[test]
+fn the_shipped_config_and_jobs_pass_check() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+        .current_dir(root)
+        .env_remove("EVALD_CONFIG")
+        .args(["check"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("4 job(s) are valid"), "{text}");
+}
+
+#[test]
+fn check_names_a_missing_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+        .current_dir(dir.path())
+        .env_remove("EVALD_CONFIG")
+        .args(["check", "--config", "nope.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nope.toml:1:1: cannot read"));
+}

@@ -1,0 +1,464 @@
+//! Support for evald's end-to-end tests: a local OpenAI-compatible test server with fault modes
+//! chosen by model name, and a harness that runs the real `evald` binary on a temporary site
+//! (config, jobs directory, data directory) and talks to it over loopback.
+//!
+//! Test server models:
+//! - `ok-*`: answers `Echo: <last user message>`, with usage.
+//! - `slow-<ms>`: answers after `<ms>` milliseconds.
+//! - `err500`: HTTP 500 with an OpenAI-style error body (`upstream exploded`).
+//! - `err429`: HTTP 429 with `Retry-After: 1` the first two times, then answers.
+//! - `badjson`: HTTP 200 whose body is not JSON.
+//! - `empty`: HTTP 200 with no choices.
+//! - `echo-auth`: HTTP 401 whose message echoes the Authorization header.
+//! - `xss`: answers with HTML and script payloads.
+//! - `huge`: a 1 MiB answer with commas, quotes, newlines, tabs and unicode.
+//!
+//! Streams (`"stream": true`) send one chunk per word after `ttft_ms`, `pace_ms` apart, then
+//! the usage chunk (if asked for) and `[DONE]`. `nousage` streams send no usage; `trunc` breaks
+//! the connection after two chunks; `nodone` ends without `[DONE]`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// The hostile answer of the `xss` model.
+pub const XSS: &str = "<script>alert(1)</script> \"><img src=x onerror=alert(1)>";
+
+/// One request the test server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The `Authorization` header, if any.
+    pub auth: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// Settings and state of a test server.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Every chat request, in order.
+    pub seen: Mutex<Vec<Seen>>,
+    /// Attempts per model, for `err429`.
+    pub attempts: Mutex<HashMap<String, u32>>,
+    /// Streams: delay before the first chunk.
+    pub ttft_ms: u64,
+    /// Streams: delay between chunks.
+    pub pace_ms: u64,
+}
+
+/// A running test server.
+pub struct TestServer {
+    /// Its address on 127.0.0.1.
+    pub addr: SocketAddr,
+    /// What it saw.
+    pub state: Arc<ServerState>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1:0 with no stream delays.
+    pub async fn start() -> TestServer {
+        TestServer::with_timing(0, 0).await
+    }
+
+    /// Starts a server whose streams wait `ttft_ms` for the first chunk and `pace_ms` between.
+    pub async fn with_timing(ttft_ms: u64, pace_ms: u64) -> TestServer {
+        let state = Arc::new(ServerState {
+            ttft_ms,
+            pace_ms,
+            ..ServerState::default()
+        });
+        let app = Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/chat/completions", post(chat))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestServer { addr, state }
+    }
+
+    /// The base URL to put in `evald.toml`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+async fn models() -> impl IntoResponse {
+    let names = ["ok-a", "ok-b", "ok-c"];
+    axum::Json(json!({ "object": "list", "data": names.iter().map(|n| json!({"id": n, "object": "model"})).collect::<Vec<_>>() }))
+}
+
+fn completion(model: &str, text: &str, usage: bool) -> Value {
+    let mut v = json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
+    });
+    if usage {
+        let c = text.split_whitespace().count().max(1);
+        v["usage"] = json!({ "prompt_tokens": 7, "completion_tokens": c, "total_tokens": 7 + c });
+    }
+    v
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (status, axum::Json(json!({ "error": { "message": msg, "type": "test_error" } }))).into_response()
+}
+
+async fn chat(State(st): State<Arc<ServerState>>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "bad request body"),
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if let Ok(mut s) = st.seen.lock() {
+        s.push(Seen {
+            auth: auth.clone(),
+            body: req.clone(),
+        });
+    }
+    let model = req["model"].as_str().unwrap_or_default().to_string();
+    let last = req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let attempt = {
+        let mut a = st.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = a.entry(model.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    match model.as_str() {
+        "err500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded"),
+        "err429" if attempt <= 2 => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+            r.headers_mut().insert(header::RETRY_AFTER, "1".parse().unwrap_or_else(|_| unreachable!()));
+            return r;
+        }
+        "echo-auth" => {
+            return error(StatusCode::UNAUTHORIZED, &format!("bad key: {}", auth.unwrap_or_default()));
+        }
+        "badjson" => return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "<html>this is not json").into_response(),
+        "empty" => return axum::Json(json!({ "id": "x", "choices": [] })).into_response(),
+        m if m.starts_with("slow-") => {
+            let ms: u64 = m[5..].parse().unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        _ => {}
+    }
+    let text = match model.as_str() {
+        "xss" => XSS.to_string(),
+        "huge" => hostile_megabyte(),
+        _ => format!("Echo: {last}"),
+    };
+    if req["stream"].as_bool() == Some(true) {
+        let usage = req["stream_options"]["include_usage"].as_bool() == Some(true) && model != "nousage";
+        return stream(&st, &model, &text, usage);
+    }
+    axum::Json(completion(&model, &text, true)).into_response()
+}
+
+/// About 1 MiB of text with every character a CSV or JSON writer must get right.
+pub fn hostile_megabyte() -> String {
+    let unit = "a, b; \"quoted\" and\nnewline\ttab — ünïcödé 中文 🚀 \\ back\r\n";
+    unit.repeat(1024 * 1024 / unit.len() + 1)
+}
+
+fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
+    let words: Vec<String> = text.split(' ').map(String::from).collect();
+    let (ttft, pace) = (Duration::from_millis(st.ttft_ms), Duration::from_millis(st.pace_ms));
+    let model = model.to_string();
+    let n = words.len();
+    let s = async_stream_of(move |i| {
+        let model = model.clone();
+        let words = words.clone();
+        async move {
+            let chunk = |v: Value| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("data: {v}\n\n")));
+            if i == 0 {
+                tokio::time::sleep(ttft).await;
+            } else if i < n {
+                tokio::time::sleep(pace).await;
+            }
+            if model == "trunc" && i == 2 {
+                return Some(Err(std::io::Error::other("cut")));
+            }
+            if i < n {
+                let piece = if i == 0 { words[i].clone() } else { format!(" {}", words[i]) };
+                return Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})));
+            }
+            let done = || (model != "nodone").then(|| Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")));
+            match (i - n, usage) {
+                (0, _) => Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))),
+                (1, true) => Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}}))),
+                (1, false) | (2, true) => done(),
+                _ => None,
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(s))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A stream of `f(0)`, `f(1)`, … until `f` returns `None`.
+fn async_stream_of<F, Fut, T>(f: F) -> impl futures_util::Stream<Item = T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    futures_util::stream::unfold((0usize, f), |(i, f)| async move {
+        let item = f(i).await?;
+        Some((item, (i + 1, f)))
+    })
+}
+
+/// The `evald` binary of this build (`cargo test --workspace` builds it).
+pub fn evald_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test> → target/<profile>/evald
+    let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("odd test path {}", exe.display()));
+    let bin = dir.join("evald");
+    assert!(bin.is_file(), "{} is missing: run the tests with `cargo test --workspace` (it builds the evald binary)", bin.display());
+    bin
+}
+
+/// A free port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("free port: {e}"))
+}
+
+/// A temporary evald installation: `evald.toml`, `jobs/`, `data/`.
+pub struct Site {
+    /// The folder (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The HTTP port in the config.
+    pub port: u16,
+    /// Extra environment for every evald process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Site {
+    /// A site whose config has the test server as endpoint `test` (key from `TEST_KEY`) and a
+    /// simulated endpoint `sim`, plus `extra` config text.
+    pub fn new(server: Option<&TestServer>, extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let port = free_port();
+        let mut cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\njobs_dir = \"jobs\"\ndata_dir = \"data\"\nplugins_dir = \"plugins\"\n{extra}\n[endpoints.sim]\nsimulated = {{ latency_ms = 5, jitter_ms = 0, tokens_per_second = 1000 }}\n"
+        );
+        if let Some(s) = server {
+            cfg.push_str(&format!(
+                "\n[endpoints.test]\nurl = \"{}\"\napi_key_env = \"TEST_KEY\"\nprovider = \"testprov\"\ntimeout = \"2s\"\nmax_retries = 2\n",
+                s.url()
+            ));
+        }
+        std::fs::create_dir_all(dir.path().join("jobs")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("evald.toml"), cfg).unwrap_or_else(|e| panic!("{e}"));
+        Site {
+            dir,
+            port,
+            env: vec![("TEST_KEY".into(), SECRET.into())],
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.path().join("evald.toml")
+    }
+
+    /// Writes `jobs/NAME.toml`.
+    pub fn job(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The page's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(evald_bin());
+        c.args(args).arg("--config").arg(self.config());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.env_remove("EVALD_CONFIG").env("RUST_LOG", "info");
+        c
+    }
+
+    /// Runs an evald command to completion.
+    pub fn evald(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
+    }
+
+    /// Starts `evald serve` (logging to `daemon.log` in the site) and waits until it answers
+    /// `/healthz`.
+    pub async fn serve(&self) -> Daemon {
+        let log = self.path().join("daemon.log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = file.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = self
+            .command(&["serve"])
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn evald serve: {e}"));
+        let mut d = Daemon { child: Some(child), log };
+        let url = format!("{}/healthz", self.url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                return d;
+            }
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("evald serve exited with {status}: {}", d.log_text());
+            }
+            assert!(Instant::now() < deadline, "evald serve did not answer /healthz: {}", d.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GETs a path of the page; (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.url())).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// The JSONL export, parsed.
+    pub async fn records(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/export.jsonl{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        body.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
+    /// Polls `cond` until it holds (what the daemon does is asynchronous: a scheduled run, a
+    /// reload); fails after `secs` seconds with `what`.
+    pub async fn until<F, Fut>(&self, secs: u64, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The API key the tests give evald; it must never show up anywhere.
+pub const SECRET: &str = "sk-test-SECRET-4242424242";
+
+/// A running `evald serve`; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+
+    /// Waits for the process to exit; its exit code (`None` if killed by a signal).
+    pub async fn wait(mut self, secs: u64) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("evald did not exit within {secs} s: {}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every file under `dir`, concatenated as bytes (to look for a secret).
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            if let Ok(b) = std::fs::read(&d) {
+                out.extend(b);
+            }
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.extend(b);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}

@@ -1,0 +1,213 @@
+//! The walking skeleton end to end: the real `evald` binary, a real redb file in a temporary
+//! data directory, a local OpenAI-compatible test server on 127.0.0.1.
+
+use evald_tests::{SECRET, Site, TestServer, XSS, all_bytes, contains};
+use serde_json::Value;
+
+fn stdout(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_runs_stores_every_field_and_shows_on_the_page() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "hello",
+        r#"description = "a one-second job"
+schedule = "* * * * * *"
+targets = ["test/ok-a", "test/xss"]
+[params]
+temperature = 0.3
+max_tokens = 40
+[[cases]]
+id = "greet"
+prompt = "Say hello"
+reference = "hello"
+"#,
+    );
+    let _d = site.serve().await;
+    site.until(20, "two stored records", || async { site.records("?job=hello").await.len() >= 2 }).await;
+    let recs = site.records("?job=hello").await;
+    let ok = recs.iter().find(|r| r["model"] == "ok-a").unwrap();
+    assert_eq!(ok["response"], "Echo: Say hello");
+    assert_eq!(ok["provider"], "testprov");
+    assert_eq!(ok["endpoint"], "test");
+    assert_eq!(ok["case_id"], "greet");
+    assert_eq!(ok["temperature"], 0.3);
+    assert_eq!(ok["max_tokens"], 40);
+    assert_eq!(ok["top_p"], Value::Null);
+    assert_eq!(ok["prompt_tokens"], 7);
+    assert_eq!(ok["completion_tokens"], 3);
+    assert_eq!(ok["total_tokens"], 10);
+    assert_eq!(ok["finish_reason"], "stop");
+    assert_eq!(ok["error"], Value::Null);
+    assert_eq!(ok["metadata"]["attempts"], 1);
+    assert!(ok["response_time_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(ok["messages"][0]["content"], "Say hello");
+    assert!(ok["timestamp"].as_str().unwrap().ends_with('Z'));
+    // Parameters went out as set, and only those set.
+    let sent = &server.seen()[0].body;
+    assert_eq!(sent["temperature"], 0.3);
+    assert_eq!(sent["max_tokens"], 40);
+    assert!(sent.get("top_p").is_none());
+
+    let (status, page) = site.get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("hello") && page.contains("a one-second job"));
+    assert!(page.contains("Echo: Say hello"), "the recent requests show the answer");
+    assert!(!page.contains(XSS) && page.contains("&lt;script&gt;"), "model output is escaped");
+    let runs: Value = serde_json::from_str(&site.get("/api/v1/runs?job=hello&limit=5").await.1).unwrap();
+    let last = &runs[0];
+    assert_eq!(last["trigger"], "schedule");
+    let id = last["id"].as_str().unwrap();
+    assert_eq!(site.get(&format!("/runs/{id}")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_failures_are_recorded_as_data_and_the_daemon_keeps_serving() {
+    let server = TestServer::start().await;
+    let dead = evald_tests::free_port();
+    let site = Site::new(
+        Some(&server),
+        &format!("[endpoints.dead]\nurl = \"http://127.0.0.1:{dead}/v1\"\nmax_retries = 2\ntimeout = \"2s\"\n"),
+    );
+    site.job(
+        "faults",
+        r#"targets = ["test/err500", "test/err429", "test/badjson", "test/empty", "test/slow-3000", "dead/ok-a"]
+timeout = "1s"
+concurrency = 6
+[[cases]]
+id = "q"
+prompt = "anything"
+"#,
+    );
+    let d = site.serve().await;
+    let out = site.evald(&["run", "faults"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("upstream exploded"), "the run table shows the error: {text}");
+    let recs = site.records("?job=faults").await;
+    assert_eq!(recs.len(), 6);
+    let by = |m: &str| recs.iter().find(|r| r["model"] == m).unwrap().clone();
+    let e500 = by("err500");
+    assert!(e500["error"].as_str().unwrap().contains("HTTP 500 from test: upstream exploded"), "{e500}");
+    assert_eq!(e500["metadata"]["attempts"], 3, "5xx is retried max_retries times");
+    assert_eq!(e500["metadata"]["http_status"], 500);
+    let e429 = by("err429");
+    assert_eq!(e429["error"], Value::Null, "429 with Retry-After is retried until it answers: {e429}");
+    assert_eq!(e429["metadata"]["attempts"], 3);
+    assert_eq!(e429["response"], "Echo: anything");
+    let bad = by("badjson");
+    assert_eq!(bad["metadata"]["error_kind"], "malformed");
+    assert!(bad["error"].as_str().unwrap().contains("not a chat completion"));
+    assert_eq!(by("empty")["metadata"]["error_kind"], "empty_choices");
+    let slow = by("slow-3000");
+    assert_eq!(slow["metadata"]["error_kind"], "timeout", "{slow}");
+    assert_eq!(slow["metadata"]["attempts"], 1, "a timeout is not retried");
+    let refused = by("ok-a");
+    assert_eq!(refused["endpoint"], "dead");
+    assert_eq!(refused["metadata"]["error_kind"], "connect");
+    assert_eq!(refused["metadata"]["attempts"], 3);
+    assert!(refused["error"].as_str().unwrap().contains("cannot connect to dead"), "{refused}");
+    assert_eq!(site.get("/healthz").await.0, 200);
+    assert!(site.get("/").await.1.contains("upstream exploded"));
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run() {
+    let site = Site::new(None, "");
+    let good = "schedule = \"* * * * * *\"\ntargets = [\"sim/careful\"]\n[[cases]]\nid = \"a\"\nprompt = \"What is 2 + 2?\"\nreference = \"4\"\n";
+    site.job("good", good);
+    let bad: &[(&str, &str, &str)] = &[
+        ("malformed", "targets = [\"sim/a\"\n", "malformed.toml:1:19: unclosed array"),
+        ("unknown-key", "targets = [\"sim/a\"]\nbogus = 1\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "unknown-key.toml:2:1: unknown field `bogus`"),
+        ("bad-cron", "schedule = \"every tuesday\"\ntargets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "bad-cron.toml:1:12: schedule:"),
+        ("bad-endpoint", "targets = [\"nowhere/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "bad-endpoint.toml:1:12: targets[0]: unknown endpoint `nowhere`"),
+        ("dup-case", "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[cases]]\nid=\"a\"\nprompt=\"y\"\n", "dup-case.toml:6:4: cases[1].id: duplicate case id `a` (first at line 3)"),
+        ("empty", "", "empty.toml:1:1: empty job file"),
+    ];
+    for (name, text, _) in bad {
+        site.job(name, text);
+    }
+    std::fs::write(site.path().join("jobs/binary.toml"), [0x00u8, 0xff, 0xfe, 0x80, 0x01, 0x02, 0xc3]).unwrap();
+    let out = site.evald(&["check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for (_, _, want) in bad {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+    assert!(text.contains("binary.toml:1:2: not UTF-8 text"), "{text}");
+    assert!(!text.contains("good.toml"), "{text}");
+    let one = site.path().join("jobs/good.toml");
+    assert!(site.evald(&["check", one.to_str().unwrap()]).status.success(), "checking only the good file passes");
+
+    let _d = site.serve().await;
+    site.until(20, "the good job's records", || async { !site.records("?job=good").await.is_empty() }).await;
+    let (_, page) = site.get("/").await;
+    for name in ["malformed", "unknown-key", "bad-cron", "bad-endpoint", "dup-case", "empty", "binary"] {
+        assert!(page.contains(&format!("{name}.toml")), "page lists {name}.toml");
+    }
+    assert!(page.contains("duplicate case id"), "page shows the problem");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_a_restart_and_a_killed_run_is_marked_interrupted() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job("quick", "targets = [\"test/ok-a\", \"test/ok-b\"]\n[[cases]]\nid = \"a\"\nprompt = \"one\"\n[[cases]]\nid = \"b\"\nprompt = \"two\"\n");
+    let d = site.serve().await;
+    assert!(site.evald(&["run", "quick"]).status.success());
+    let before = site.records("").await;
+    assert_eq!(before.len(), 4);
+    d.signal("TERM");
+    assert_eq!(d.wait(20).await, Some(0), "SIGTERM exits 0");
+
+    // A slow job, fired every second: kill -9 while its run is going.
+    site.job("slow", "schedule = \"* * * * * *\"\ntargets = [\"test/slow-400\"]\nconcurrency = 1\nrepeat = 50\ntimeout = \"5s\"\n[[cases]]\nid = \"a\"\nprompt = \"zzz\"\n");
+    let d = site.serve().await;
+    assert_eq!(site.records("").await, before, "every record is there after a restart");
+    site.until(20, "some records of the slow run", || async { site.records("?job=slow").await.len() >= 2 }).await;
+    let committed = site.records("?job=slow").await;
+    d.signal("KILL");
+    let _ = d.wait(10).await;
+    let _d = site.serve().await;
+    let after = site.records("?job=slow").await;
+    assert!(committed.iter().all(|r| after.contains(r)), "every record committed before the kill is there");
+    let runs: Value = serde_json::from_str(&site.get("/api/v1/runs?job=slow&limit=10").await.1).unwrap();
+    let statuses: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains(&"interrupted"), "{statuses:?}");
+    let interrupted = runs.as_array().unwrap().iter().find(|r| r["status"] == "interrupted").unwrap();
+    assert!(interrupted["requests"].as_u64().unwrap() >= 1, "the summary counts the committed records: {interrupted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job("keyed", "targets = [\"test/ok-a\", \"test/echo-auth\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n");
+    let d = site.serve().await;
+    let out = site.evald(&["run", "keyed"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(server.seen().iter().all(|s| s.auth.as_deref() == Some(&format!("Bearer {SECRET}") as &str)));
+    let recs = site.records("").await;
+    let echoed = recs.iter().find(|r| r["model"] == "echo-auth").unwrap();
+    assert!(echoed["error"].as_str().unwrap().contains("bad key: Bearer [redacted]"), "{echoed}");
+    let (_, page) = site.get("/").await;
+    let run_id = echoed["run_id"].as_str().unwrap();
+    let (_, run_page) = site.get(&format!("/runs/{run_id}")).await;
+    let (_, csv) = site.get("/export.csv").await;
+    d.signal("TERM");
+    let _ = d.wait(20).await;
+    for (what, hay) in [
+        ("page", page.into_bytes()),
+        ("run page", run_page.into_bytes()),
+        ("export", csv.into_bytes()),
+        ("run output", out.stdout.clone()),
+        ("data dir and logs", all_bytes(site.path())),
+    ] {
+        assert!(!contains(&hay, SECRET), "the key leaked into the {what}");
+        assert!(!contains(&hay, "SECRET-4242"), "part of the key leaked into the {what}");
+    }
+}

@@ -1,0 +1,413 @@
+//! evald's read-only web face: the status page, the JSON API, the exports, `/metrics` and
+//! `/healthz`, served by axum over the [`model::ReadModel`] trait the daemon implements.
+//!
+//! - [`model`]: the data shown and the read-only trait.
+//! - [`export`]: filters and the CSV / JSON / JSONL writers (shared with `evald export`).
+//! - [`pages`]: the HTML pages (askama templates, escaped by default) and their SVG charts.
+//!
+//! Read-only by construction: the trait has no write method, and a guard answers anything but
+//! GET and HEAD with 405. With a token configured, every route but `/healthz` asks for it (a
+//! bearer header, or a cookie set from `?token=`), compared in constant time.
+
+pub mod export;
+pub mod model;
+pub mod pages;
+mod svg;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::export::{ExportWriter, Format, parse_filter};
+use crate::model::{ReadError, ReadModel};
+
+/// Options of the web face.
+#[derive(Clone, Default)]
+pub struct WebOptions {
+    /// When set, every route but `/healthz` needs this token.
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    model: Arc<dyn ReadModel>,
+    token: Option<Arc<str>>,
+}
+
+/// The router: every route of DESIGN.md "HTTP".
+pub fn router(model: Arc<dyn ReadModel>, opts: WebOptions) -> Router {
+    let state = AppState {
+        model,
+        token: opts.token.map(Arc::from),
+    };
+    Router::new()
+        .route("/", get(index))
+        .route("/jobs/{job}", get(job_page))
+        .route("/runs/{id}", get(run_page))
+        .route("/export.csv", get(export_csv))
+        .route("/export.json", get(export_json))
+        .route("/export.jsonl", get(export_jsonl))
+        .route("/api/v1/stats", get(api_stats))
+        .route("/api/v1/jobs", get(api_jobs))
+        .route("/api/v1/runs", get(api_runs))
+        .route("/api/v1/runs/{id}", get(api_run))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/style.css", get(style))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// GET and HEAD only; the token, when one is set.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = page_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "evald's page is read-only: GET and HEAD only.",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some(token) = st.token.clone() else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| v.to_string())
+    });
+    let presented = bearer(req.headers())
+        .or_else(|| cookie(req.headers(), "evald_token"))
+        .or(from_query.clone());
+    let ok = presented.is_some_and(|p| {
+        use subtle::ConstantTimeEq;
+        p.as_bytes().ct_eq(token.as_bytes()).into()
+    });
+    if !ok {
+        let mut r = page_error(
+            StatusCode::UNAUTHORIZED,
+            "Token needed",
+            "This evald asks for a token: send `Authorization: Bearer …`, or open the page once with ?token=….",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"evald\""),
+        );
+        return r;
+    }
+    let mut resp = next.run(req).await;
+    if from_query.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "evald_token={token}; Path=/; HttpOnly; SameSite=Strict"
+        ))
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(|s| s.trim().to_string())
+}
+
+fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Runs a blocking read off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(page_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Store error",
+            &e.to_string(),
+        )),
+        Err(e) => Err(page_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            &e.to_string(),
+        )),
+    }
+}
+
+fn page_error(status: StatusCode, title: &str, detail: &str) -> Response {
+    (status, Html(pages::error_page(status.as_u16(), title, detail))).into_response()
+}
+
+fn bad_request(msg: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": msg }).to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    page_error(StatusCode::NOT_FOUND, "Not found", "No such page.")
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::STYLE,
+    )
+        .into_response()
+}
+
+async fn index(State(st): State<AppState>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || pages::index(m.as_ref())).await {
+        Ok(html) => Html(html).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn job_page(State(st): State<AppState>, Path(job): Path<String>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || pages::job(m.as_ref(), &job)).await {
+        Ok(Some(html)) => Html(html).into_response(),
+        Ok(None) => page_error(StatusCode::NOT_FOUND, "No such job", "No job by that name."),
+        Err(r) => r,
+    }
+}
+
+async fn run_page(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || pages::run(m.as_ref(), &id)).await {
+        Ok(Some(html)) => Html(html).into_response(),
+        Ok(None) => page_error(StatusCode::NOT_FOUND, "No such run", "No run by that id."),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ExportQuery {
+    since: Option<String>,
+    until: Option<String>,
+    job: Option<String>,
+    model: Option<String>,
+    limit: Option<String>,
+}
+
+async fn export_csv(st: State<AppState>, q: Query<ExportQuery>) -> Response {
+    export(st, q, Format::Csv).await
+}
+
+async fn export_json(st: State<AppState>, q: Query<ExportQuery>) -> Response {
+    export(st, q, Format::Json).await
+}
+
+async fn export_jsonl(st: State<AppState>, q: Query<ExportQuery>) -> Response {
+    export(st, q, Format::Jsonl).await
+}
+
+/// Streams an export from one read snapshot: a blocking reader fills chunks of ~64 KiB into a
+/// small channel, so memory stays flat and a client that goes away stops the reader.
+async fn export(State(st): State<AppState>, Query(q): Query<ExportQuery>, format: Format) -> Response {
+    let filter = match parse_filter(
+        q.since.as_deref(),
+        q.until.as_deref(),
+        q.job.as_deref(),
+        q.model.as_deref(),
+        q.limit.as_deref(),
+    ) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let model = st.model.clone();
+    tokio::task::spawn_blocking(move || {
+        let err_tx = tx.clone();
+        let sink = ChannelWriter {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+        };
+        let mut w = match ExportWriter::new(format, sink) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = err_tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let res = model.export_records(&filter, &mut |r| w.write(&r).is_ok());
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "export failed part-way");
+            let _ = err_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+        if let Ok(mut sink) = w.finish() {
+            let _ = std::io::Write::flush(&mut sink);
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let ext = match format {
+        Format::Csv => "csv",
+        Format::Json => "json",
+        Format::Jsonl => "jsonl",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"evald-export.{ext}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Bytes per chunk of a streamed export.
+const CHUNK: usize = 64 * 1024;
+
+/// Collects export output and hands it to the response body in chunks; a client that went away
+/// makes writes fail, which stops the reader.
+struct ChannelWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    days: Option<String>,
+}
+
+/// Parses `days`: a whole number from 1 to 3660 (default 7).
+pub fn parse_days(v: Option<&str>) -> Result<u32, String> {
+    match v.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(7),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=3660).contains(&n) => Ok(n),
+            _ => Err(format!("days: `{s}` is not a whole number from 1 to 3660")),
+        },
+    }
+}
+
+async fn api_stats(State(st): State<AppState>, Query(q): Query<StatsQuery>) -> Response {
+    let days = match parse_days(q.days.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return bad_request(e),
+    };
+    let m = st.model.clone();
+    match blocking(move || m.stats(days)).await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn api_jobs(State(st): State<AppState>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || pages::jobs_json(m.as_ref())).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    job: Option<String>,
+    limit: Option<String>,
+}
+
+async fn api_runs(State(st): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = match q.limit.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => 50,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => return bad_request(format!("limit: `{s}` is not a whole number from 1 to 10000")),
+        },
+    };
+    let job = q.job.filter(|j| !j.is_empty());
+    let m = st.model.clone();
+    match blocking(move || m.runs(job.as_deref(), limit)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let m = st.model.clone();
+    let res = blocking(move || {
+        let Some(run) = m.run(&id)? else {
+            return Ok(None);
+        };
+        let records = m.run_records(&id)?;
+        Ok(Some(serde_json::json!({ "run": run, "records": records })))
+    })
+    .await;
+    match res {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": "no run by that id" })),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || Ok(m.metrics())).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
