@@ -269,9 +269,11 @@ impl Daemon {
 /// The prune cutoffs now: by age, and by `max_db_size` (oldest records first).
 pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::store::StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
+    // Hour-aligned, like the rollups: the hours that still have records have all of them, so
+    // the rollups and the records agree wherever both exist.
     let mut c = PruneCutoffs {
-        records_before_ms: now - config.retention.requests.as_millis() as i64,
-        runs_before_ms: now - config.retention.runs.as_millis() as i64,
+        records_before_ms: crate::rollup::hour_of(now - config.retention.requests.as_millis() as i64),
+        runs_before_ms: crate::rollup::hour_of(now - config.retention.runs.as_millis() as i64),
     };
     if let Some(cap) = config.retention.max_db_size {
         let bytes = store.file_bytes();
@@ -283,7 +285,7 @@ pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::st
             let per = bytes as f64 / n as f64;
             let keep = ((cap as f64 * 0.9) / per) as u64;
             if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
-                c.records_before_ms = c.records_before_ms.max(ts);
+                c.records_before_ms = c.records_before_ms.max(crate::rollup::hour_of(ts));
             }
         }
     }
