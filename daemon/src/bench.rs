@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use evald_web::model::{BenchSummary, Percentiles, Record, TargetSummary};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
-use tokio::sync::Mutex;
 
 use crate::job::{Case, Job, LoadSpec};
+use crate::metrics::TargetHandles;
 use crate::runner::{Progress, ProgressFn, RunContext, Target, record_of, send};
 use crate::scorer::{Scorers, all_passed, weighted_mean};
 
@@ -205,7 +205,9 @@ fn buckets(h: &Histogram<u64>, n: u64) -> Vec<(f64, u64)> {
         .collect()
 }
 
-/// Runs the benchmark against each target in turn.
+/// Runs the benchmark against each target in turn. Workers (and open-loop requests) are
+/// spawned tasks, so a busy benchmark uses every runtime thread; progress is read from counters
+/// every 100 ms rather than reported per request.
 pub async fn run(
     ctx: &RunContext,
     job: &Job,
@@ -215,129 +217,154 @@ pub async fn run(
     scorers: &Scorers,
     progress: Option<&ProgressFn>,
 ) -> Vec<TargetSummary> {
-    let default_load;
-    let load = match &job.load {
-        Some(l) => l,
-        None => {
-            default_load = LoadSpec {
-                concurrency: 1,
-                rate: None,
-                requests: Some(100),
-                duration: None,
-                warmup: 0,
-                slo_ttft_ms: None,
-                slo_e2e_ms: None,
-            };
-            &default_load
-        }
+    let load = job.load.clone().unwrap_or(LoadSpec {
+        concurrency: 1,
+        rate: None,
+        requests: Some(100),
+        duration: None,
+        warmup: 0,
+        slo_ttft_ms: None,
+        slo_e2e_ms: None,
+    });
+    let total = match (load.requests, load.duration) {
+        (Some(n), None) => n * targets.len() as u64,
+        _ => 0,
     };
-    let per_target = load.requests.unwrap_or(0);
-    let total = if load.duration.is_none() {
-        per_target * targets.len() as u64
-    } else {
-        0
-    };
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let report = |r: &Record| {
-        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        let e = errors.fetch_add(r.error.is_some() as u64, Ordering::Relaxed) + r.error.is_some() as u64;
-        if let Some(f) = progress {
-            f(Progress { done: d, total, errors: e });
-        }
-    };
+    let counters = Arc::new(Counters::default());
+    let job = Arc::new(job.clone());
+    let cases: Arc<[Case]> = cases.to_vec().into();
+    let run_id: Arc<str> = run_id.into();
     let mut out = Vec::new();
     for target in targets {
         if ctx.stop.is_cancelled() {
             break;
         }
-        let phase = Phase { ctx, job, run_id, target, cases, scorers, load };
+        let phase = Arc::new(Phase {
+            ctx: ctx.clone(),
+            metrics: ctx.metrics.handles(&job.name, &target.name()),
+            job: job.clone(),
+            run_id: run_id.clone(),
+            target: target.clone(),
+            cases: cases.clone(),
+            scorers: scorers.clone(),
+            load: load.clone(),
+            acc: std::sync::Mutex::new(Acc::new()),
+            counters: counters.clone(),
+        });
         if load.warmup > 0 {
-            phase.closed(Some(load.warmup), None, true, &|_| {}).await;
+            phase.clone().closed(Some(load.warmup), None, true).await;
         }
         let t0 = Instant::now();
-        let acc = match load.rate {
-            Some(rate) => phase.open(rate, &report).await,
-            None => phase.closed(load.requests, load.duration, false, &report).await,
+        let work = {
+            let phase = phase.clone();
+            async move {
+                let (rate, requests, duration) = (phase.load.rate, phase.load.requests, phase.load.duration);
+                match rate {
+                    Some(rate) => phase.open(rate).await,
+                    None => phase.closed(requests, duration, false).await,
+                }
+            }
         };
-        out.push(acc.summary(target.name(), t0.elapsed(), load));
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut work => break,
+                _ = tick.tick() => counters.report(progress, total),
+            }
+        }
+        counters.report(progress, total);
+        let acc = std::mem::replace(&mut *phase.acc.lock().unwrap_or_else(|p| p.into_inner()), Acc::new());
+        out.push(acc.summary(target.name(), t0.elapsed(), &load));
     }
     out
 }
 
-/// What the closed-loop workers of one phase share.
-struct Lane<'a> {
-    next: &'a AtomicU64,
-    acc: &'a Mutex<Acc>,
-    requests: Option<u64>,
-    deadline: Option<tokio::time::Instant>,
-    warmup: bool,
-    report: &'a (dyn Fn(&Record) + Sync),
+/// Requests done and failed, across the targets of a run.
+#[derive(Default)]
+struct Counters {
+    done: AtomicU64,
+    errors: AtomicU64,
 }
 
-struct Phase<'a> {
-    ctx: &'a RunContext,
-    job: &'a Job,
-    run_id: &'a str,
-    target: &'a Target,
-    cases: &'a [Case],
-    scorers: &'a Scorers,
-    load: &'a LoadSpec,
+impl Counters {
+    fn report(&self, progress: Option<&ProgressFn>, total: u64) {
+        if let Some(f) = progress {
+            f(Progress {
+                done: self.done.load(Ordering::Relaxed),
+                total,
+                errors: self.errors.load(Ordering::Relaxed),
+            });
+        }
+    }
 }
 
-impl Phase<'_> {
-    /// Sends request number `i` (cases cycle in order), scores and stores it.
-    async fn one(&self, i: u64, warmup: bool, lag_ms: Option<f64>) -> Record {
+/// One target's phase, shared by its workers.
+struct Phase {
+    ctx: RunContext,
+    metrics: TargetHandles,
+    job: Arc<Job>,
+    run_id: Arc<str>,
+    target: Target,
+    cases: Arc<[Case]>,
+    scorers: Scorers,
+    load: LoadSpec,
+    acc: std::sync::Mutex<Acc>,
+    counters: Arc<Counters>,
+}
+
+impl Phase {
+    /// Sends request number `i` (cases cycle in order), scores, counts and stores it.
+    async fn one(&self, i: u64, warmup: bool, lag_ms: Option<f64>) {
         let case = &self.cases[(i % self.cases.len() as u64) as usize];
-        let out = send(self.ctx, self.job, self.target, case).await;
-        let mut r = record_of(self.job, self.run_id, self.target, case, out, |m| {
+        let out = send(&self.ctx, &self.job, &self.target, case).await;
+        let mut r = record_of(&self.job, &self.run_id, &self.target, case, out, |m| {
             m.warmup = warmup;
             m.send_lag_ms = lag_ms;
         });
         if !self.scorers.is_empty() {
             r.scores = self.scorers.score(case, &r).await;
         }
-        self.ctx.metrics.observe(&r);
-        self.ctx.writer.record(r.clone()).await;
-        r
+        if !warmup {
+            self.ctx.metrics.observe_with(&self.metrics, &r);
+            self.acc.lock().unwrap_or_else(|p| p.into_inner()).add(&r, &self.load);
+            self.counters.done.fetch_add(1, Ordering::Relaxed);
+            if r.error.is_some() {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.ctx.writer.record(r).await;
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.
-    async fn closed(&self, requests: Option<u64>, duration: Option<Duration>, warmup: bool, report: &(dyn Fn(&Record) + Sync)) -> Acc {
-        let next = AtomicU64::new(0);
-        let acc = Mutex::new(Acc::new());
+    async fn closed(self: Arc<Self>, requests: Option<u64>, duration: Option<Duration>, warmup: bool) {
+        let next = Arc::new(AtomicU64::new(0));
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let lane = Lane { next: &next, acc: &acc, requests, deadline, warmup, report };
-        let workers: Vec<_> = (0..self.load.concurrency.max(1)).map(|_| self.worker(&lane)).collect();
-        futures_util::future::join_all(workers).await;
-        acc.into_inner()
-    }
-
-    /// One closed-loop worker: takes the next request number until there are none left.
-    async fn worker(&self, lane: &Lane<'_>) {
-        loop {
-            if self.ctx.stop.is_cancelled() || lane.deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                break;
-            }
-            let i = lane.next.fetch_add(1, Ordering::Relaxed);
-            if lane.requests.is_some_and(|n| i >= n) {
-                break;
-            }
-            let r = self.one(i, lane.warmup, None).await;
-            if !lane.warmup {
-                lane.acc.lock().await.add(&r, self.load);
-                (lane.report)(&r);
-            }
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..self.load.concurrency.max(1) {
+            let (me, next) = (self.clone(), next.clone());
+            workers.spawn(async move {
+                loop {
+                    if me.ctx.stop.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if requests.is_some_and(|n| i >= n) {
+                        break;
+                    }
+                    me.one(i, warmup, None).await;
+                }
+            });
         }
+        while workers.join_next().await.is_some() {}
     }
 
     /// Open loop: Poisson arrivals at `rate`/s; each request records how late it was sent.
-    async fn open(&self, rate: f64, report: &(dyn Fn(&Record) + Sync)) -> Acc {
-        use futures_util::StreamExt;
-        let acc = Mutex::new(Acc::new());
+    async fn open(self: Arc<Self>, rate: f64) {
         let start = tokio::time::Instant::now();
         let deadline = self.load.duration.map(|d| start + d);
-        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut due = start;
         let mut i = 0u64;
         let mut late_warned = false;
@@ -348,41 +375,27 @@ impl Phase<'_> {
             {
                 break;
             }
-            // Exponential inter-arrival times make a Poisson process.
-            let u: f64 = rand::random::<f64>().max(1e-12);
-            let gap = Duration::from_secs_f64(-u.ln() / rate);
-            // Wait for the due time while finishing requests in flight.
-            loop {
-                if in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some(r) = in_flight.next().await {
-                        let r: Record = r;
-                        acc.lock().await.add(&r, self.load);
-                        report(&r);
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => break,
-                    Some(r) = in_flight.next(), if !in_flight.is_empty() => {
-                        acc.lock().await.add(&r, self.load);
-                        report(&r);
-                    }
-                }
-            }
-            let lag = tokio::time::Instant::now().saturating_duration_since(due);
-            let lag_ms = crate::endpoint::ms(lag);
+            tokio::time::sleep_until(due).await;
+            // At the in-flight cap the send waits, and the wait shows as lag.
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let lag_ms = crate::endpoint::ms(tokio::time::Instant::now().saturating_duration_since(due));
             if lag_ms > 50.0 && !late_warned {
                 late_warned = true;
                 tracing::warn!(target = %self.target.name(), lag_ms, "open loop: the client cannot keep up with the rate; sends are late");
             }
-            in_flight.push(self.one(i, false, Some(lag_ms)));
+            let me = self.clone();
+            in_flight.spawn(async move {
+                me.one(i, false, Some(lag_ms)).await;
+                drop(permit);
+            });
+            while in_flight.try_join_next().is_some() {}
             i += 1;
-            due += gap;
+            // Exponential inter-arrival times make a Poisson process.
+            let u: f64 = rand::random::<f64>().max(1e-12);
+            due += Duration::from_secs_f64(-u.ln() / rate);
         }
-        while let Some(r) = in_flight.next().await {
-            acc.lock().await.add(&r, self.load);
-            report(&r);
-        }
-        acc.into_inner()
+        while in_flight.join_next().await.is_some() {}
     }
 }

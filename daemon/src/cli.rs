@@ -201,7 +201,10 @@ fn update(pb: &ProgressBar, p: Progress) {
         pb.set_length(p.done);
     }
     pb.set_position(p.done);
-    pb.set_message(format!("{} errors", p.errors));
+    // Only when the count changes: a message is a fresh String.
+    if p.errors > 0 && pb.message() != format!("{} errors", p.errors) {
+        pb.set_message(format!("{} errors", p.errors));
+    }
 }
 
 /// Runs a job through this process (no daemon): its own writer, client and plugins; Ctrl-C

@@ -192,6 +192,8 @@ pub enum EndpointKind {
     OpenAi {
         /// Base URL, without a trailing slash (`…/v1`).
         base_url: String,
+        /// `{base_url}/chat/completions`, parsed once rather than per request.
+        chat_url: reqwest::Url,
         /// Sent as `Authorization: Bearer …`; never stored, logged or shown.
         api_key: Option<Secret>,
         /// Extra headers sent with every request.
@@ -502,13 +504,16 @@ fn validate_endpoint(
         }
         (Some(url), None) => {
             let u = url.get_ref().trim().trim_end_matches('/').to_string();
-            match reqwest::Url::parse(&u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                _ => errs.push(src.at(
-                    Some(url.span()),
-                    format!("{}: `{}` is not an http(s) URL", key("url"), url.get_ref()),
-                )),
-            }
+            let chat_url = match reqwest::Url::parse(&format!("{u}/chat/completions")) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
+                _ => {
+                    errs.push(src.at(
+                        Some(url.span()),
+                        format!("{}: `{}` is not an http(s) URL", key("url"), url.get_ref()),
+                    ));
+                    None
+                }
+            };
             let api_key = match (&raw.api_key_env, &raw.api_key_file) {
                 (Some(_), Some(f)) => {
                     errs.push(src.at(
@@ -545,8 +550,9 @@ fn validate_endpoint(
                     headers.push((k.get_ref().clone(), v.get_ref().clone()));
                 }
             }
-            Some(EndpointKind::OpenAi {
+            chat_url.map(|chat_url| EndpointKind::OpenAi {
                 base_url: u,
+                chat_url,
                 api_key,
                 headers,
             })

@@ -107,11 +107,12 @@ impl Client {
         let mut out = match &ep.kind {
             EndpointKind::Simulated(sim) => simulated::chat(sim, req).await,
             EndpointKind::OpenAi {
-                base_url,
+                chat_url,
                 api_key,
                 headers,
+                ..
             } => {
-                self.chat_http(ep, base_url, api_key.as_ref(), headers, req)
+                self.chat_http(ep, chat_url, api_key.as_ref(), headers, req)
                     .await
             }
         };
@@ -126,7 +127,7 @@ impl Client {
     async fn chat_http(
         &self,
         ep: &Endpoint,
-        base_url: &str,
+        chat_url: &reqwest::Url,
         api_key: Option<&Secret>,
         headers: &[(String, String)],
         req: ChatRequest<'_>,
@@ -147,18 +148,22 @@ impl Client {
         }
         // Serialize once: retries resend the same bytes.
         let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let url = format!("{base_url}/chat/completions");
+        let auth = api_key.and_then(|k| {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let mut rb = self
                 .http
-                .post(&url)
+                .post(chat_url.clone())
                 .timeout(req.timeout)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
-            if let Some(k) = api_key {
-                rb = rb.bearer_auth(k.expose());
+            if let Some(a) = &auth {
+                rb = rb.header(reqwest::header::AUTHORIZATION, a.clone());
             }
             for (k, v) in headers {
                 rb = rb.header(k, v);
@@ -247,6 +252,7 @@ impl Client {
                 base_url,
                 api_key,
                 headers,
+                ..
             } => (base_url, api_key, headers),
         };
         let mut rb = self

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+// Every request allocates its body, headers and record: mimalloc's thread-local free lists
+// cut that cost measurably under load (see docs/benchmark.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use evald::cli::{self, CompareArgs, ExportArgs, Failure};
 
 /// Scheduled LLM comparison and benchmark jobs, scored and stored, behind a read-only page.

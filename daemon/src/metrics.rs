@@ -21,6 +21,16 @@ fn latency_hist() -> Histogram {
     ])
 }
 
+/// The series of one (job, target), resolved once.
+#[derive(Clone)]
+pub struct TargetHandles {
+    ok: Counter,
+    duration: Histogram,
+    ttft: Histogram,
+    prompt: Counter,
+    completion: Counter,
+}
+
 /// Every series evald exports.
 pub struct Metrics {
     registry: Registry,
@@ -126,6 +136,44 @@ impl Metrics {
             {
                 self.plugin_errors.get_or_create(&vec![("plugin", s.name.clone())]).inc();
             }
+        }
+    }
+
+    /// The series of one job and target, looked up once so a benchmark's hot path does not
+    /// build label sets per request.
+    pub fn handles(&self, job: &str, target: &str) -> TargetHandles {
+        let jt: Labels = vec![("job", job.to_string()), ("target", target.to_string())];
+        let with = |k: &'static str, v: &str| {
+            let mut l = jt.clone();
+            l.push((k, v.to_string()));
+            l
+        };
+        TargetHandles {
+            ok: self.requests.get_or_create_owned(&with("outcome", "ok")),
+            duration: self.duration.get_or_create_owned(&jt),
+            ttft: self.ttft.get_or_create_owned(&jt),
+            prompt: self.tokens.get_or_create_owned(&with("kind", "prompt")),
+            completion: self.tokens.get_or_create_owned(&with("kind", "completion")),
+        }
+    }
+
+    /// Counts one successful request through its handles (anything else the slow way).
+    pub fn observe_with(&self, h: &TargetHandles, r: &Record) {
+        if r.error.is_some() || !r.scores.is_empty() || r.metadata.warmup {
+            return self.observe(r);
+        }
+        h.ok.inc();
+        if let Some(ms) = r.response_time_ms {
+            h.duration.observe(ms / 1000.0);
+        }
+        if let Some(ms) = r.ttft_ms {
+            h.ttft.observe(ms / 1000.0);
+        }
+        if let Some(n) = r.prompt_tokens {
+            h.prompt.inc_by(n as u64);
+        }
+        if let Some(n) = r.completion_tokens {
+            h.completion.inc_by(n as u64);
         }
     }
 

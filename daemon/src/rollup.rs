@@ -4,25 +4,124 @@
 //! instead of scanning millions of records, and always agree with the records.
 //!
 //! Latency statistics count successful requests (no error) that have a response time: a
-//! refused connection's 0 ms would otherwise flatter an endpoint that is down.
+//! refused connection's 0 ms would otherwise flatter an endpoint that is down. Percentiles come
+//! from log-linear buckets, so they are within 0.8 % of the exact nearest-rank value.
 
 use std::collections::BTreeMap;
 
 use evald_web::model::{Record, Stats, StatsGroup, TokenStats};
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 /// One hour in ms.
 pub const HOUR_MS: i64 = 3_600_000;
 
-/// Histogram precision: 3 significant digits (0.1 %) in microseconds, up to an hour.
-const SIGFIG: u8 = 3;
-const MAX_US: u64 = 3_600_000_000;
-
 /// The start of the hour containing `ms`.
 pub fn hour_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
+}
+
+/// Latency histogram buckets: values in µs; below 128 µs one bucket per µs, above that 64
+/// buckets per power of two (log-linear, at most 1/64 = 1.6 % wide, so a bucket's midpoint is
+/// within 0.8 % of any value in it). Stored sparse: an hour of one target has a few dozen
+/// non-empty buckets, so merging a week of rollups adds a few thousand numbers.
+pub mod buckets {
+    /// Buckets up to 2^40 µs (12 days): more than any timeout.
+    pub const COUNT: usize = 40 * 64 + 128;
+
+    /// The bucket of a value in µs.
+    pub fn index(us: u64) -> u16 {
+        if us < 128 {
+            return us as u16;
+        }
+        let exp = 63 - us.leading_zeros() as u64 - 6;
+        let mant = us >> exp;
+        ((exp * 64 + mant) as usize).min(COUNT - 1) as u16
+    }
+
+    /// The value (µs) a bucket stands for: its midpoint.
+    pub fn value(idx: u16) -> f64 {
+        let idx = idx as u64;
+        if idx < 128 {
+            return idx as f64;
+        }
+        let exp = idx / 64 - 1;
+        let mant = idx % 64 + 64;
+        let low = mant << exp;
+        let high = ((mant + 1) << exp) - 1;
+        (low + high) as f64 / 2.0
+    }
+}
+
+/// A mergeable latency histogram, sparse: (bucket, count) sorted by bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latencies(Vec<(u16, u64)>);
+
+impl Latencies {
+    /// Counts a latency in.
+    pub fn record(&mut self, ms: f64) {
+        let us = (ms * 1000.0).round().max(0.0) as u64;
+        let b = buckets::index(us);
+        match self.0.binary_search_by_key(&b, |e| e.0) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (b, 1)),
+        }
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, o: &Latencies) {
+        for &(b, c) in &o.0 {
+            match self.0.binary_search_by_key(&b, |e| e.0) {
+                Ok(i) => self.0[i].1 += c,
+                Err(i) => self.0.insert(i, (b, c)),
+            }
+        }
+    }
+
+    /// Samples counted.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|e| e.1).sum()
+    }
+
+    /// No samples.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A dense accumulator for merging many sparse histograms quickly.
+pub struct Dense(Vec<u64>);
+
+impl Default for Dense {
+    fn default() -> Self {
+        Dense(vec![0; buckets::COUNT])
+    }
+}
+
+impl Dense {
+    /// Adds a sparse histogram.
+    pub fn add(&mut self, l: &Latencies) {
+        for &(b, c) in &l.0 {
+            self.0[b as usize] += c;
+        }
+    }
+
+    /// Nearest-rank quantile (the smallest value with at least `q` of the samples at or below
+    /// it), in ms; 0 without samples.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let n: u64 = self.0.iter().sum();
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (i, c) in self.0.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return buckets::value(i as u16) / 1000.0;
+            }
+        }
+        0.0
+    }
 }
 
 /// What one rollup row groups by.
@@ -73,7 +172,7 @@ impl RollupKey {
 }
 
 /// Aggregates of one group in one hour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rollup {
     /// Requests.
     pub requests: u64,
@@ -81,50 +180,14 @@ pub struct Rollup {
     pub errors: u64,
     /// Sum of response times of successful requests, ms.
     pub latency_sum_ms: f64,
-    /// Response times of successful requests, µs.
-    pub latency: Histogram<u64>,
     /// Prompt tokens.
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RollupBytes {
-    requests: u64,
-    errors: u64,
-    latency_sum_ms: f64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    hist: Vec<u8>,
-}
-
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_US, SIGFIG)
-        .unwrap_or_else(|_| Histogram::new(SIGFIG).unwrap_or_else(|_| unreachable_hist()))
-}
-
-#[allow(clippy::expect_used)]
-fn unreachable_hist() -> Histogram<u64> {
-    // 3 significant figures is always a valid precision.
-    Histogram::new(3).expect("a 3-digit histogram is valid")
-}
-
-impl Default for Rollup {
-    fn default() -> Self {
-        Rollup {
-            requests: 0,
-            errors: 0,
-            latency_sum_ms: 0.0,
-            latency: new_hist(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-        }
-    }
+    /// Response times of successful requests.
+    pub latency: Latencies,
 }
 
 impl Rollup {
@@ -135,7 +198,7 @@ impl Rollup {
             self.errors += 1;
         } else if let Some(ms) = r.response_time_ms {
             self.latency_sum_ms += ms;
-            let _ = self.latency.record(((ms * 1000.0).round() as u64).clamp(1, MAX_US));
+            self.latency.record(ms);
         }
         self.prompt_tokens += r.prompt_tokens.unwrap_or(0) as u64;
         self.completion_tokens += r.completion_tokens.unwrap_or(0) as u64;
@@ -147,87 +210,91 @@ impl Rollup {
         self.requests += o.requests;
         self.errors += o.errors;
         self.latency_sum_ms += o.latency_sum_ms;
-        let _ = self.latency.add(&o.latency);
+        self.latency.merge(&o.latency);
         self.prompt_tokens += o.prompt_tokens;
         self.completion_tokens += o.completion_tokens;
         self.total_tokens += o.total_tokens;
     }
 
-    /// The stored form.
+    /// The stored form (postcard).
     pub fn encode(&self) -> Vec<u8> {
-        let mut hist = Vec::new();
-        let _ = V2Serializer::new().serialize(&self.latency, &mut hist);
-        postcard::to_stdvec(&RollupBytes {
-            requests: self.requests,
-            errors: self.errors,
-            latency_sum_ms: self.latency_sum_ms,
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            total_tokens: self.total_tokens,
-            hist,
-        })
-        .unwrap_or_default()
+        postcard::to_stdvec(self).unwrap_or_default()
     }
 
     /// Back from the stored form.
     pub fn decode(b: &[u8]) -> Option<Rollup> {
-        let r: RollupBytes = postcard::from_bytes(b).ok()?;
-        let latency: Histogram<u64> = Deserializer::new().deserialize(&mut &r.hist[..]).ok()?;
-        Some(Rollup {
-            requests: r.requests,
-            errors: r.errors,
-            latency_sum_ms: r.latency_sum_ms,
-            latency,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            total_tokens: r.total_tokens,
-        })
+        postcard::from_bytes(b).ok()
+    }
+}
+
+/// Counts and a dense latency accumulator: what a stats group sums rollups into.
+#[derive(Default)]
+struct Group {
+    requests: u64,
+    errors: u64,
+    latency_sum_ms: f64,
+    latency_n: u64,
+    latency: Option<Dense>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl Group {
+    fn add(&mut self, r: &Rollup) {
+        self.requests += r.requests;
+        self.errors += r.errors;
+        self.latency_sum_ms += r.latency_sum_ms;
+        self.latency_n += r.latency.len();
+        if !r.latency.is_empty() {
+            self.latency.get_or_insert_with(Dense::default).add(&r.latency);
+        }
+        self.prompt_tokens += r.prompt_tokens;
+        self.completion_tokens += r.completion_tokens;
+        self.total_tokens += r.total_tokens;
     }
 
-    /// The figures of this aggregate as a stats group named `name`.
-    pub fn to_group(&self, name: String) -> StatsGroup {
-        let n = self.latency.len();
-        let q = |p: f64| {
-            if n == 0 {
-                0.0
-            } else {
-                self.latency.value_at_quantile(p) as f64 / 1000.0
-            }
-        };
+    fn finish(self, name: String) -> StatsGroup {
+        let q = |p: f64| self.latency.as_ref().map(|d| d.quantile(p)).unwrap_or(0.0);
+        let per = |x: u64| if self.requests == 0 { 0.0 } else { x as f64 / self.requests as f64 };
         StatsGroup {
             name,
             total_requests: self.requests,
-            avg_response_time_ms: if n == 0 { 0.0 } else { self.latency_sum_ms / n as f64 },
+            avg_response_time_ms: if self.latency_n == 0 { 0.0 } else { self.latency_sum_ms / self.latency_n as f64 },
             p50_ms: q(0.50),
             p95_ms: q(0.95),
             p99_ms: q(0.99),
-            error_rate: if self.requests == 0 {
-                0.0
-            } else {
-                self.errors as f64 / self.requests as f64
-            },
+            error_rate: per(self.errors),
             tokens: TokenStats {
                 prompt: self.prompt_tokens,
                 completion: self.completion_tokens,
                 total: self.total_tokens,
-                avg_per_request: if self.requests == 0 {
-                    0.0
-                } else {
-                    self.total_tokens as f64 / self.requests as f64
-                },
+                avg_per_request: per(self.total_tokens),
             },
         }
     }
 }
 
-/// Rollups accumulated over one write batch, merged into the table before commit.
+/// Rollups accumulated over one write batch, merged into the table before commit. A batch
+/// touches a handful of groups, so a linear scan finds them without building keys.
 #[derive(Default)]
-pub struct Pending(BTreeMap<RollupKey, Rollup>);
+pub struct Pending(Vec<(RollupKey, Rollup)>);
 
 impl Pending {
     /// Counts a record in.
     pub fn add(&mut self, r: &Record) {
-        self.0.entry(RollupKey::of(r)).or_default().add(r);
+        let hour = hour_of(r.timestamp_ms);
+        let found = self.0.iter_mut().find(|(k, _)| {
+            k.hour_ms == hour && k.job == r.job && k.endpoint == r.endpoint && k.model == r.model && k.provider == r.provider
+        });
+        match found {
+            Some((_, roll)) => roll.add(r),
+            None => {
+                let mut roll = Rollup::default();
+                roll.add(r);
+                self.0.push((RollupKey::of(r), roll));
+            }
+        }
     }
 
     /// Merges into the rollups table (read, add, write back).
@@ -252,26 +319,46 @@ impl Pending {
 
 /// The analytics summary of rollups within a window: overall, by model, provider and job.
 pub fn stats(days: u32, rows: &[(RollupKey, Rollup)]) -> Stats {
-    let mut all = Rollup::default();
-    let mut by_model: BTreeMap<String, Rollup> = BTreeMap::new();
-    let mut by_provider: BTreeMap<String, Rollup> = BTreeMap::new();
-    let mut by_job: BTreeMap<String, Rollup> = BTreeMap::new();
+    let mut all = Group::default();
+    let mut by_model: BTreeMap<&str, Group> = BTreeMap::new();
+    let mut by_provider: BTreeMap<&str, Group> = BTreeMap::new();
+    let mut by_job: BTreeMap<&str, Group> = BTreeMap::new();
     for (k, r) in rows {
-        all.merge(r);
-        by_model.entry(k.model.clone()).or_default().merge(r);
-        by_provider.entry(k.provider.clone()).or_default().merge(r);
-        by_job.entry(k.job.clone()).or_default().merge(r);
+        all.add(r);
+        by_model.entry(&k.model).or_default().add(r);
+        by_provider.entry(&k.provider).or_default().add(r);
+        by_job.entry(&k.job).or_default().add(r);
     }
-    let groups = |m: BTreeMap<String, Rollup>| -> Vec<StatsGroup> {
-        let mut v: Vec<StatsGroup> = m.into_iter().map(|(k, r)| r.to_group(k)).collect();
+    let groups = |m: BTreeMap<&str, Group>| -> Vec<StatsGroup> {
+        let mut v: Vec<StatsGroup> = m.into_iter().map(|(k, g)| g.finish(k.to_string())).collect();
         v.sort_by(|a, b| b.total_requests.cmp(&a.total_requests).then(a.name.cmp(&b.name)));
         v
     };
     Stats {
         days,
-        overall: all.to_group(String::new()),
+        overall: all.finish(String::new()),
         by_model: groups(by_model),
         by_provider: groups(by_provider),
         by_job: groups(by_job),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::buckets::{index, value};
+
+    #[test]
+    fn buckets_are_continuous_and_within_0_8_percent() {
+        let mut last = 0;
+        for us in [1u64, 2, 127, 128, 129, 255, 256, 1000, 12_345, 999_999, 3_600_000_000] {
+            let b = index(us);
+            assert!(b >= last, "{us}");
+            last = b;
+            let v = value(b);
+            assert!((v - us as f64).abs() <= us as f64 * 0.008 + 0.5, "{us} → {v}");
+        }
+        for b in 128..200u16 {
+            assert_eq!(index(value(b) as u64), b, "bucket {b} round-trips");
+        }
     }
 }

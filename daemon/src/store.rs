@@ -50,6 +50,9 @@ const ROLLUPS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("rollu
 /// Version byte in front of every stored record.
 const RECORD_V1: u8 = 1;
 
+/// How long a lone record waits for others before the writer commits.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Records queued for the writer before senders wait: bounds memory under any load.
 const QUEUE: usize = 16 * 1024;
 
@@ -622,10 +625,16 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
         }
     };
     let mut batch = Vec::new();
+    let mut cache = PayloadCache::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        // Group commit: take whatever queued while the last commit was syncing.
-        while batch.len() < 4096 {
+        // Group commit: a record arriving alone waits a few ms for company, so a busy run
+        // costs one fsync per few thousand records and the senders do not wake this thread
+        // for every one of them; a flush or close is taken at once.
+        if matches!(batch[0], Command::Record(_)) && rx.len() < 1024 {
+            std::thread::sleep(BATCH_WINDOW);
+        }
+        while batch.len() < 8192 {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
@@ -644,7 +653,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if !writes.is_empty() {
-            match commit(db, &mut next_id, writes) {
+            match commit(db, &mut next_id, &mut cache, writes) {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "store commit failed; the batch was not stored");
@@ -672,7 +681,35 @@ fn read_next_id(db: &Database) -> Result<u64, StoreError> {
     Ok(meta.get("next_record_id")?.map(|v| v.value()).unwrap_or(1))
 }
 
-fn commit(db: &Database, next_id: &mut u64, writes: Vec<Command>) -> Result<(), StoreError> {
+/// Recently stored prompt payloads, so a busy run does not serialize and hash the same
+/// messages for every record.
+#[derive(Default)]
+struct PayloadCache(Vec<(Vec<Message>, u128, Arc<[u8]>)>);
+
+impl PayloadCache {
+    const SIZE: usize = 64;
+
+    fn get(&mut self, messages: &[Message]) -> Result<(u128, Arc<[u8]>), StoreError> {
+        if let Some(i) = self.0.iter().position(|(m, _, _)| m == messages) {
+            let (_, h, j) = &self.0[i];
+            return Ok((*h, j.clone()));
+        }
+        let json: Arc<[u8]> = serde_json::to_vec(messages).map_err(|e| StoreError(e.to_string()))?.into();
+        let h = xxhash_rust::xxh3::xxh3_128(&json);
+        if self.0.len() >= Self::SIZE {
+            self.0.remove(0);
+        }
+        self.0.push((messages.to_vec(), h, json.clone()));
+        Ok((h, json))
+    }
+}
+
+fn commit(
+    db: &Database,
+    next_id: &mut u64,
+    cache: &mut PayloadCache,
+    writes: Vec<Command>,
+) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
     let mut id = *next_id;
     {
@@ -685,15 +722,19 @@ fn commit(db: &Database, next_id: &mut u64, writes: Vec<Command>) -> Result<(), 
         let mut rollups = tx.open_table(ROLLUPS)?;
         let mut buf = Vec::with_capacity(2048);
         let mut pending = rollup::Pending::default();
+        // References added per payload in this batch: one read-modify-write per payload, not
+        // per record.
+        let mut refs: Vec<(u128, u64, Arc<[u8]>)> = Vec::new();
         for w in writes {
             match w {
                 Command::Record(r) => {
                     let key = (r.timestamp_ms.max(0) as u64, id);
                     id += 1;
-                    let msgs = serde_json::to_vec(&r.messages).map_err(|e| StoreError(e.to_string()))?;
-                    let hash = xxhash_rust::xxh3::xxh3_128(&msgs);
-                    let refs = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
-                    payloads.insert(hash, (refs + 1, msgs.as_slice()))?;
+                    let (hash, json) = cache.get(&r.messages)?;
+                    match refs.iter_mut().find(|e| e.0 == hash) {
+                        Some(e) => e.1 += 1,
+                        None => refs.push((hash, 1, json)),
+                    }
                     pending.add(&r);
                     let s = StoredRecord {
                         model: r.model,
@@ -737,6 +778,10 @@ fn commit(db: &Database, next_id: &mut u64, writes: Vec<Command>) -> Result<(), 
                 }
                 Command::Flush(_) | Command::Prune(..) | Command::Close => {}
             }
+        }
+        for (hash, n, json) in refs {
+            let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
+            payloads.insert(hash, (have + n, &*json))?;
         }
         pending.merge_into(&mut rollups)?;
         let mut meta = tx.open_table(META)?;

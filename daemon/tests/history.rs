@@ -98,9 +98,9 @@ fn assert_group(name: &str, g: &evald_web::model::StatsGroup, want: (u64, u64, f
     let rate = if n == 0 { 0.0 } else { errors as f64 / n as f64 };
     assert!((g.error_rate - rate).abs() < 1e-12, "{name}: error rate {} vs {rate}", g.error_rate);
     assert!((g.avg_response_time_ms - avg).abs() < 1e-6, "{name}: avg {} vs {avg}", g.avg_response_time_ms);
-    // HDR histograms keep 3 significant digits: 0.1 % plus the µs the record is rounded to.
+    // Log-linear buckets: within 0.8 % of the exact value, plus the µs a record is rounded to.
     for (got, want, q) in [(g.p50_ms, p[0], "p50"), (g.p95_ms, p[1], "p95"), (g.p99_ms, p[2], "p99")] {
-        assert!((got - want).abs() <= want * 0.001 + 0.002, "{name}: {q} {got} vs {want}");
+        assert!((got - want).abs() <= want * 0.008 + 0.002, "{name}: {q} {got} vs {want}");
     }
     assert_eq!((g.tokens.prompt, g.tokens.completion, g.tokens.total), (prompt, completion, total), "{name}: tokens");
 }
