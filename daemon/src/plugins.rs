@@ -1,61 +1,162 @@
 //! The daemon's side of the plugin sandbox: turns job cases and request records into the plain
-//! types of `evald-plugin-host` and back. The host crate is the only one that sees wasmtime.
+//! types of `evald-plugin-host` and back. The host crate is the only one that sees wasmtime;
+//! this module only adapts. Loading compiles (or takes from the cache in `data_dir`), which
+//! blocks: async callers go through [`Plugins::scorer_async`] and friends.
 
 use std::path::Path;
-use std::time::Duration;
+
+use evald_plugin_host as host;
+use evald_web::model::{Message, Record};
 
 use crate::job::{Case, PluginLimits};
-use evald_web::model::Record;
 
-/// Why a plugin call gave no result.
+/// Why a plugin call gave no result, as recorded on the score.
 pub type PluginError = String;
 
-/// The plugin sandbox, shared by every run.
-#[derive(Clone, Debug)]
-pub struct Plugins {}
+/// The plugin sandbox, shared by every run: one engine, one compiled-code cache.
+#[derive(Clone)]
+pub struct Plugins {
+    host: host::Host,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugins").field("stats", &self.host.stats()).finish()
+    }
+}
 
 /// A loaded score plugin.
-#[derive(Clone, Debug)]
-pub struct ScorerPlugin {}
+#[derive(Clone)]
+pub struct ScorerPlugin(host::Plugin);
 
 /// A loaded generator plugin.
-#[derive(Clone, Debug)]
-pub struct GeneratorPlugin {}
+#[derive(Clone)]
+pub struct GeneratorPlugin(host::Plugin);
+
+fn limits(l: PluginLimits) -> host::Limits {
+    host::Limits {
+        timeout: l.timeout,
+        memory_bytes: l.memory_bytes,
+    }
+}
 
 impl Plugins {
     /// A sandbox whose compiled-plugin cache lives in `cache_dir`.
-    pub fn new(_cache_dir: &Path) -> Result<Plugins, String> {
-        Ok(Plugins {})
+    pub fn new(cache_dir: &Path) -> Result<Plugins, String> {
+        host::Host::new(cache_dir)
+            .map(|host| Plugins { host })
+            .map_err(|e| format!("plugin sandbox: {e}"))
     }
 
-    /// Loads a score plugin.
+    /// Compilations and cache hits so far (a restart that recompiles nothing shows 0 compiled).
+    pub fn stats(&self) -> host::HostStats {
+        self.host.stats()
+    }
+
+    fn load(&self, path: &Path, kind: host::PluginKind) -> Result<host::Plugin, String> {
+        let p = self.host.load(path, kind).map_err(|e| e.to_string())?;
+        // Observable proof that a restart does not recompile: from_cache=true.
+        tracing::debug!(plugin = p.name(), from_cache = p.from_cache(), "plugin loaded");
+        Ok(p)
+    }
+
+    /// Loads a score plugin (blocking).
     pub fn scorer(&self, path: &Path) -> Result<ScorerPlugin, String> {
-        Err(format!("{}: plugin support is not built in yet", path.display()))
+        self.load(path, host::PluginKind::Scorer).map(ScorerPlugin)
     }
 
-    /// Loads a generator plugin.
+    /// Loads a generator plugin (blocking).
     pub fn generator(&self, path: &Path) -> Result<GeneratorPlugin, String> {
-        Err(format!("{}: plugin support is not built in yet", path.display()))
+        self.load(path, host::PluginKind::Generator).map(GeneratorPlugin)
+    }
+
+    /// Loads a score plugin off the async threads.
+    pub async fn scorer_async(&self, path: &Path) -> Result<ScorerPlugin, String> {
+        let (me, path) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || me.scorer(&path))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Loads a generator plugin off the async threads.
+    pub async fn generator_async(&self, path: &Path) -> Result<GeneratorPlugin, String> {
+        let (me, path) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || me.generator(&path))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+}
+
+fn case_to_host(c: &Case) -> host::Case {
+    host::Case {
+        id: c.id.clone(),
+        messages: c
+            .messages
+            .iter()
+            .map(|m| host::Message {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect(),
+        reference: c.reference.clone(),
     }
 }
 
 impl ScorerPlugin {
-    /// Scores one record.
+    /// The plugin's name (file stem), for logs and metrics.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// Scores one record: `(value, note)`; the caller checks the range.
     pub async fn score(
         &self,
-        _case: &Case,
-        _record: &Record,
-        _config_json: &str,
-        _limits: PluginLimits,
+        case: &Case,
+        record: &Record,
+        config_json: &str,
+        l: PluginLimits,
     ) -> Result<(f64, Option<String>), PluginError> {
-        Err("plugin support is not built in yet".into())
+        let obs = host::Observation {
+            case: case_to_host(case),
+            target: record.target(),
+            response: record.response.clone().unwrap_or_default(),
+            latency_ms: record.response_time_ms.unwrap_or(0.0),
+            ttft_ms: record.ttft_ms,
+            prompt_tokens: record.prompt_tokens,
+            completion_tokens: record.completion_tokens,
+            finish_reason: record.finish_reason.clone(),
+            error: record.error.clone(),
+        };
+        self.0
+            .score(&obs, config_json, limits(l))
+            .await
+            .map(|s| (s.value, s.note))
+            .map_err(|e| format!("plugin {}: {e}", self.0.name()))
     }
 }
 
 impl GeneratorPlugin {
     /// Produces cases.
-    pub async fn generate(&self, _config_json: &str, _limits: PluginLimits) -> Result<Vec<Case>, PluginError> {
-        let _ = Duration::ZERO;
-        Err("plugin support is not built in yet".into())
+    pub async fn generate(&self, config_json: &str, l: PluginLimits) -> Result<Vec<Case>, PluginError> {
+        let cases = self
+            .0
+            .generate(config_json, limits(l))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(cases
+            .into_iter()
+            .map(|c| Case {
+                id: c.id,
+                messages: c
+                    .messages
+                    .into_iter()
+                    .map(|m| Message {
+                        role: m.role,
+                        content: m.content,
+                    })
+                    .collect(),
+                reference: c.reference,
+            })
+            .collect())
     }
 }

@@ -211,7 +211,7 @@ pub async fn run_job(
         report.summary = summary;
         return report;
     }
-    let (scorers, scorer_problems) = Scorers::for_job(job, &ctx.plugins);
+    let (scorers, scorer_problems) = Scorers::for_job(job, &ctx.plugins).await;
     problems.extend(scorer_problems);
     summary.cases = cases.len() as u64;
     report.cases = cases.iter().map(|c| c.id.clone()).collect();
@@ -272,7 +272,7 @@ async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String
     let mut cases = job.cases.clone();
     for g in &job.generators {
         let name = g.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let plugin = ctx.plugins.generator(&g.path).map_err(|e| format!("generator {name}: {e}"))?;
+        let plugin = ctx.plugins.generator_async(&g.path).await.map_err(|e| format!("generator {name}: {e}"))?;
         let more = plugin
             .generate(&g.config_json, g.limits)
             .await

@@ -23,14 +23,14 @@ pub struct Scorers {
 impl Scorers {
     /// Loads (or takes from the cache) every plugin the job's scorers name. A plugin that cannot
     /// load is reported by its scorer on every record instead of failing the run.
-    pub fn for_job(job: &Job, plugins: &Plugins) -> (Scorers, Vec<String>) {
+    pub async fn for_job(job: &Job, plugins: &Plugins) -> (Scorers, Vec<String>) {
         let mut loaded = HashMap::new();
         let mut problems = Vec::new();
         for s in &job.scorers {
             if let ScorerKind::Plugin { path, .. } = &s.kind
                 && !loaded.contains_key(path)
             {
-                match plugins.scorer(path) {
+                match plugins.scorer_async(path).await {
                     Ok(p) => {
                         loaded.insert(path.clone(), p);
                     }
@@ -66,7 +66,10 @@ impl Scorers {
                     limits,
                     ..
                 } => match self.plugins.get(path) {
-                    None => Err(format!("plugin {} could not be loaded", path.display())),
+                    None => Err(format!(
+                        "plugin {} could not be loaded",
+                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                    )),
                     Some(p) => p
                         .score(case, record, config_json, *limits)
                         .await

@@ -325,7 +325,16 @@ impl Site {
 
     /// Runs an evald command to completion.
     pub fn evald(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
+        self.evald_env(args, &[])
+    }
+
+    /// Runs an evald command to completion with extra environment.
+    pub fn evald_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
     }
 
     /// Starts `evald serve` (logging to `daemon.log` in the site) and waits until it answers
