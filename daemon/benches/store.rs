@@ -6,6 +6,9 @@
 //! (rows/s and peak memory), pruning 30 %, and bytes on disk per record, including a
 //! prune-and-refill cycle. Results go to stdout as a table; docs/store-benchmark.md keeps them.
 
+// A benchmark that cannot set itself up should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -25,17 +28,31 @@ fn record(i: u64, ts: i64) -> Record {
         h % 200,
         h % 200
     );
-    let answer: String = format!("Answer {i}: ") + &"The capital is a city chosen for historical and political reasons; ".repeat(11);
-    let models = ["gpt-4o-mini", "llama-3.1-8b", "qwen2.5-7b", "mistral-7b", "academic_search", "market_snapshot"];
-    let error = h % 50 == 0;
+    let answer: String = format!("Answer {i}: ")
+        + &"The capital is a city chosen for historical and political reasons; ".repeat(11);
+    let models = [
+        "gpt-4o-mini",
+        "llama-3.1-8b",
+        "qwen2.5-7b",
+        "mistral-7b",
+        "academic_search",
+        "market_snapshot",
+    ];
+    let error = h.is_multiple_of(50);
     Record {
         id: 0,
         timestamp_ms: ts,
         model: models[(h % 6) as usize].into(),
         provider: ["litellm", "vllm", "ollama"][(h % 3) as usize].into(),
         messages: vec![
-            Message { role: "system".into(), content: "Reply concisely.".into() },
-            Message { role: "user".into(), content: prompt },
+            Message {
+                role: "system".into(),
+                content: "Reply concisely.".into(),
+            },
+            Message {
+                role: "user".into(),
+                content: prompt,
+            },
         ],
         temperature: Some(0.7),
         max_tokens: Some(512),
@@ -47,15 +64,32 @@ fn record(i: u64, ts: i64) -> Record {
         total_tokens: Some(160 + (h % 240) as u32),
         finish_reason: Some("stop".into()),
         error: error.then(|| "HTTP 500 from gateway: upstream exploded".into()),
-        metadata: Metadata { attempts: 1, ..Metadata::default() },
+        metadata: Metadata {
+            attempts: 1,
+            ..Metadata::default()
+        },
         job: format!("job-{}", h % 8),
         run_id: format!("{:011x}{:05x}", ts / 3_600_000 * 3_600_000, h % 8),
         case_id: format!("case-{}", h % 25),
         endpoint: "gateway".into(),
         ttft_ms: None,
         scores: vec![
-            Score { name: "contains".into(), value: Some(1.0), passed: Some(true), weight: 1.0, error: None, note: None },
-            Score { name: "max-latency".into(), value: Some(0.8), passed: Some(false), weight: 0.5, error: None, note: None },
+            Score {
+                name: "contains".into(),
+                value: Some(1.0),
+                passed: Some(true),
+                weight: 1.0,
+                error: None,
+                note: None,
+            },
+            Score {
+                name: "max-latency".into(),
+                value: Some(0.8),
+                passed: Some(false),
+                weight: 0.5,
+                error: None,
+                note: None,
+            },
         ],
     }
 }
@@ -63,14 +97,22 @@ fn record(i: u64, ts: i64) -> Record {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -83,7 +125,11 @@ fn size(p: &Path) -> u64 {
     std::fs::read_dir(p.parent().unwrap_or(Path::new(".")))
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&*p.file_name().unwrap_or_default().to_string_lossy()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&*p.file_name().unwrap_or_default().to_string_lossy())
+                })
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .sum()
@@ -100,13 +146,20 @@ struct Row {
 }
 
 fn main() {
-    let n: u64 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let now = chrono::Utc::now().timestamp_millis();
     // n records spread over 30 days, in time order as a daemon writes them.
     let span = 30 * DAY;
     let ts = move |i: u64| now - span + (i as i128 * span as i128 / n as i128) as i64;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut rows: Vec<Row> = Vec::new();
 
     eprintln!("generating and storing {n} records in evald (redb)…");
@@ -135,7 +188,9 @@ fn main() {
     let redb_ingest = n as f64 / t.elapsed().as_secs_f64();
     let redb_bytes = size(&db);
 
-    eprintln!("storing the same records in SQLite (WAL, origin schema, 3 indexes, 1000 per transaction)…");
+    eprintln!(
+        "storing the same records in SQLite (WAL, origin schema, 3 indexes, 1000 per transaction)…"
+    );
     let sq_path = dir.path().join("requests.db");
     let mut sq = rusqlite::Connection::open(&sq_path).unwrap_or_else(|e| panic!("{e}"));
     sq.execute_batch(
@@ -160,9 +215,21 @@ fn main() {
                     let r = record(j, ts(j));
                     let meta = serde_json::json!({"job": r.job, "run_id": r.run_id, "case_id": r.case_id, "endpoint": r.endpoint, "scores": r.scores, "attempts": 1}).to_string();
                     st.execute(rusqlite::params![
-                        r.timestamp_ms, r.model, r.provider, serde_json::to_string(&r.messages).unwrap_or_default(),
-                        r.temperature, r.max_tokens, r.top_p, r.response, r.response_time_ms, r.prompt_tokens,
-                        r.completion_tokens, r.total_tokens, r.finish_reason, r.error, meta
+                        r.timestamp_ms,
+                        r.model,
+                        r.provider,
+                        serde_json::to_string(&r.messages).unwrap_or_default(),
+                        r.temperature,
+                        r.max_tokens,
+                        r.top_p,
+                        r.response,
+                        r.response_time_ms,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.total_tokens,
+                        r.finish_reason,
+                        r.error,
+                        meta
                     ])
                     .unwrap_or_else(|e| panic!("{e}"));
                 }
@@ -176,15 +243,29 @@ fn main() {
     let sq_ingest = n as f64 / t.elapsed().as_secs_f64();
     sq.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").ok();
     let sq_bytes = size(&sq_path);
-    rows.push(Row { what: "ingest", evald: redb_ingest, sqlite: sq_ingest, unit: "records/s", better: "higher" });
-    rows.push(Row { what: "bytes on disk per record", evald: redb_bytes as f64 / n as f64, sqlite: sq_bytes as f64 / n as f64, unit: "B", better: "lower" });
+    rows.push(Row {
+        what: "ingest",
+        evald: redb_ingest,
+        sqlite: sq_ingest,
+        unit: "records/s",
+        better: "higher",
+    });
+    rows.push(Row {
+        what: "bytes on disk per record",
+        evald: redb_bytes as f64 / n as f64,
+        sqlite: sq_bytes as f64 / n as f64,
+        unit: "B",
+        better: "lower",
+    });
 
     // 7-day stats: evald from rollups; SQLite with the origin report's queries plus percentiles.
     let reps = 20;
     let t = Instant::now();
     let mut total = 0;
     for _ in 0..reps {
-        total = evald::view::stats(&store, 7, now).map(|s| s.overall.total_requests).unwrap_or(0);
+        total = evald::view::stats(&store, 7, now)
+            .map(|s| s.overall.total_requests)
+            .unwrap_or(0);
     }
     let redb_stats = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
     let from = hour_of(now - 7 * DAY);
@@ -194,8 +275,10 @@ fn main() {
         sq_total = sq
             .query_row("SELECT COUNT(*), AVG(response_time_ms), SUM(error IS NOT NULL), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens) FROM requests WHERE timestamp >= ?1", [from], |r| r.get(0))
             .unwrap_or(0);
-        for q in ["SELECT model, COUNT(*), AVG(response_time_ms), SUM(error IS NOT NULL), SUM(total_tokens) FROM requests WHERE timestamp >= ?1 GROUP BY model",
-                  "SELECT provider, COUNT(*), AVG(response_time_ms), SUM(error IS NOT NULL), SUM(total_tokens) FROM requests WHERE timestamp >= ?1 GROUP BY provider"] {
+        for q in [
+            "SELECT model, COUNT(*), AVG(response_time_ms), SUM(error IS NOT NULL), SUM(total_tokens) FROM requests WHERE timestamp >= ?1 GROUP BY model",
+            "SELECT provider, COUNT(*), AVG(response_time_ms), SUM(error IS NOT NULL), SUM(total_tokens) FROM requests WHERE timestamp >= ?1 GROUP BY provider",
+        ] {
             let mut st = sq.prepare_cached(q).unwrap_or_else(|e| panic!("{e}"));
             let _ = st.query_map([from], |_| Ok(())).map(|it| it.count());
         }
@@ -208,23 +291,47 @@ fn main() {
     }
     let sq_stats = t.elapsed().as_secs_f64() * 1000.0 / 3.0;
     eprintln!("7-day requests: evald {total}, SQLite {sq_total}");
-    rows.push(Row { what: "7-day stats (with p50/p95/p99)", evald: redb_stats, sqlite: sq_stats, unit: "ms", better: "lower" });
+    rows.push(Row {
+        what: "7-day stats (with p50/p95/p99)",
+        evald: redb_stats,
+        sqlite: sq_stats,
+        unit: "ms",
+        better: "lower",
+    });
 
     let t = Instant::now();
     for _ in 0..reps {
-        let _ = store.recent_records(&RecordFilter { limit: Some(20), ..RecordFilter::default() });
+        let _ = store.recent_records(&RecordFilter {
+            limit: Some(20),
+            ..RecordFilter::default()
+        });
     }
     let redb_last = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
     let t = Instant::now();
     for _ in 0..reps {
-        let mut st = sq.prepare_cached("SELECT * FROM requests ORDER BY timestamp DESC LIMIT 20").unwrap_or_else(|e| panic!("{e}"));
+        let mut st = sq
+            .prepare_cached("SELECT * FROM requests ORDER BY timestamp DESC LIMIT 20")
+            .unwrap_or_else(|e| panic!("{e}"));
         let _ = st.query_map([], |_| Ok(())).map(|it| it.count());
     }
     let sq_last = t.elapsed().as_secs_f64() * 1000.0 / reps as f64;
-    rows.push(Row { what: "last 20 requests", evald: redb_last, sqlite: sq_last, unit: "ms", better: "lower" });
+    rows.push(Row {
+        what: "last 20 requests",
+        evald: redb_last,
+        sqlite: sq_last,
+        unit: "ms",
+        better: "lower",
+    });
 
     // Full CSV export to /dev/null, peak memory above the resident set before it.
-    let sink = || std::io::BufWriter::new(std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap_or_else(|e| panic!("{e}")));
+    let sink = || {
+        std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    };
     reset_peak();
     let base = rss_kib();
     let t = Instant::now();
@@ -239,12 +346,16 @@ fn main() {
     let t = Instant::now();
     {
         let mut out = csv::Writer::from_writer(sink());
-        let mut st = sq.prepare("SELECT * FROM requests ORDER BY id").unwrap_or_else(|e| panic!("{e}"));
+        let mut st = sq
+            .prepare("SELECT * FROM requests ORDER BY id")
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut q = st.query([]).unwrap_or_else(|e| panic!("{e}"));
         while let Ok(Some(r)) = q.next() {
             let cells: Vec<String> = (0..16)
                 .map(|c| match r.get_ref(c) {
-                    Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                    Ok(rusqlite::types::ValueRef::Text(t)) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
                     Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
                     Ok(rusqlite::types::ValueRef::Real(f)) => f.to_string(),
                     _ => String::new(),
@@ -255,8 +366,20 @@ fn main() {
     }
     let sq_export = n as f64 / t.elapsed().as_secs_f64();
     let sq_peak = peak_rss_kib().saturating_sub(base);
-    rows.push(Row { what: "CSV export", evald: redb_export, sqlite: sq_export, unit: "rows/s", better: "higher" });
-    rows.push(Row { what: "export peak memory (above baseline)", evald: redb_peak as f64 / 1024.0, sqlite: sq_peak as f64 / 1024.0, unit: "MiB", better: "lower" });
+    rows.push(Row {
+        what: "CSV export",
+        evald: redb_export,
+        sqlite: sq_export,
+        unit: "rows/s",
+        better: "higher",
+    });
+    rows.push(Row {
+        what: "export peak memory (above baseline)",
+        evald: redb_peak as f64 / 1024.0,
+        sqlite: sq_peak as f64 / 1024.0,
+        unit: "MiB",
+        better: "lower",
+    });
 
     // Prune the oldest 30 % (9 of 30 days), in the daemon's batch size.
     let cutoff = hour_of(now - span + 9 * DAY);
@@ -264,7 +387,15 @@ fn main() {
     let pruned = rt
         .block_on(async {
             let w = store.writer();
-            let r = w.prune(PruneCutoffs { records_before_ms: cutoff, runs_before_ms: 0 }, evald::daemon::PRUNE_BATCH).await;
+            let r = w
+                .prune(
+                    PruneCutoffs {
+                        records_before_ms: cutoff,
+                        runs_before_ms: 0,
+                    },
+                    evald::daemon::PRUNE_BATCH,
+                )
+                .await;
             w.close().await;
             r
         })
@@ -272,10 +403,18 @@ fn main() {
         .unwrap_or(0);
     let redb_prune = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let sq_pruned = sq.execute("DELETE FROM requests WHERE timestamp < ?1", [cutoff]).unwrap_or(0);
+    let sq_pruned = sq
+        .execute("DELETE FROM requests WHERE timestamp < ?1", [cutoff])
+        .unwrap_or(0);
     let sq_prune = t.elapsed().as_secs_f64();
     eprintln!("pruned: evald {pruned}, SQLite {sq_pruned}");
-    rows.push(Row { what: "prune oldest 30 %", evald: redb_prune, sqlite: sq_prune, unit: "s", better: "lower" });
+    rows.push(Row {
+        what: "prune oldest 30 %",
+        evald: redb_prune,
+        sqlite: sq_prune,
+        unit: "s",
+        better: "lower",
+    });
     let redb_after_prune = size(&db);
     sq.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").ok();
     let sq_after_prune = size(&sq_path);
@@ -297,10 +436,31 @@ fn main() {
     println!("| measure | evald (redb) | SQLite (WAL, 3 indexes) | evald ÷ SQLite | better |");
     println!("| --- | ---: | ---: | ---: | --- |");
     for r in &rows {
-        println!("| {} | {:.3} {} | {:.3} {} | {:.3} | {} |", r.what, r.evald, r.unit, r.sqlite, r.unit, r.evald / r.sqlite, r.better);
+        println!(
+            "| {} | {:.3} {} | {:.3} {} | {:.3} | {} |",
+            r.what,
+            r.evald,
+            r.unit,
+            r.sqlite,
+            r.unit,
+            r.evald / r.sqlite,
+            r.better
+        );
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!("\nfile size (MiB): after ingest evald {:.1} / SQLite {:.1}; after pruning 30 % evald {:.1} / SQLite {:.1}; after refilling evald {:.1} / SQLite {:.1}",
-        mib(redb_bytes), mib(sq_bytes), mib(redb_after_prune), mib(sq_after_prune), mib(redb_refill), mib(sq_refill));
-    println!("records: evald {}, SQLite {}", store.record_count().unwrap_or(0), sq.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0)).unwrap_or(0));
+    println!(
+        "\nfile size (MiB): after ingest evald {:.1} / SQLite {:.1}; after pruning 30 % evald {:.1} / SQLite {:.1}; after refilling evald {:.1} / SQLite {:.1}",
+        mib(redb_bytes),
+        mib(sq_bytes),
+        mib(redb_after_prune),
+        mib(sq_after_prune),
+        mib(redb_refill),
+        mib(sq_refill)
+    );
+    println!(
+        "records: evald {}, SQLite {}",
+        store.record_count().unwrap_or(0),
+        sq.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    );
 }

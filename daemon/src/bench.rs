@@ -89,7 +89,11 @@ impl Acc {
         self.prompt_tokens += r.prompt_tokens.unwrap_or(0) as u64;
         if r.error.is_some() {
             self.errors += 1;
-            let k = r.metadata.error_kind.clone().unwrap_or_else(|| "other".into());
+            let k = r
+                .metadata
+                .error_kind
+                .clone()
+                .unwrap_or_else(|| "other".into());
             *self.errors_by_kind.entry(k).or_default() += 1;
             return;
         }
@@ -199,7 +203,11 @@ fn buckets(h: &Histogram<u64>, n: u64) -> Vec<(f64, u64)> {
         .map(|i| {
             let a = lo + i * width;
             let b = if i + 1 == n { hi + 1 } else { a + width };
-            let c = h.iter_recorded().filter(|v| v.value_iterated_to() >= a && v.value_iterated_to() < b).map(|v| v.count_at_value()).sum();
+            let c = h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() >= a && v.value_iterated_to() < b)
+                .map(|v| v.count_at_value())
+                .sum();
             (b as f64 / 1000.0, c)
         })
         .collect()
@@ -258,7 +266,8 @@ pub async fn run(
         let work = {
             let phase = phase.clone();
             async move {
-                let (rate, requests, duration) = (phase.load.rate, phase.load.requests, phase.load.duration);
+                let (rate, requests, duration) =
+                    (phase.load.rate, phase.load.requests, phase.load.duration);
                 match rate {
                     Some(rate) => phase.open(rate).await,
                     None => phase.closed(requests, duration, false).await,
@@ -274,7 +283,10 @@ pub async fn run(
             }
         }
         counters.report(progress, total);
-        let acc = std::mem::replace(&mut *phase.acc.lock().unwrap_or_else(|p| p.into_inner()), Acc::new());
+        let acc = std::mem::replace(
+            &mut *phase.acc.lock().unwrap_or_else(|p| p.into_inner()),
+            Acc::new(),
+        );
         out.push(acc.summary(target.name(), t0.elapsed(), &load));
     }
     out
@@ -327,7 +339,10 @@ impl Phase {
         }
         if !warmup {
             self.ctx.metrics.observe_with(&self.metrics, &r);
-            self.acc.lock().unwrap_or_else(|p| p.into_inner()).add(&r, &self.load);
+            self.acc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&r, &self.load);
             self.counters.done.fetch_add(1, Ordering::Relaxed);
             if r.error.is_some() {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +352,12 @@ impl Phase {
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.
-    async fn closed(self: Arc<Self>, requests: Option<u64>, duration: Option<Duration>, warmup: bool) {
+    async fn closed(
+        self: Arc<Self>,
+        requests: Option<u64>,
+        duration: Option<Duration>,
+        warmup: bool,
+    ) {
         let next = Arc::new(AtomicU64::new(0));
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         let mut workers = tokio::task::JoinSet::new();
@@ -345,7 +365,9 @@ impl Phase {
             let (me, next) = (self.clone(), next.clone());
             workers.spawn(async move {
                 loop {
-                    if me.ctx.stop.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    if me.ctx.stop.is_cancelled()
+                        || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+                    {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -380,7 +402,8 @@ impl Phase {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let lag_ms = crate::endpoint::ms(tokio::time::Instant::now().saturating_duration_since(due));
+            let lag_ms =
+                crate::endpoint::ms(tokio::time::Instant::now().saturating_duration_since(due));
             if lag_ms > 50.0 && !late_warned {
                 late_warned = true;
                 tracing::warn!(target = %self.target.name(), lag_ms, "open loop: the client cannot keep up with the rate; sends are late");

@@ -40,7 +40,10 @@ pub fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
     Config::load(&path).map_err(|d| {
         Failure(format!(
             "{}\n{} has problems",
-            d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
             path.display()
         ))
     })
@@ -88,9 +91,12 @@ async fn ask(
     req: &Request,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<(serde_json::Value, BufReader<tokio::net::UnixStream>), Failure> {
-    let mut stream = tokio::net::UnixStream::connect(sock)
-        .await
-        .map_err(|e| Failure(format!("cannot reach the daemon on {}: {e}", sock.display())))?;
+    let mut stream = tokio::net::UnixStream::connect(sock).await.map_err(|e| {
+        Failure(format!(
+            "cannot reach the daemon on {}: {e}",
+            sock.display()
+        ))
+    })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -98,10 +104,20 @@ async fn ask(
     loop {
         let mut l = String::new();
         if r.read_line(&mut l).await? == 0 {
-            return Err(Failure("the daemon closed the connection without an answer".into()));
+            return Err(Failure(
+                "the daemon closed the connection without an answer".into(),
+            ));
         }
         match serde_json::from_str::<Reply>(&l)? {
-            Reply::Progress { done, total, errors } => on_progress(Progress { done, total, errors }),
+            Reply::Progress {
+                done,
+                total,
+                errors,
+            } => on_progress(Progress {
+                done,
+                total,
+                errors,
+            }),
             Reply::Ok(v) => return Ok((v, r)),
             Reply::Error(e) => return Err(Failure(e)),
         }
@@ -127,7 +143,10 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
         .collect();
     let (jobs, invalid) = if files.is_empty() {
         let set = job::load_dir(&config);
-        (set.jobs.into_values().collect::<Vec<_>>(), set.invalid.into_iter().collect::<Vec<_>>())
+        (
+            set.jobs.into_values().collect::<Vec<_>>(),
+            set.invalid.into_iter().collect::<Vec<_>>(),
+        )
     } else {
         let mut jobs = Vec::new();
         let mut invalid = Vec::new();
@@ -154,7 +173,11 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
             problems += 1;
         }
     }
-    let bad_files = invalid.len() + jobs.iter().filter(|j| !plugin_problems(j, &plugins).is_empty()).count();
+    let bad_files = invalid.len()
+        + jobs
+            .iter()
+            .filter(|j| !plugin_problems(j, &plugins).is_empty())
+            .count();
     if problems == 0 {
         eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
     } else {
@@ -167,14 +190,24 @@ fn plugin_problems(j: &Job, plugins: &Plugins) -> Vec<String> {
     let mut out = Vec::new();
     for (i, g) in j.generators.iter().enumerate() {
         if let Err(e) = plugins.generator(&g.path) {
-            out.push(format!("{}:{}:{}: generators[{i}].plugin: {e}", j.file.display(), g.at.0, g.at.1));
+            out.push(format!(
+                "{}:{}:{}: generators[{i}].plugin: {e}",
+                j.file.display(),
+                g.at.0,
+                g.at.1
+            ));
         }
     }
     for (i, s) in j.scorers.iter().enumerate() {
         if let job::ScorerKind::Plugin { path, at, .. } = &s.kind
             && let Err(e) = plugins.scorer(path)
         {
-            out.push(format!("{}:{}:{}: scorers[{i}].plugin: {e}", j.file.display(), at.0, at.1));
+            out.push(format!(
+                "{}:{}:{}: scorers[{i}].plugin: {e}",
+                j.file.display(),
+                at.0,
+                at.1
+            ));
         }
     }
     out
@@ -209,7 +242,12 @@ fn update(pb: &ProgressBar, p: Progress) {
 
 /// Runs a job through this process (no daemon): its own writer, client and plugins; Ctrl-C
 /// cuts the run off (stored as interrupted).
-async fn run_local(store: Store, config: Config, job: &Job, pb: &ProgressBar) -> Result<RunReport, Failure> {
+async fn run_local(
+    store: Store,
+    config: Config,
+    job: &Job,
+    pb: &ProgressBar,
+) -> Result<RunReport, Failure> {
     let writer = store.writer();
     let ctx = RunContext {
         client: Client::new(config.secrets()),
@@ -245,18 +283,34 @@ pub async fn run(explicit: Option<&Path>, name: &str, json: bool) -> Result<bool
         return Err(Failure(format!(
             "no job file {} (jobs: {})",
             file.display(),
-            if known.is_empty() { "none".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
         )));
     }
     let job = Job::load(&file, &config).map_err(|d| {
-        Failure(d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
+        Failure(
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
     })?;
     let pb = progress_bar(job.kind == job::JobKind::Benchmark);
     let report = match backend(&config)? {
         Backend::Local(store) => run_local(store, config, &job, &pb).await?,
         Backend::Daemon(sock) => {
             let pb2 = pb.clone();
-            let (v, _) = ask(&sock, &Request::Run { job: name.to_string() }, |p| update(&pb2, p)).await?;
+            let (v, _) = ask(
+                &sock,
+                &Request::Run {
+                    job: name.to_string(),
+                },
+                |p| update(&pb2, p),
+            )
+            .await?;
             serde_json::from_value(v)?
         }
     };
@@ -298,8 +352,12 @@ pub const ADHOC_JOB: &str = "compare";
 
 /// Validates an ad hoc job given as TOML (what `evald compare` builds).
 pub fn adhoc_job(config: &Config, toml_text: &str) -> Result<Job, String> {
-    Job::parse(Path::new("compare.toml"), toml_text, config)
-        .map_err(|d| d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))
+    Job::parse(Path::new("compare.toml"), toml_text, config).map_err(|d| {
+        d.iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Options of `evald compare`.
@@ -323,13 +381,21 @@ pub struct CompareArgs {
 pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool, Failure> {
     let config = load_config(explicit)?;
     if args.models.is_empty() {
-        return Err(Failure("name at least one target with --model ENDPOINT/MODEL".into()));
+        return Err(Failure(
+            "name at least one target with --model ENDPOINT/MODEL".into(),
+        ));
     }
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
-        messages.push(evald_web::model::Message { role: "system".into(), content: s.clone() });
+        messages.push(evald_web::model::Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
-    messages.push(evald_web::model::Message { role: "user".into(), content: args.prompt.clone() });
+    messages.push(evald_web::model::Message {
+        role: "user".into(),
+        content: args.prompt.clone(),
+    });
     let doc = AdhocJob {
         description: "ad hoc comparison (evald compare)",
         targets: &args.models,
@@ -338,7 +404,10 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
             temperature: args.temperature,
             max_tokens: args.max_tokens,
         }),
-        cases: vec![AdhocCase { id: "prompt", messages }],
+        cases: vec![AdhocCase {
+            id: "prompt",
+            messages,
+        }],
     };
     let text = toml::to_string(&doc)?;
     let job = adhoc_job(&config, &text).map_err(Failure)?;
@@ -356,7 +425,8 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
         return Ok(report.summary.status != RunStatus::Failed);
     }
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
     t.set_header(report.targets.iter().map(Cell::new));
     t.add_row(report.targets.iter().map(|target| {
         let r = report.records.iter().find(|r| r.target() == *target);
@@ -394,9 +464,9 @@ fn timing(r: &evald_web::model::Record) -> String {
 /// A retention age in the unit it was most likely written in (`30d`, `12h`).
 fn fmt_age(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
     } else {
         humantime::format_duration(d).to_string()
@@ -424,7 +494,11 @@ fn clip(s: &str, n: usize) -> String {
 /// per-target figures.
 pub fn print_report(report: &RunReport) {
     let s = &report.summary;
-    let secs = s.ended_ms.unwrap_or(s.started_ms).saturating_sub(s.started_ms) as f64 / 1000.0;
+    let secs = s
+        .ended_ms
+        .unwrap_or(s.started_ms)
+        .saturating_sub(s.started_ms) as f64
+        / 1000.0;
     println!(
         "run {}  job {}  {}  {} requests, {} errors, {:.1} s",
         s.id,
@@ -439,7 +513,8 @@ pub fn print_report(report: &RunReport) {
     }
     if s.kind == "compare" && !report.records.is_empty() {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
         let mut header = vec![Cell::new("case")];
         header.extend(report.targets.iter().map(Cell::new));
         t.set_header(header);
@@ -462,7 +537,9 @@ pub fn print_report(report: &RunReport) {
                         for sc in &r.scores {
                             lines.push(match (&sc.error, sc.value, sc.passed) {
                                 (Some(e), _, _) => format!("{} error: {}", sc.name, clip(e, 80)),
-                                (None, Some(v), Some(p)) => format!("{} {} {v:.2}", sc.name, if p { "✓" } else { "✗" }),
+                                (None, Some(v), Some(p)) => {
+                                    format!("{} {} {v:.2}", sc.name, if p { "✓" } else { "✗" })
+                                }
                                 _ => format!("{} —", sc.name),
                             });
                         }
@@ -480,12 +557,26 @@ pub fn print_report(report: &RunReport) {
     }
     for target in &s.targets {
         if let Some(b) = &target.bench {
-            println!("\n{}  {:.1} requests/s, {:.1} output tokens/s, {:.1} good requests/s over {:.1} s", target.target, b.request_throughput, b.output_tokens_per_s, b.good_throughput, b.duration_s);
+            println!(
+                "\n{}  {:.1} requests/s, {:.1} output tokens/s, {:.1} good requests/s over {:.1} s",
+                target.target,
+                b.request_throughput,
+                b.output_tokens_per_s,
+                b.good_throughput,
+                b.duration_s
+            );
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
-                println!("  open loop: asked {want:.1}/s, sent {got:.1}/s, mean send lag {}", fmt_ms(b.mean_send_lag_ms));
+                println!(
+                    "  open loop: asked {want:.1}/s, sent {got:.1}/s, mean send lag {}",
+                    fmt_ms(b.mean_send_lag_ms)
+                );
             }
             if !b.errors_by_kind.is_empty() {
-                let e: Vec<String> = b.errors_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let e: Vec<String> = b
+                    .errors_by_kind
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
                 println!("  errors: {}", e.join(", "));
             }
             let mut t = Table::new();
@@ -493,7 +584,16 @@ pub fn print_report(report: &RunReport) {
             t.set_header(["", "n", "p50", "p90", "p95", "p99", "max", "mean"]);
             let row = |name: &str, p: &Percentiles| {
                 let f = |v: f64| format!("{v:.1} ms");
-                vec![name.to_string(), p.count.to_string(), f(p.p50), f(p.p90), f(p.p95), f(p.p99), f(p.max), f(p.mean)]
+                vec![
+                    name.to_string(),
+                    p.count.to_string(),
+                    f(p.p50),
+                    f(p.p90),
+                    f(p.p95),
+                    f(p.p99),
+                    f(p.max),
+                    f(p.mean),
+                ]
             };
             t.add_row(row("ttft (first token)", &b.ttft_ms));
             t.add_row(row("inter-token", &b.itl_ms));
@@ -504,14 +604,29 @@ pub fn print_report(report: &RunReport) {
     }
     if !s.targets.is_empty() {
         let scorers: Vec<String> = {
-            let mut v: Vec<String> = s.targets.iter().flat_map(|t| t.scorer_means.keys().cloned()).collect();
+            let mut v: Vec<String> = s
+                .targets
+                .iter()
+                .flat_map(|t| t.scorer_means.keys().cloned())
+                .collect();
             v.sort();
             v.dedup();
             v
         };
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-        let mut header: Vec<String> = ["target", "requests", "errors", "mean latency", "score", "pass rate"].iter().map(|s| s.to_string()).collect();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        let mut header: Vec<String> = [
+            "target",
+            "requests",
+            "errors",
+            "mean latency",
+            "score",
+            "pass rate",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         header.extend(scorers.iter().cloned());
         t.set_header(header);
         for ts in &s.targets {
@@ -520,10 +635,19 @@ pub fn print_report(report: &RunReport) {
                 ts.requests.to_string(),
                 ts.errors.to_string(),
                 fmt_ms(ts.mean_latency_ms),
-                ts.mean_score.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
-                ts.pass_rate.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "—".into()),
+                ts.mean_score
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                ts.pass_rate
+                    .map(|v| format!("{:.0}%", v * 100.0))
+                    .unwrap_or_else(|| "—".into()),
             ];
-            row.extend(scorers.iter().map(|k| ts.scorer_means.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into())));
+            row.extend(scorers.iter().map(|k| {
+                ts.scorer_means
+                    .get(k)
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "—".into())
+            }));
             t.add_row(row);
         }
         println!("{t}");
@@ -535,7 +659,11 @@ pub async fn models(explicit: Option<&Path>, endpoint: &str) -> Result<bool, Fai
     let config = load_config(explicit)?;
     let Some(ep) = config.endpoints.get(endpoint) else {
         let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
-        return Err(Failure(format!("no endpoint `{endpoint}` in {} (endpoints: {})", config.path.display(), known.join(", "))));
+        return Err(Failure(format!(
+            "no endpoint `{endpoint}` in {} (endpoints: {})",
+            config.path.display(),
+            known.join(", ")
+        )));
     };
     let client = Client::new(config.secrets());
     let list = client.list_models(ep).await.map_err(Failure)?;
@@ -578,30 +706,32 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
     let config = load_config(explicit)?;
     let mut out: Box<dyn Write + Send> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| Failure(format!("cannot write {}: {e}", p.display())))?,
+            std::fs::File::create(p)
+                .map_err(|e| Failure(format!("cannot write {}: {e}", p.display())))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let rows = match backend(&config)? {
         Backend::Local(store) => {
-            let res = tokio::task::spawn_blocking(move || -> Result<(u64, &'static str), Failure> {
-                let mut w = ExportWriter::new(format, out)?;
-                let mut failed = None;
-                store.export(&filter, &mut |r| match w.write(&r) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failed = Some(e);
-                        false
+            let res =
+                tokio::task::spawn_blocking(move || -> Result<(u64, &'static str), Failure> {
+                    let mut w = ExportWriter::new(format, out)?;
+                    let mut failed = None;
+                    store.export(&filter, &mut |r| match w.write(&r) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(e.into());
                     }
-                })?;
-                if let Some(e) = failed {
-                    return Err(e.into());
-                }
-                let rows = w.rows();
-                w.finish()?.flush()?;
-                Ok((rows, "records"))
-            })
-            .await?;
+                    let rows = w.rows();
+                    w.finish()?.flush()?;
+                    Ok((rows, "records"))
+                })
+                .await?;
             res?
         }
         Backend::Daemon(sock) => {
@@ -638,8 +768,12 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
 pub async fn stats(explicit: Option<&Path>, days: u32, json: bool) -> Result<bool, Failure> {
     let config = load_config(explicit)?;
     let stats: Stats = match backend(&config)? {
-        Backend::Local(store) => crate::view::stats(&store, days, chrono::Utc::now().timestamp_millis())?,
-        Backend::Daemon(sock) => serde_json::from_value(ask(&sock, &Request::Stats { days }, |_| {}).await?.0)?,
+        Backend::Local(store) => {
+            crate::view::stats(&store, days, chrono::Utc::now().timestamp_millis())?
+        }
+        Backend::Daemon(sock) => {
+            serde_json::from_value(ask(&sock, &Request::Stats { days }, |_| {}).await?.0)?
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -658,13 +792,19 @@ pub async fn stats(explicit: Option<&Path>, days: u32, json: bool) -> Result<boo
         stats.overall.tokens.completion,
         stats.overall.tokens.avg_per_request
     );
-    for (title, groups) in [("model", &stats.by_model), ("provider", &stats.by_provider), ("job", &stats.by_job)] {
+    for (title, groups) in [
+        ("model", &stats.by_model),
+        ("provider", &stats.by_provider),
+        ("job", &stats.by_job),
+    ] {
         if groups.is_empty() {
             continue;
         }
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header([title, "requests", "mean", "p50", "p95", "p99", "errors", "tokens"]);
+        t.set_header([
+            title, "requests", "mean", "p50", "p95", "p99", "errors", "tokens",
+        ]);
         for g in groups.iter() {
             let g: &StatsGroup = g;
             t.add_row([
@@ -698,7 +838,9 @@ pub async fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<bool, Failu
                 r
             }
         }
-        Backend::Daemon(sock) => serde_json::from_value(ask(&sock, &Request::Prune { dry_run }, |_| {}).await?.0)?,
+        Backend::Daemon(sock) => {
+            serde_json::from_value(ask(&sock, &Request::Prune { dry_run }, |_| {}).await?.0)?
+        }
     };
     println!(
         "{} {} request records, {} runs, {} rollup rows (retention: requests {}, runs {})",

@@ -258,7 +258,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
         "tb" => 1e12,
         "tib" | "t" => 1024.0f64.powi(4),
-        other => return Err(format!("`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ));
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -335,7 +339,9 @@ impl Config {
             if let Some(s) = r.max_db_size {
                 match parse_size(s.get_ref()) {
                     Ok(n) => retention.max_db_size = Some(n),
-                    Err(e) => errs.push(src.at(Some(s.span()), format!("retention.max_db_size: {e}"))),
+                    Err(e) => {
+                        errs.push(src.at(Some(s.span()), format!("retention.max_db_size: {e}")))
+                    }
                 }
             }
         }
@@ -475,11 +481,17 @@ fn validate_endpoint(
                 }
             }
             let s = sim.get_ref();
-            let ms = |v: &Option<Spanned<i64>>, k: &str, default: u64, errs: &mut Vec<Diagnostic>| match v {
+            let ms = |v: &Option<Spanned<i64>>,
+                      k: &str,
+                      default: u64,
+                      errs: &mut Vec<Diagnostic>| match v {
                 None => default,
                 Some(v) if (0..=600_000).contains(v.get_ref()) => *v.get_ref() as u64,
                 Some(v) => {
-                    errs.push(src.at(Some(v.span()), format!("{}: must be between 0 and 600000", key(k))));
+                    errs.push(src.at(
+                        Some(v.span()),
+                        format!("{}: must be between 0 and 600000", key(k)),
+                    ));
                     default
                 }
             };
@@ -491,7 +503,10 @@ fn validate_endpoint(
                 Some(t) => {
                     errs.push(src.at(
                         Some(t.span()),
-                        format!("{}: must be a positive number", key("simulated.tokens_per_second")),
+                        format!(
+                            "{}: must be a positive number",
+                            key("simulated.tokens_per_second")
+                        ),
                     ));
                     100.0
                 }
@@ -518,7 +533,9 @@ fn validate_endpoint(
                 (Some(_), Some(f)) => {
                     errs.push(src.at(
                         Some(f.span()),
-                        format!("endpoints.{name}: set either `api_key_env` or `api_key_file`, not both"),
+                        format!(
+                            "endpoints.{name}: set either `api_key_env` or `api_key_file`, not both"
+                        ),
                     ));
                     None
                 }
@@ -531,7 +548,9 @@ fn validate_endpoint(
                 (None, Some(file)) => match read_key_file(dir, file.get_ref()) {
                     Ok(k) => Some(k),
                     Err(e) => {
-                        errs.push(src.at(Some(file.span()), format!("{}: {e}", key("api_key_file"))));
+                        errs.push(
+                            src.at(Some(file.span()), format!("{}: {e}", key("api_key_file"))),
+                        );
                         None
                     }
                 },
@@ -539,12 +558,17 @@ fn validate_endpoint(
             };
             let mut headers = Vec::new();
             for (k, v) in raw.headers.iter().flatten() {
-                let ok_name = reqwest::header::HeaderName::from_bytes(k.get_ref().as_bytes()).is_ok();
+                let ok_name =
+                    reqwest::header::HeaderName::from_bytes(k.get_ref().as_bytes()).is_ok();
                 let ok_value = reqwest::header::HeaderValue::from_str(v.get_ref()).is_ok();
                 if !ok_name || !ok_value {
                     errs.push(src.at(
                         Some(k.span()),
-                        format!("{}: `{}` is not a valid HTTP header", key("headers"), k.get_ref()),
+                        format!(
+                            "{}: `{}` is not a valid HTTP header",
+                            key("headers"),
+                            k.get_ref()
+                        ),
                     ));
                 } else {
                     headers.push((k.get_ref().clone(), v.get_ref().clone()));
@@ -584,8 +608,10 @@ fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, String> {
         .strip_prefix("$CREDENTIALS_DIRECTORY/")
         .or_else(|| raw.strip_prefix("${CREDENTIALS_DIRECTORY}/"))
     {
-        let creds = std::env::var("CREDENTIALS_DIRECTORY")
-            .map_err(|_| "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)".to_string())?;
+        let creds = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+            "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)"
+                .to_string()
+        })?;
         PathBuf::from(creds).join(rest)
     } else {
         let p = PathBuf::from(raw);
@@ -627,7 +653,8 @@ mod tests {
 
     #[test]
     fn defaults_apply_and_paths_resolve_against_the_config_folder() {
-        let c = Config::parse(Path::new("/srv/e/evald.toml"), "").unwrap_or_else(|e| panic!("{e:?}"));
+        let c =
+            Config::parse(Path::new("/srv/e/evald.toml"), "").unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(c.listen.to_string(), "127.0.0.1:8417");
         assert_eq!(c.jobs_dir, PathBuf::from("/srv/e/jobs"));
         assert_eq!(c.db_path(), PathBuf::from("/srv/e/data/evald.redb"));
@@ -639,20 +666,53 @@ mod tests {
     fn each_problem_names_line_and_key() {
         let cases: &[(&str, &str)] = &[
             ("bogus = 1\n", "evald.toml:1:1: unknown field `bogus`"),
-            ("listen = \"nowhere\"\n", "evald.toml:1:10: listen: `nowhere` is not an address"),
-            ("[retention]\nrequests = \"soon\"\n", "evald.toml:2:12: retention.requests: `soon` is not a duration"),
-            ("[retention]\nmax_db_size = \"2 parsecs\"\n", "retention.max_db_size: `2 parsecs`: unknown size unit"),
-            ("[endpoints.a]\nurl = \"ftp://x\"\n", "evald.toml:2:7: endpoints.a.url: `ftp://x` is not an http(s) URL"),
-            ("[endpoints.a]\nprovider = \"x\"\n", "endpoints.a: needs `url`"),
-            ("[endpoints.a]\nurl = \"http://x\"\nsimulated = {}\n", "set either `url` or `simulated`"),
-            ("[endpoints.a]\nurl = \"http://x\"\nmax_retries = 99\n", "endpoints.a.max_retries: must be between 0 and 10"),
-            ("[endpoints.a]\nsimulated = { latency_ms = -1 }\n", "endpoints.a.simulated.latency_ms"),
-            ("[endpoints.a]\nurl = \"http://x\"\napi_key_file = \"/nonexistent/key\"\n", "endpoints.a.api_key_file: cannot read"),
-            ("max_concurrent_runs = 0\n", "max_concurrent_runs: must be between 1 and 256"),
+            (
+                "listen = \"nowhere\"\n",
+                "evald.toml:1:10: listen: `nowhere` is not an address",
+            ),
+            (
+                "[retention]\nrequests = \"soon\"\n",
+                "evald.toml:2:12: retention.requests: `soon` is not a duration",
+            ),
+            (
+                "[retention]\nmax_db_size = \"2 parsecs\"\n",
+                "retention.max_db_size: `2 parsecs`: unknown size unit",
+            ),
+            (
+                "[endpoints.a]\nurl = \"ftp://x\"\n",
+                "evald.toml:2:7: endpoints.a.url: `ftp://x` is not an http(s) URL",
+            ),
+            (
+                "[endpoints.a]\nprovider = \"x\"\n",
+                "endpoints.a: needs `url`",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\nsimulated = {}\n",
+                "set either `url` or `simulated`",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\nmax_retries = 99\n",
+                "endpoints.a.max_retries: must be between 0 and 10",
+            ),
+            (
+                "[endpoints.a]\nsimulated = { latency_ms = -1 }\n",
+                "endpoints.a.simulated.latency_ms",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://x\"\napi_key_file = \"/nonexistent/key\"\n",
+                "endpoints.a.api_key_file: cannot read",
+            ),
+            (
+                "max_concurrent_runs = 0\n",
+                "max_concurrent_runs: must be between 1 and 256",
+            ),
         ];
         for (text, want) in cases {
             let got = errors(text);
-            assert!(got.iter().any(|e| e.contains(want)), "{text:?}: want {want:?}, got {got:?}");
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{text:?}: want {want:?}, got {got:?}"
+            );
         }
     }
 
@@ -670,10 +730,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let key = dir.path().join("key");
         std::fs::write(&key, "sk-123\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
         let err = read_key_file(dir.path(), "key").err().unwrap_or_default();
         assert!(err.contains("readable by others"), "{err}");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read_key_file(dir.path(), "key").map(|s| s.expose().to_string()), Ok("sk-123".to_string()));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_key_file(dir.path(), "key").map(|s| s.expose().to_string()),
+            Ok("sk-123".to_string())
+        );
     }
 }

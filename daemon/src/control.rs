@@ -128,7 +128,10 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
             let progress: Box<crate::runner::ProgressFn> = Box::new(move |p| {
                 let _ = tx.send(p);
             });
-            match daemon.start_run(&job, Trigger::Manual, Some(progress)).await {
+            match daemon
+                .start_run(&job, Trigger::Manual, Some(progress))
+                .await
+            {
                 Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
                 Ok(handle) => {
                     // Forward progress until the run ends (the sender drops with the run).
@@ -136,7 +139,15 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
                     while let Some(p) = rx.recv().await {
                         if last.elapsed().as_millis() >= 100 || p.done == p.total {
                             last = std::time::Instant::now();
-                            let _ = send(&mut w, &Reply::Progress { done: p.done, total: p.total, errors: p.errors }).await;
+                            let _ = send(
+                                &mut w,
+                                &Reply::Progress {
+                                    done: p.done,
+                                    total: p.total,
+                                    errors: p.errors,
+                                },
+                            )
+                            .await;
                         }
                     }
                     let report = handle.await?;
@@ -150,7 +161,8 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
                 Err(e) => send(&mut w, &Reply::Error(e)).await?,
                 Ok(job) => {
                     let ctx = daemon.run_context();
-                    let report: RunReport = crate::runner::run_job(&ctx, &job, Trigger::Manual, None).await;
+                    let report: RunReport =
+                        crate::runner::run_job(&ctx, &job, Trigger::Manual, None).await;
                     send(&mut w, &Reply::Ok(serde_json::to_value(&report)?)).await?;
                 }
             }

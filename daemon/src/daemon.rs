@@ -128,7 +128,12 @@ impl Daemon {
         }))
     }
 
-    async fn run_guarded(&self, job: &Job, trigger: Trigger, progress: Option<Box<ProgressFn>>) -> RunReport {
+    async fn run_guarded(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        progress: Option<Box<ProgressFn>>,
+    ) -> RunReport {
         // Wait for a slot under max_concurrent_runs; a shutdown while waiting ends the wait.
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
@@ -272,7 +277,9 @@ pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::st
     // Hour-aligned, like the rollups: the hours that still have records have all of them, so
     // the rollups and the records agree wherever both exist.
     let mut c = PruneCutoffs {
-        records_before_ms: crate::rollup::hour_of(now - config.retention.requests.as_millis() as i64),
+        records_before_ms: crate::rollup::hour_of(
+            now - config.retention.requests.as_millis() as i64,
+        ),
         runs_before_ms: crate::rollup::hour_of(now - config.retention.runs.as_millis() as i64),
     };
     if let Some(cap) = config.retention.max_db_size {
@@ -302,7 +309,11 @@ pub async fn serve(
     let config = Config::load(config_path).map_err(|problems| {
         anyhow::anyhow!(
             "{}\nthe config has problems; evald did not start",
-            problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
     let store = Store::open(&config.db_path())?;
@@ -311,7 +322,8 @@ pub async fn serve(
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
     }
     let writer = store.writer();
-    let plugins = Plugins::new(&config.data_dir.join("plugin-cache")).map_err(anyhow::Error::msg)?;
+    let plugins =
+        Plugins::new(&config.data_dir.join("plugin-cache")).map_err(anyhow::Error::msg)?;
     let (fire_tx, mut fire_rx) = mpsc::channel::<String>(256);
     let scheduler = Scheduler::start(fire_tx).await?;
     let listener = match listener {
@@ -346,7 +358,13 @@ pub async fn serve(
             loop {
                 match d.prune(false).await {
                     Ok(r) if r.records + r.runs + r.rollups > 0 => {
-                        tracing::info!(records = r.records, runs = r.runs, rollups = r.rollups, payloads = r.payloads, "pruned")
+                        tracing::info!(
+                            records = r.records,
+                            runs = r.runs,
+                            rollups = r.rollups,
+                            payloads = r.payloads,
+                            "pruned"
+                        )
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "prune failed"),
@@ -378,7 +396,10 @@ pub async fn serve(
     let control = crate::control::listen(daemon.clone()).await?;
     let watcher = crate::watch::watch(daemon.clone())?;
 
-    let app = evald_web::router(Arc::new(daemon.view()), evald_web::WebOptions { token: web_token });
+    let app = evald_web::router(
+        Arc::new(daemon.view()),
+        evald_web::WebOptions { token: web_token },
+    );
     let stop_web = daemon.stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -421,7 +442,10 @@ pub async fn serve(
         std::process::exit(130);
     });
     daemon.tracker.close();
-    if tokio::time::timeout(grace, daemon.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, daemon.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over: cutting off requests in flight (stored as interrupted)");
         daemon.abort.cancel();
         daemon.tracker.wait().await;

@@ -50,9 +50,7 @@ impl<'a> Source<'a> {
 
     /// A diagnostic at the start of `span` (or at 1:1 without one).
     pub fn at(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
-        let (line, col) = span
-            .map(|s| line_col(self.text, s.start))
-            .unwrap_or((1, 1));
+        let (line, col) = span.map(|s| line_col(self.text, s.start)).unwrap_or((1, 1));
         Diagnostic {
             path: self.path.to_path_buf(),
             line,
@@ -64,7 +62,12 @@ impl<'a> Source<'a> {
     /// A diagnostic from a `toml` parse or type error, which carries its own span.
     pub fn from_toml(&self, err: &toml::de::Error) -> Diagnostic {
         // The toml crate's message repeats the span as a code excerpt; the first line is the gist.
-        let message = err.message().lines().next().unwrap_or("invalid TOML").trim();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .trim();
         self.at(err.span(), message.to_string())
     }
 }

@@ -149,7 +149,8 @@ impl Client {
         // Serialize once: retries resend the same bytes.
         let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         let auth = api_key.and_then(|k| {
-            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
+            let mut v =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
             v.set_sensitive(true);
             Some(v)
         });
@@ -441,10 +442,12 @@ struct Usage {
 fn apply_usage(out: &mut Outcome, u: Usage) {
     out.prompt_tokens = u.prompt_tokens;
     out.completion_tokens = u.completion_tokens;
-    out.total_tokens = u.total_tokens.or(match (u.prompt_tokens, u.completion_tokens) {
-        (Some(p), Some(c)) => Some(p + c),
-        _ => None,
-    });
+    out.total_tokens = u
+        .total_tokens
+        .or(match (u.prompt_tokens, u.completion_tokens) {
+            (Some(p), Some(c)) => Some(p + c),
+            _ => None,
+        });
 }
 
 fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
@@ -464,7 +467,9 @@ fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
     }
     let Some(choice) = parsed.choices.into_iter().next() else {
         out.metadata.error_kind = Some(kind::EMPTY_CHOICES.into());
-        out.error = Some(format!("empty choices from {endpoint}: the response had no answer"));
+        out.error = Some(format!(
+            "empty choices from {endpoint}: the response had no answer"
+        ));
         return;
     };
     out.finish_reason = choice.finish_reason;
@@ -507,7 +512,10 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
         }
         size += data.len();
         if size > MAX_BODY_BYTES {
-            failure = Some(format!("stream from {endpoint} exceeded {} MiB", MAX_BODY_BYTES >> 20));
+            failure = Some(format!(
+                "stream from {endpoint} exceeded {} MiB",
+                MAX_BODY_BYTES >> 20
+            ));
             break;
         }
         let chunk: Completion = match serde_json::from_str(data) {
@@ -616,7 +624,10 @@ mod tests {
             "upstream exploded"
         );
         assert_eq!(error_message(br#"{"detail":"nope"}"#), "nope");
-        assert_eq!(error_message(b"<html>\n oops </html>"), "<html> oops </html>");
+        assert_eq!(
+            error_message(b"<html>\n oops </html>"),
+            "<html> oops </html>"
+        );
         assert_eq!(error_message(b""), "(empty body)");
     }
 

@@ -181,7 +181,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// Next firing strictly after `after`.
-    pub fn next_after(&self, after: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
         self.cron.find_next_occurrence(&after, false).ok()
     }
 
@@ -345,7 +348,14 @@ pub struct Job {
 }
 
 /// The builtin scorer names.
-pub const BUILTIN_SCORERS: [&str; 6] = ["contains", "icontains", "equals", "regex", "json", "max-latency"];
+pub const BUILTIN_SCORERS: [&str; 6] = [
+    "contains",
+    "icontains",
+    "equals",
+    "regex",
+    "json",
+    "max-latency",
+];
 
 /// The job name of a job file: its stem.
 pub fn job_name(path: &Path) -> String {
@@ -365,10 +375,16 @@ impl Job {
     pub fn parse(path: &Path, text: &str, config: &Config) -> Result<Job, Vec<Diagnostic>> {
         let src = Source::new(path, text);
         let name = job_name(path);
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             return Err(vec![whole_file(
                 path,
-                format!("`{name}` is not a usable job name: name job files with letters, digits, `-`, `_` and `.` only"),
+                format!(
+                    "`{name}` is not a usable job name: name job files with letters, digits, `-`, `_` and `.` only"
+                ),
             )]);
         }
         if text.trim().is_empty() {
@@ -378,10 +394,17 @@ impl Job {
             )]);
         }
         let raw: RawJob = toml::from_str(text).map_err(|e| vec![src.from_toml(&e)])?;
-        let mut v = Validator { src, errs: Vec::new() };
+        let mut v = Validator {
+            src,
+            errs: Vec::new(),
+        };
         let mut job = v.job(name, raw, config);
         job.digest = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-        if v.errs.is_empty() { Ok(job) } else { Err(v.errs) }
+        if v.errs.is_empty() {
+            Ok(job)
+        } else {
+            Err(v.errs)
+        }
     }
 
     /// The per-request timeout for an endpoint.
@@ -406,7 +429,10 @@ impl Validator<'_> {
             None => default,
             Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => {
-                self.err(Some(n.span()), format!("{key}: must be between {lo} and {hi}"));
+                self.err(
+                    Some(n.span()),
+                    format!("{key}: must be between {lo} and {hi}"),
+                );
                 default
             }
         }
@@ -418,7 +444,10 @@ impl Validator<'_> {
         if x.is_finite() && x >= lo && x <= hi {
             Some(x)
         } else {
-            self.err(Some(n.span()), format!("{key}: must be between {lo} and {hi}"));
+            self.err(
+                Some(n.span()),
+                format!("{key}: must be between {lo} and {hi}"),
+            );
             None
         }
     }
@@ -445,22 +474,28 @@ impl Validator<'_> {
                 "compare" => JobKind::Compare,
                 "benchmark" => JobKind::Benchmark,
                 other => {
-                    self.err(Some(k.span()), format!("kind: `{other}` is not a job kind (compare, benchmark)"));
+                    self.err(
+                        Some(k.span()),
+                        format!("kind: `{other}` is not a job kind (compare, benchmark)"),
+                    );
                     JobKind::Compare
                 }
             },
         };
-        let schedule = raw.schedule.as_ref().and_then(|s| match parse_schedule(s.get_ref()) {
-            Ok(cron) => Some(Schedule {
-                expr: s.get_ref().clone(),
-                expr6: with_seconds(s.get_ref()),
-                cron,
-            }),
-            Err(e) => {
-                self.err(Some(s.span()), format!("schedule: {e}"));
-                None
-            }
-        });
+        let schedule = raw
+            .schedule
+            .as_ref()
+            .and_then(|s| match parse_schedule(s.get_ref()) {
+                Ok(cron) => Some(Schedule {
+                    expr: s.get_ref().clone(),
+                    expr6: with_seconds(s.get_ref()),
+                    cron,
+                }),
+                Err(e) => {
+                    self.err(Some(s.span()), format!("schedule: {e}"));
+                    None
+                }
+            });
         let targets = self.targets(&raw.targets, config);
         let timeout = self.duration("timeout", &raw.timeout);
         let concurrency = self.int("concurrency", &raw.concurrency, 1, 1024, 4) as usize;
@@ -484,12 +519,18 @@ impl Validator<'_> {
             .filter_map(|(i, g)| self.generator(i, g, config))
             .collect::<Vec<_>>();
         if cases.is_empty() && generators.is_empty() {
-            self.err(None, "no cases: add at least one [[cases]] (id and prompt) or a [[generators]] plugin");
+            self.err(
+                None,
+                "no cases: add at least one [[cases]] (id and prompt) or a [[generators]] plugin",
+            );
         }
         let scorers = self.scorers(raw.scorers, config);
         let load = match (&raw.load, kind) {
             (Some(l), JobKind::Compare) => {
-                self.err(Some(l.span()), "load: only benchmark jobs take a [load] table (set kind = \"benchmark\")");
+                self.err(
+                    Some(l.span()),
+                    "load: only benchmark jobs take a [load] table (set kind = \"benchmark\")",
+                );
                 None
             }
             (l, JobKind::Benchmark) => Some(self.load(l.as_ref())),
@@ -516,7 +557,11 @@ impl Validator<'_> {
         }
     }
 
-    fn targets(&mut self, raw: &Option<Spanned<Vec<Spanned<String>>>>, config: &Config) -> Vec<TargetSpec> {
+    fn targets(
+        &mut self,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+        config: &Config,
+    ) -> Vec<TargetSpec> {
         let Some(list) = raw else {
             self.err(None, "missing key `targets`: list where cases go, e.g. targets = [\"gateway/gpt-4o-mini\"]");
             return vec![];
@@ -527,7 +572,10 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, t) in list.get_ref().iter().enumerate() {
             let Some((endpoint, model)) = t.get_ref().split_once('/') else {
-                self.err(Some(t.span()), format!("targets[{i}]: `{}` is not `endpoint/model`", t.get_ref()));
+                self.err(
+                    Some(t.span()),
+                    format!("targets[{i}]: `{}` is not `endpoint/model`", t.get_ref()),
+                );
                 continue;
             };
             if !config.endpoints.contains_key(endpoint) {
@@ -536,15 +584,24 @@ impl Validator<'_> {
                     Some(t.span()),
                     format!(
                         "targets[{i}]: unknown endpoint `{endpoint}` (evald.toml defines: {})",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
                 continue;
             }
             let spec = if model == "*" {
-                TargetSpec::AllModels { endpoint: endpoint.to_string() }
+                TargetSpec::AllModels {
+                    endpoint: endpoint.to_string(),
+                }
             } else if model.is_empty() {
-                self.err(Some(t.span()), format!("targets[{i}]: the model name after `/` is empty"));
+                self.err(
+                    Some(t.span()),
+                    format!("targets[{i}]: the model name after `/` is empty"),
+                );
                 continue;
             } else {
                 TargetSpec::Model {
@@ -553,7 +610,10 @@ impl Validator<'_> {
                 }
             };
             if out.contains(&spec) {
-                self.err(Some(t.span()), format!("targets[{i}]: `{spec}` is listed twice"));
+                self.err(
+                    Some(t.span()),
+                    format!("targets[{i}]: `{spec}` is listed twice"),
+                );
                 continue;
             }
             out.push(spec);
@@ -582,17 +642,26 @@ impl Validator<'_> {
             if let Some(first) = seen.insert(id.get_ref().clone(), line) {
                 self.err(
                     Some(id.span()),
-                    format!("cases[{i}].id: duplicate case id `{}` (first at line {first})", id.get_ref()),
+                    format!(
+                        "cases[{i}].id: duplicate case id `{}` (first at line {first})",
+                        id.get_ref()
+                    ),
                 );
                 continue;
             }
             let messages = match (c.prompt, c.messages) {
                 (Some(_), Some(_)) => {
-                    self.err(Some(span), format!("cases[{i}]: set either `prompt` or `messages`, not both"));
+                    self.err(
+                        Some(span),
+                        format!("cases[{i}]: set either `prompt` or `messages`, not both"),
+                    );
                     continue;
                 }
                 (None, None) => {
-                    self.err(Some(span), format!("cases[{i}]: needs `prompt` or `messages`"));
+                    self.err(
+                        Some(span),
+                        format!("cases[{i}]: needs `prompt` or `messages`"),
+                    );
                     continue;
                 }
                 (Some(p), None) => vec![Message {
@@ -601,14 +670,20 @@ impl Validator<'_> {
                 }],
                 (None, Some(ms)) => {
                     if ms.is_empty() {
-                        self.err(Some(span), format!("cases[{i}].messages: the list is empty"));
+                        self.err(
+                            Some(span),
+                            format!("cases[{i}].messages: the list is empty"),
+                        );
                         continue;
                     }
                     let mut out = Vec::new();
                     for (j, m) in ms.into_iter().enumerate() {
                         let mspan = m.span();
                         let m = m.into_inner();
-                        if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "developer") {
+                        if !matches!(
+                            m.role.as_str(),
+                            "system" | "user" | "assistant" | "developer"
+                        ) {
                             self.err(
                                 Some(mspan),
                                 format!("cases[{i}].messages[{j}].role: `{}` is not system, user, assistant or developer", m.role),
@@ -634,17 +709,29 @@ impl Validator<'_> {
     fn plugin_path(&mut self, key: &str, p: &Spanned<String>, config: &Config) -> PathBuf {
         let path = config.plugins_dir.join(p.get_ref());
         if !p.get_ref().ends_with(".wasm") {
-            self.err(Some(p.span()), format!("{key}: `{}` should name a .wasm file", p.get_ref()));
+            self.err(
+                Some(p.span()),
+                format!("{key}: `{}` should name a .wasm file", p.get_ref()),
+            );
         } else if !path.is_file() {
             self.err(
                 Some(p.span()),
-                format!("{key}: plugin `{}` not found in {}", p.get_ref(), config.plugins_dir.display()),
+                format!(
+                    "{key}: plugin `{}` not found in {}",
+                    p.get_ref(),
+                    config.plugins_dir.display()
+                ),
             );
         }
         path
     }
 
-    fn limits(&mut self, key: &str, timeout: &Option<Spanned<String>>, memory: &Option<Spanned<String>>) -> PluginLimits {
+    fn limits(
+        &mut self,
+        key: &str,
+        timeout: &Option<Spanned<String>>,
+        memory: &Option<Spanned<String>>,
+    ) -> PluginLimits {
         let mut l = PluginLimits::default();
         if let Some(t) = self.duration(&format!("{key}.timeout"), timeout) {
             l.timeout = t;
@@ -659,7 +746,12 @@ impl Validator<'_> {
         l
     }
 
-    fn generator(&mut self, i: usize, g: Spanned<RawPlugin>, config: &Config) -> Option<GeneratorSpec> {
+    fn generator(
+        &mut self,
+        i: usize,
+        g: Spanned<RawPlugin>,
+        config: &Config,
+    ) -> Option<GeneratorSpec> {
         let g = g.into_inner();
         let key = format!("generators[{i}]");
         let path = self.plugin_path(&format!("{key}.plugin"), &g.plugin, config);
@@ -683,11 +775,20 @@ impl Validator<'_> {
             let key = format!("scorers[{i}]");
             let (default_name, kind) = match (&s.builtin, &s.plugin) {
                 (Some(_), Some(p)) => {
-                    self.err(Some(p.span()), format!("{key}: set either `builtin` or `plugin`, not both"));
+                    self.err(
+                        Some(p.span()),
+                        format!("{key}: set either `builtin` or `plugin`, not both"),
+                    );
                     continue;
                 }
                 (None, None) => {
-                    self.err(Some(span), format!("{key}: needs `builtin = \"…\"` ({}) or `plugin = \"name.wasm\"`", BUILTIN_SCORERS.join(", ")));
+                    self.err(
+                        Some(span),
+                        format!(
+                            "{key}: needs `builtin = \"…\"` ({}) or `plugin = \"name.wasm\"`",
+                            BUILTIN_SCORERS.join(", ")
+                        ),
+                    );
                     continue;
                 }
                 (Some(b), None) => match self.builtin(&key, b, &s) {
@@ -702,12 +803,19 @@ impl Validator<'_> {
                         ("max_ms", s.max_ms.is_some()),
                     ] {
                         if present {
-                            self.err(Some(p.span()), format!("{key}.{k}: plugin options go in its `config` table"));
+                            self.err(
+                                Some(p.span()),
+                                format!("{key}.{k}: plugin options go in its `config` table"),
+                            );
                         }
                     }
                     let path = self.plugin_path(&format!("{key}.plugin"), p, config);
                     let limits = self.limits(&key, &s.timeout, &s.memory);
-                    let config_json = s.config.as_ref().map(|c| table_json(c.get_ref())).unwrap_or_else(|| "{}".into());
+                    let config_json = s
+                        .config
+                        .as_ref()
+                        .map(|c| table_json(c.get_ref()))
+                        .unwrap_or_else(|| "{}".into());
                     let stem = Path::new(p.get_ref())
                         .file_stem()
                         .map(|x| x.to_string_lossy().into_owned())
@@ -724,17 +832,32 @@ impl Validator<'_> {
                     )
                 }
             };
-            let name = s.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or(default_name);
+            let name = s
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or(default_name);
             if names.insert(name.clone(), ()).is_some() {
-                let at = s.name.as_ref().map(|n| n.span()).or(s.builtin.as_ref().map(|b| b.span()));
-                self.err(at, format!("{key}: two scorers are named `{name}`; give one a `name`"));
+                let at = s
+                    .name
+                    .as_ref()
+                    .map(|n| n.span())
+                    .or(s.builtin.as_ref().map(|b| b.span()));
+                self.err(
+                    at,
+                    format!("{key}: two scorers are named `{name}`; give one a `name`"),
+                );
                 continue;
             }
-            let weight = self.float(&format!("{key}.weight"), &s.weight, 0.0, 1e6).unwrap_or(1.0);
-            let threshold = self.float(&format!("{key}.threshold"), &s.threshold, 0.0, 1.0).unwrap_or(match kind {
-                ScorerKind::Plugin { .. } => 0.5,
-                _ => 1.0,
-            });
+            let weight = self
+                .float(&format!("{key}.weight"), &s.weight, 0.0, 1e6)
+                .unwrap_or(1.0);
+            let threshold = self
+                .float(&format!("{key}.threshold"), &s.threshold, 0.0, 1.0)
+                .unwrap_or(match kind {
+                    ScorerKind::Plugin { .. } => 0.5,
+                    _ => 1.0,
+                });
             out.push(ScorerSpec {
                 name,
                 weight,
@@ -754,7 +877,10 @@ impl Validator<'_> {
             other => {
                 self.err(
                     Some(b.span()),
-                    format!("{key}.builtin: `{other}` is not a builtin scorer ({})", BUILTIN_SCORERS.join(", ")),
+                    format!(
+                        "{key}.builtin: `{other}` is not a builtin scorer ({})",
+                        BUILTIN_SCORERS.join(", ")
+                    ),
                 );
                 return None;
             }
@@ -771,7 +897,10 @@ impl Validator<'_> {
             if let Some(span) = span
                 && !allowed.contains(&k)
             {
-                self.err(Some(span), format!("{key}.{k}: does not apply to builtin `{}`", b.get_ref()));
+                self.err(
+                    Some(span),
+                    format!("{key}.{k}: does not apply to builtin `{}`", b.get_ref()),
+                );
             }
         }
         let value = s.value.as_ref().map(|v| v.get_ref().clone());
@@ -781,23 +910,46 @@ impl Validator<'_> {
             "equals" => ScorerKind::Equals(value),
             "regex" => {
                 let Some(p) = &s.pattern else {
-                    self.err(Some(b.span()), format!("{key}: builtin `regex` needs `pattern`"));
+                    self.err(
+                        Some(b.span()),
+                        format!("{key}: builtin `regex` needs `pattern`"),
+                    );
                     return None;
                 };
-                match regex::RegexBuilder::new(p.get_ref()).size_limit(1 << 20).build() {
+                match regex::RegexBuilder::new(p.get_ref())
+                    .size_limit(1 << 20)
+                    .build()
+                {
                     Ok(r) => ScorerKind::Regex(r),
                     Err(e) => {
-                        let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-                        self.err(Some(p.span()), format!("{key}.pattern: not a regular expression: {first}"));
+                        let first = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("invalid")
+                            .trim()
+                            .to_string();
+                        self.err(
+                            Some(p.span()),
+                            format!("{key}.pattern: not a regular expression: {first}"),
+                        );
                         return None;
                     }
                 }
             }
-            "json" => ScorerKind::Json(s.required.as_ref().map(|r| r.get_ref().clone()).unwrap_or_default()),
+            "json" => ScorerKind::Json(
+                s.required
+                    .as_ref()
+                    .map(|r| r.get_ref().clone())
+                    .unwrap_or_default(),
+            ),
             _ => {
                 let Some(max) = self.float(&format!("{key}.max_ms"), &s.max_ms, 0.001, 1e9) else {
                     if s.max_ms.is_none() {
-                        self.err(Some(b.span()), format!("{key}: builtin `max-latency` needs `max_ms`"));
+                        self.err(
+                            Some(b.span()),
+                            format!("{key}: builtin `max-latency` needs `max_ms`"),
+                        );
                     }
                     return None;
                 };
@@ -822,10 +974,16 @@ impl Validator<'_> {
         let l = l.get_ref();
         let concurrency = self.int("load.concurrency", &l.concurrency, 1, 4096, 1) as usize;
         let rate = self.float("load.rate", &l.rate, 0.001, 1e6);
-        let requests = l.requests.as_ref().map(|_| self.int("load.requests", &l.requests, 1, 100_000_000, 1) as u64);
+        let requests = l
+            .requests
+            .as_ref()
+            .map(|_| self.int("load.requests", &l.requests, 1, 100_000_000, 1) as u64);
         let duration = self.duration("load.duration", &l.duration);
         if requests.is_none() && duration.is_none() {
-            self.err(Some(span), "load: set `requests` or `duration` to say when the benchmark stops");
+            self.err(
+                Some(span),
+                "load: set `requests` or `duration` to say when the benchmark stops",
+            );
         }
         LoadSpec {
             concurrency,
@@ -861,7 +1019,10 @@ pub fn load_dir(config: &Config) -> JobSet {
         Err(e) => {
             set.invalid.insert(
                 config.jobs_dir.clone(),
-                vec![whole_file(&config.jobs_dir, format!("cannot read the jobs directory: {e}"))],
+                vec![whole_file(
+                    &config.jobs_dir,
+                    format!("cannot read the jobs directory: {e}"),
+                )],
             );
             return set;
         }
@@ -887,7 +1048,8 @@ pub fn load_dir(config: &Config) -> JobSet {
 /// Whether a path is a job file: `*.toml`, not hidden (editors' swap and temp files are).
 pub fn is_job_file(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "toml")
-        && p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        && p.file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
         && p.is_file()
 }
 
@@ -924,8 +1086,13 @@ mod tests {
         assert_eq!(
             j.targets,
             vec![
-                TargetSpec::Model { endpoint: "gw".into(), model: "a".into() },
-                TargetSpec::AllModels { endpoint: "sim".into() }
+                TargetSpec::Model {
+                    endpoint: "gw".into(),
+                    model: "a".into()
+                },
+                TargetSpec::AllModels {
+                    endpoint: "sim".into()
+                }
             ]
         );
         assert_eq!(j.cases[0].messages[0].role, "user");
@@ -935,39 +1102,115 @@ mod tests {
     fn each_problem_has_its_own_error_with_file_and_line() {
         let table: &[(&str, &str)] = &[
             ("targets = [\"gw/a\"\n", "jobs/j.toml:1:"),
-            (&format!("{GOOD}bogus = 1\n"), "jobs/j.toml:5:1: unknown field `bogus`"),
-            (&format!("schedule = \"every tuesday\"\n{GOOD}"), "jobs/j.toml:1:12: schedule: `every tuesday` is not a cron expression"),
-            ("targets = [\"nowhere/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n", "jobs/j.toml:1:12: targets[0]: unknown endpoint `nowhere`"),
-            ("targets = [\"gwa\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n", "targets[0]: `gwa` is not `endpoint/model`"),
-            (&format!("{GOOD}[[cases]]\nid = \"x\"\nprompt = \"again\"\n"), "jobs/j.toml:6:6: cases[1].id: duplicate case id `x` (first at line 3)"),
+            (
+                &format!("{GOOD}bogus = 1\n"),
+                "jobs/j.toml:5:1: unknown field `bogus`",
+            ),
+            (
+                &format!("schedule = \"every tuesday\"\n{GOOD}"),
+                "jobs/j.toml:1:12: schedule: `every tuesday` is not a cron expression",
+            ),
+            (
+                "targets = [\"nowhere/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n",
+                "jobs/j.toml:1:12: targets[0]: unknown endpoint `nowhere`",
+            ),
+            (
+                "targets = [\"gwa\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n",
+                "targets[0]: `gwa` is not `endpoint/model`",
+            ),
+            (
+                &format!("{GOOD}[[cases]]\nid = \"x\"\nprompt = \"again\"\n"),
+                "jobs/j.toml:6:6: cases[1].id: duplicate case id `x` (first at line 3)",
+            ),
             ("", "jobs/j.toml:1:1: empty job file"),
             ("targets = [\"gw/a\"]\n", "no cases"),
-            ("[[cases]]\nid = \"x\"\nprompt = \"p\"\n", "missing key `targets`"),
-            (&format!("{GOOD}[params]\ntemperature = 3\n"), "jobs/j.toml:6:15: params.temperature: must be between 0 and 2"),
-            (&format!("{GOOD}[params]\ntop_p = 1.5\n"), "params.top_p: must be between 0 and 1"),
-            (&format!("{GOOD}[params]\nmax_tokens = 0\n"), "params.max_tokens: must be between 1"),
-            (&format!("timeout = \"soon\"\n{GOOD}"), "jobs/j.toml:1:11: timeout: `soon` is not a duration"),
-            (&format!("kind = \"party\"\n{GOOD}"), "kind: `party` is not a job kind"),
-            (&format!("{GOOD}[load]\nrequests = 5\n"), "load: only benchmark jobs take a [load] table"),
-            (&format!("{GOOD}[[scorers]]\nbuiltin = \"vibes\"\n"), "scorers[0].builtin: `vibes` is not a builtin scorer"),
-            (&format!("{GOOD}[[scorers]]\nbuiltin = \"regex\"\npattern = \"(\"\n"), "scorers[0].pattern: not a regular expression"),
-            (&format!("{GOOD}[[scorers]]\nbuiltin = \"contains\"\npattern = \"x\"\n"), "scorers[0].pattern: does not apply to builtin `contains`"),
-            (&format!("{GOOD}[[scorers]]\nplugin = \"nope.wasm\"\n"), "scorers[0].plugin: plugin `nope.wasm` not found"),
-            (&format!("{GOOD}[[scorers]]\nbuiltin = \"contains\"\n[[scorers]]\nbuiltin = \"contains\"\n"), "two scorers are named `contains`"),
-            (&format!("{GOOD}[[scorers]]\nbuiltin = \"contains\"\nthreshold = 2\n"), "scorers[0].threshold: must be between 0 and 1"),
-            (&format!("{GOOD}[[cases]]\nid = \"y\"\n"), "cases[1]: needs `prompt` or `messages`"),
-            (&format!("{GOOD}[[cases]]\nid = \"y\"\nmessages = [{{ role = \"robot\", content = \"x\" }}]\n"), "cases[1].messages[0].role: `robot`"),
-            ("kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nconcurrency = 2\n", "load: set `requests` or `duration`"),
+            (
+                "[[cases]]\nid = \"x\"\nprompt = \"p\"\n",
+                "missing key `targets`",
+            ),
+            (
+                &format!("{GOOD}[params]\ntemperature = 3\n"),
+                "jobs/j.toml:6:15: params.temperature: must be between 0 and 2",
+            ),
+            (
+                &format!("{GOOD}[params]\ntop_p = 1.5\n"),
+                "params.top_p: must be between 0 and 1",
+            ),
+            (
+                &format!("{GOOD}[params]\nmax_tokens = 0\n"),
+                "params.max_tokens: must be between 1",
+            ),
+            (
+                &format!("timeout = \"soon\"\n{GOOD}"),
+                "jobs/j.toml:1:11: timeout: `soon` is not a duration",
+            ),
+            (
+                &format!("kind = \"party\"\n{GOOD}"),
+                "kind: `party` is not a job kind",
+            ),
+            (
+                &format!("{GOOD}[load]\nrequests = 5\n"),
+                "load: only benchmark jobs take a [load] table",
+            ),
+            (
+                &format!("{GOOD}[[scorers]]\nbuiltin = \"vibes\"\n"),
+                "scorers[0].builtin: `vibes` is not a builtin scorer",
+            ),
+            (
+                &format!("{GOOD}[[scorers]]\nbuiltin = \"regex\"\npattern = \"(\"\n"),
+                "scorers[0].pattern: not a regular expression",
+            ),
+            (
+                &format!("{GOOD}[[scorers]]\nbuiltin = \"contains\"\npattern = \"x\"\n"),
+                "scorers[0].pattern: does not apply to builtin `contains`",
+            ),
+            (
+                &format!("{GOOD}[[scorers]]\nplugin = \"nope.wasm\"\n"),
+                "scorers[0].plugin: plugin `nope.wasm` not found",
+            ),
+            (
+                &format!(
+                    "{GOOD}[[scorers]]\nbuiltin = \"contains\"\n[[scorers]]\nbuiltin = \"contains\"\n"
+                ),
+                "two scorers are named `contains`",
+            ),
+            (
+                &format!("{GOOD}[[scorers]]\nbuiltin = \"contains\"\nthreshold = 2\n"),
+                "scorers[0].threshold: must be between 0 and 1",
+            ),
+            (
+                &format!("{GOOD}[[cases]]\nid = \"y\"\n"),
+                "cases[1]: needs `prompt` or `messages`",
+            ),
+            (
+                &format!(
+                    "{GOOD}[[cases]]\nid = \"y\"\nmessages = [{{ role = \"robot\", content = \"x\" }}]\n"
+                ),
+                "cases[1].messages[0].role: `robot`",
+            ),
+            (
+                "kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nconcurrency = 2\n",
+                "load: set `requests` or `duration`",
+            ),
         ];
         for (text, want) in table {
             let got = problems(text);
-            assert!(got.iter().any(|e| e.contains(want)), "{text:?}\nwant {want:?}\ngot {got:?}");
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{text:?}\nwant {want:?}\ngot {got:?}"
+            );
         }
     }
 
     #[test]
     fn schedules_take_five_or_six_fields_and_nicknames() {
-        for ok in ["*/30 * * * *", "*/2 * * * * *", "@hourly", "@daily", "0 0 3 * * MON-FRI"] {
+        for ok in [
+            "*/30 * * * *",
+            "*/2 * * * * *",
+            "@hourly",
+            "@daily",
+            "0 0 3 * * MON-FRI",
+        ] {
             assert!(parse_schedule(ok).is_ok(), "{ok}");
         }
         for bad in ["every tuesday-ish", "* * *", "61 * * * *", ""] {
@@ -980,7 +1223,12 @@ mod tests {
         let base = "kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nrequests = 10\n";
         let j = Job::parse(Path::new("b.toml"), base, &config()).unwrap();
         assert!(j.stream);
-        let j = Job::parse(Path::new("b.toml"), &format!("stream = false\n{base}"), &config()).unwrap();
+        let j = Job::parse(
+            Path::new("b.toml"),
+            &format!("stream = false\n{base}"),
+            &config(),
+        )
+        .unwrap();
         assert!(!j.stream);
     }
 }

@@ -131,8 +131,18 @@ fn init_logging(format: LogFormat, default_level: &str) {
 fn main() -> ExitCode {
     let args = Args::parse();
     let serving = matches!(args.command, Command::Serve);
-    init_logging(args.log_format, if serving { "info,tokio_cron_scheduler=warn" } else { "warn" });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    init_logging(
+        args.log_format,
+        if serving {
+            "info,tokio_cron_scheduler=warn"
+        } else {
+            "warn"
+        },
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("evald: cannot start the async runtime: {e}");
@@ -151,11 +161,49 @@ fn main() -> ExitCode {
             }
             Command::Check { files } => cli::check(config, &files),
             Command::Run { job, json } => cli::run(config, &job, json).await,
-            Command::Compare { models, system, temperature, max_tokens, json, prompt } => {
-                cli::compare(config, CompareArgs { models, prompt, system, temperature, max_tokens, json }).await
+            Command::Compare {
+                models,
+                system,
+                temperature,
+                max_tokens,
+                json,
+                prompt,
+            } => {
+                cli::compare(
+                    config,
+                    CompareArgs {
+                        models,
+                        prompt,
+                        system,
+                        temperature,
+                        max_tokens,
+                        json,
+                    },
+                )
+                .await
             }
-            Command::Export { format, since, until, job, model, limit, output } => {
-                cli::export(config, ExportArgs { format, since, until, job, model, limit, output }).await
+            Command::Export {
+                format,
+                since,
+                until,
+                job,
+                model,
+                limit,
+                output,
+            } => {
+                cli::export(
+                    config,
+                    ExportArgs {
+                        format,
+                        since,
+                        until,
+                        job,
+                        model,
+                        limit,
+                        output,
+                    },
+                )
+                .await
             }
             Command::Models { endpoint } => cli::models(config, &endpoint).await,
             Command::Stats { days, json } => cli::stats(config, days, json).await,

@@ -85,19 +85,67 @@ impl Metrics {
             pruned: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("requests", "Requests sent, by job, target and outcome (ok or error kind)", m.requests.clone());
-        registry.register("request_duration_seconds", "End-to-end request latency", m.duration.clone());
-        registry.register("time_to_first_token_seconds", "Time to the first streamed token", m.ttft.clone());
-        registry.register("tokens", "Tokens, by kind (prompt, completion)", m.tokens.clone());
-        registry.register("score", "Mean weighted score of the job's last run, by target and scorer", m.score.clone());
+        registry.register(
+            "requests",
+            "Requests sent, by job, target and outcome (ok or error kind)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "End-to-end request latency",
+            m.duration.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time to the first streamed token",
+            m.ttft.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens, by kind (prompt, completion)",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "score",
+            "Mean weighted score of the job's last run, by target and scorer",
+            m.score.clone(),
+        );
         registry.register("job_runs", "Runs, by job and status", m.runs.clone());
-        registry.register("job_last_run_timestamp_seconds", "When the job's last run ended", m.last_run_ts.clone());
-        registry.register("job_last_run_success", "1 if the job's last run ended ok, else 0", m.last_run_ok.clone());
-        registry.register("jobs_invalid", "Job files that failed to load", m.jobs_invalid.clone());
-        registry.register("plugin_errors", "Plugin scorer errors, by plugin", m.plugin_errors.clone());
-        registry.register("store_records", "Request records stored", m.store_records.clone());
-        registry.register("store_bytes", "Size of the store file", m.store_bytes.clone());
-        registry.register("pruned_records", "Request records removed by retention", m.pruned.clone());
+        registry.register(
+            "job_last_run_timestamp_seconds",
+            "When the job's last run ended",
+            m.last_run_ts.clone(),
+        );
+        registry.register(
+            "job_last_run_success",
+            "1 if the job's last run ended ok, else 0",
+            m.last_run_ok.clone(),
+        );
+        registry.register(
+            "jobs_invalid",
+            "Job files that failed to load",
+            m.jobs_invalid.clone(),
+        );
+        registry.register(
+            "plugin_errors",
+            "Plugin scorer errors, by plugin",
+            m.plugin_errors.clone(),
+        );
+        registry.register(
+            "store_records",
+            "Request records stored",
+            m.store_records.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Size of the store file",
+            m.store_bytes.clone(),
+        );
+        registry.register(
+            "pruned_records",
+            "Request records removed by retention",
+            m.pruned.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -109,10 +157,18 @@ impl Metrics {
         let target = r.target();
         let outcome = match &r.error {
             None => "ok".to_string(),
-            Some(_) => r.metadata.error_kind.clone().unwrap_or_else(|| "error".into()),
+            Some(_) => r
+                .metadata
+                .error_kind
+                .clone()
+                .unwrap_or_else(|| "error".into()),
         };
         self.requests
-            .get_or_create(&vec![("job", r.job.clone()), ("target", target.clone()), ("outcome", outcome)])
+            .get_or_create(&vec![
+                ("job", r.job.clone()),
+                ("target", target.clone()),
+                ("outcome", outcome),
+            ])
             .inc();
         let jt: Labels = vec![("job", r.job.clone()), ("target", target.clone())];
         if r.error.is_none() {
@@ -123,10 +179,17 @@ impl Metrics {
                 self.ttft.get_or_create(&jt).observe(ms / 1000.0);
             }
         }
-        for (kind, n) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
+        for (kind, n) in [
+            ("prompt", r.prompt_tokens),
+            ("completion", r.completion_tokens),
+        ] {
             if let Some(n) = n {
                 self.tokens
-                    .get_or_create(&vec![("job", r.job.clone()), ("target", target.clone()), ("kind", kind.to_string())])
+                    .get_or_create(&vec![
+                        ("job", r.job.clone()),
+                        ("target", target.clone()),
+                        ("kind", kind.to_string()),
+                    ])
                     .inc_by(n as u64);
             }
         }
@@ -134,7 +197,9 @@ impl Metrics {
             if let Some(e) = &s.error
                 && !e.is_empty()
             {
-                self.plugin_errors.get_or_create(&vec![("plugin", s.name.clone())]).inc();
+                self.plugin_errors
+                    .get_or_create(&vec![("plugin", s.name.clone())])
+                    .inc();
             }
         }
     }
@@ -181,7 +246,10 @@ impl Metrics {
     pub fn run_ended(&self, s: &RunSummary) {
         let job: Labels = vec![("job", s.job.clone())];
         self.runs
-            .get_or_create(&vec![("job", s.job.clone()), ("status", s.status.as_str().to_string())])
+            .get_or_create(&vec![
+                ("job", s.job.clone()),
+                ("status", s.status.as_str().to_string()),
+            ])
             .inc();
         if s.status == RunStatus::Skipped {
             return;
@@ -195,12 +263,20 @@ impl Metrics {
         for t in &s.targets {
             for (scorer, v) in &t.scorer_means {
                 self.score
-                    .get_or_create(&vec![("job", s.job.clone()), ("target", t.target.clone()), ("scorer", scorer.clone())])
+                    .get_or_create(&vec![
+                        ("job", s.job.clone()),
+                        ("target", t.target.clone()),
+                        ("scorer", scorer.clone()),
+                    ])
                     .set(*v);
             }
             if let Some(v) = t.mean_score {
                 self.score
-                    .get_or_create(&vec![("job", s.job.clone()), ("target", t.target.clone()), ("scorer", "_weighted".to_string())])
+                    .get_or_create(&vec![
+                        ("job", s.job.clone()),
+                        ("target", t.target.clone()),
+                        ("scorer", "_weighted".to_string()),
+                    ])
                     .set(v);
             }
         }

@@ -21,7 +21,9 @@ pub struct Plugins {
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugins").field("stats", &self.host.stats()).finish()
+        f.debug_struct("Plugins")
+            .field("stats", &self.host.stats())
+            .finish()
     }
 }
 
@@ -56,7 +58,11 @@ impl Plugins {
     fn load(&self, path: &Path, kind: host::PluginKind) -> Result<host::Plugin, String> {
         let p = self.host.load(path, kind).map_err(|e| e.to_string())?;
         // Observable proof that a restart does not recompile: from_cache=true.
-        tracing::debug!(plugin = p.name(), from_cache = p.from_cache(), "plugin loaded");
+        tracing::debug!(
+            plugin = p.name(),
+            from_cache = p.from_cache(),
+            "plugin loaded"
+        );
         Ok(p)
     }
 
@@ -67,7 +73,8 @@ impl Plugins {
 
     /// Loads a generator plugin (blocking).
     pub fn generator(&self, path: &Path) -> Result<GeneratorPlugin, String> {
-        self.load(path, host::PluginKind::Generator).map(GeneratorPlugin)
+        self.load(path, host::PluginKind::Generator)
+            .map(GeneratorPlugin)
     }
 
     /// Loads a score plugin off the async threads.
@@ -137,7 +144,11 @@ impl ScorerPlugin {
 
 impl GeneratorPlugin {
     /// Produces cases.
-    pub async fn generate(&self, config_json: &str, l: PluginLimits) -> Result<Vec<Case>, PluginError> {
+    pub async fn generate(
+        &self,
+        config_json: &str,
+        l: PluginLimits,
+    ) -> Result<Vec<Case>, PluginError> {
         let cases = self
             .0
             .generate(config_json, limits(l))

@@ -56,14 +56,25 @@ impl Registry {
     }
 
     /// Replaces everything (start-up, SIGHUP): keeps `running` flags of jobs that stay.
-    pub fn replace_all(&self, jobs: BTreeMap<String, Job>, invalid: BTreeMap<PathBuf, Vec<Diagnostic>>) {
+    pub fn replace_all(
+        &self,
+        jobs: BTreeMap<String, Job>,
+        invalid: BTreeMap<PathBuf, Vec<Diagnostic>>,
+    ) {
         let mut g = self.write();
         let old = std::mem::take(&mut g.jobs);
         g.jobs = jobs
             .into_iter()
             .map(|(name, job)| {
                 let running = old.get(&name).is_some_and(|s| s.running);
-                (name, JobState { job: Arc::new(job), running, broken: vec![] })
+                (
+                    name,
+                    JobState {
+                        job: Arc::new(job),
+                        running,
+                        broken: vec![],
+                    },
+                )
             })
             .collect();
         g.invalid = invalid;
@@ -84,7 +95,14 @@ impl Registry {
                 }
                 g.invalid.remove(path);
                 let running = g.jobs.get(&name).is_some_and(|s| s.running);
-                g.jobs.insert(name.clone(), JobState { job: Arc::new(job), running, broken: vec![] });
+                g.jobs.insert(
+                    name.clone(),
+                    JobState {
+                        job: Arc::new(job),
+                        running,
+                        broken: vec![],
+                    },
+                );
                 Change::Loaded(name)
             }
             Err(problems) => {
@@ -110,7 +128,11 @@ impl Registry {
             g.jobs.remove(&name);
             return Change::Removed(Some(name));
         }
-        if had_invalid { Change::Removed(None) } else { Change::Unchanged }
+        if had_invalid {
+            Change::Removed(None)
+        } else {
+            Change::Unchanged
+        }
     }
 
     /// One job.
@@ -125,7 +147,11 @@ impl Registry {
 
     /// Broken job files (never loaded), with their problems.
     pub fn invalid(&self) -> Vec<(PathBuf, Vec<Diagnostic>)> {
-        self.read().invalid.iter().map(|(p, d)| (p.clone(), d.clone())).collect()
+        self.read()
+            .invalid
+            .iter()
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect()
     }
 
     /// Marks a job running; false if it already was (the firing must be skipped).

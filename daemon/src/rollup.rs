@@ -155,7 +155,13 @@ impl RollupKey {
 
     /// The string half of the table key.
     pub fn group(&self) -> String {
-        [self.job.as_str(), &self.endpoint, &self.model, &self.provider].join(&SEP.to_string())
+        [
+            self.job.as_str(),
+            &self.endpoint,
+            &self.model,
+            &self.provider,
+        ]
+        .join(&SEP.to_string())
     }
 
     /// Back from a table key.
@@ -247,7 +253,9 @@ impl Group {
         self.latency_sum_ms += r.latency_sum_ms;
         self.latency_n += r.latency.len();
         if !r.latency.is_empty() {
-            self.latency.get_or_insert_with(Dense::default).add(&r.latency);
+            self.latency
+                .get_or_insert_with(Dense::default)
+                .add(&r.latency);
         }
         self.prompt_tokens += r.prompt_tokens;
         self.completion_tokens += r.completion_tokens;
@@ -256,11 +264,21 @@ impl Group {
 
     fn finish(self, name: String) -> StatsGroup {
         let q = |p: f64| self.latency.as_ref().map(|d| d.quantile(p)).unwrap_or(0.0);
-        let per = |x: u64| if self.requests == 0 { 0.0 } else { x as f64 / self.requests as f64 };
+        let per = |x: u64| {
+            if self.requests == 0 {
+                0.0
+            } else {
+                x as f64 / self.requests as f64
+            }
+        };
         StatsGroup {
             name,
             total_requests: self.requests,
-            avg_response_time_ms: if self.latency_n == 0 { 0.0 } else { self.latency_sum_ms / self.latency_n as f64 },
+            avg_response_time_ms: if self.latency_n == 0 {
+                0.0
+            } else {
+                self.latency_sum_ms / self.latency_n as f64
+            },
             p50_ms: q(0.50),
             p95_ms: q(0.95),
             p99_ms: q(0.99),
@@ -285,7 +303,11 @@ impl Pending {
     pub fn add(&mut self, r: &Record) {
         let hour = hour_of(r.timestamp_ms);
         let found = self.0.iter_mut().find(|(k, _)| {
-            k.hour_ms == hour && k.job == r.job && k.endpoint == r.endpoint && k.model == r.model && k.provider == r.provider
+            k.hour_ms == hour
+                && k.job == r.job
+                && k.endpoint == r.endpoint
+                && k.model == r.model
+                && k.provider == r.provider
         });
         match found {
             Some((_, roll)) => roll.add(r),
@@ -330,8 +352,15 @@ pub fn stats(days: u32, rows: &[(RollupKey, Rollup)]) -> Stats {
         by_job.entry(&k.job).or_default().add(r);
     }
     let groups = |m: BTreeMap<&str, Group>| -> Vec<StatsGroup> {
-        let mut v: Vec<StatsGroup> = m.into_iter().map(|(k, g)| g.finish(k.to_string())).collect();
-        v.sort_by(|a, b| b.total_requests.cmp(&a.total_requests).then(a.name.cmp(&b.name)));
+        let mut v: Vec<StatsGroup> = m
+            .into_iter()
+            .map(|(k, g)| g.finish(k.to_string()))
+            .collect();
+        v.sort_by(|a, b| {
+            b.total_requests
+                .cmp(&a.total_requests)
+                .then(a.name.cmp(&b.name))
+        });
         v
     };
     Stats {
@@ -350,12 +379,27 @@ mod tests {
     #[test]
     fn buckets_are_continuous_and_within_0_8_percent() {
         let mut last = 0;
-        for us in [1u64, 2, 127, 128, 129, 255, 256, 1000, 12_345, 999_999, 3_600_000_000] {
+        for us in [
+            1u64,
+            2,
+            127,
+            128,
+            129,
+            255,
+            256,
+            1000,
+            12_345,
+            999_999,
+            3_600_000_000,
+        ] {
             let b = index(us);
             assert!(b >= last, "{us}");
             last = b;
             let v = value(b);
-            assert!((v - us as f64).abs() <= us as f64 * 0.008 + 0.5, "{us} → {v}");
+            assert!(
+                (v - us as f64).abs() <= us as f64 * 0.008 + 0.5,
+                "{us} → {v}"
+            );
         }
         for b in 128..200u16 {
             assert_eq!(index(value(b) as u64), b, "bucket {b} round-trips");

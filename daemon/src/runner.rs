@@ -115,11 +115,16 @@ pub async fn resolve_targets(
             }
         };
         let Some(ep) = config.endpoints.get(ep_name) else {
-            problems.push(format!("unknown endpoint `{ep_name}` (was evald.toml reloaded?)"));
+            problems.push(format!(
+                "unknown endpoint `{ep_name}` (was evald.toml reloaded?)"
+            ));
             continue;
         };
         for m in models {
-            if !out.iter().any(|t| t.endpoint.name == *ep_name && t.model == m) {
+            if !out
+                .iter()
+                .any(|t| t.endpoint.name == *ep_name && t.model == m)
+            {
                 out.push(Target {
                     endpoint: ep.clone(),
                     model: m,
@@ -219,13 +224,15 @@ pub async fn run_job(
 
     let records = match job.kind {
         JobKind::Compare => {
-            let records = compare(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
+            let records =
+                compare(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
             summarize_into(&mut summary, &records);
             records
         }
         JobKind::Benchmark => {
             summary.targets =
-                crate::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
+                crate::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress)
+                    .await;
             summary.requests = summary.targets.iter().map(|t| t.requests).sum();
             summary.errors = summary.targets.iter().map(|t| t.errors).sum();
             Vec::new()
@@ -241,7 +248,10 @@ pub async fn run_job(
         problems.insert(0, "every request failed".into());
         (RunStatus::Failed, Some(problems.join("; ")))
     } else {
-        (RunStatus::Ok, (!problems.is_empty()).then(|| problems.join("; ")))
+        (
+            RunStatus::Ok,
+            (!problems.is_empty()).then(|| problems.join("; ")),
+        )
     };
     summary = finish(summary, status, msg);
     ctx.writer.run(summary.clone()).await;
@@ -271,15 +281,26 @@ fn trigger_word(t: Trigger) -> &'static str {
 async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String> {
     let mut cases = job.cases.clone();
     for g in &job.generators {
-        let name = g.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let plugin = ctx.plugins.generator_async(&g.path).await.map_err(|e| format!("generator {name}: {e}"))?;
+        let name = g
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let plugin = ctx
+            .plugins
+            .generator_async(&g.path)
+            .await
+            .map_err(|e| format!("generator {name}: {e}"))?;
         let more = plugin
             .generate(&g.config_json, g.limits)
             .await
             .map_err(|e| format!("generator {name}: {e}"))?;
         for c in more {
             if cases.iter().any(|x| x.id == c.id) {
-                return Err(format!("generator {name}: case id `{}` is already taken", c.id));
+                return Err(format!(
+                    "generator {name}: case id `{}` is already taken",
+                    c.id
+                ));
             }
             if c.messages.is_empty() {
                 return Err(format!("generator {name}: case `{}` has no messages", c.id));
@@ -294,7 +315,14 @@ async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String
 }
 
 /// Builds the stored record of one request.
-pub fn record_of(job: &Job, run_id: &str, target: &Target, case: &Case, out: Outcome, metadata_extra: impl FnOnce(&mut Metadata)) -> Record {
+pub fn record_of(
+    job: &Job,
+    run_id: &str,
+    target: &Target,
+    case: &Case,
+    out: Outcome,
+    metadata_extra: impl FnOnce(&mut Metadata),
+) -> Record {
     let mut metadata = out.metadata;
     metadata_extra(&mut metadata);
     Record {
@@ -427,7 +455,11 @@ pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
         .into_iter()
         .map(|(target, rs)| {
             let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
-            let scored: Vec<&&Record> = ok.iter().copied().filter(|r| !r.scores.is_empty()).collect();
+            let scored: Vec<&&Record> = ok
+                .iter()
+                .copied()
+                .filter(|r| !r.scores.is_empty())
+                .collect();
             let mut scorer_sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
             for r in &scored {
                 for s in &r.scores {
@@ -442,14 +474,32 @@ pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
                 target,
                 requests: rs.len() as u64,
                 errors: (rs.len() - ok.len()) as u64,
-                mean_latency_ms: evald_web::model::mean(ok.iter().filter_map(|r| r.response_time_ms)),
-                mean_score: evald_web::model::mean(scored.iter().filter_map(|r| weighted_mean(&r.scores))),
-                pass_rate: evald_web::model::mean(
-                    scored.iter().filter_map(|r| all_passed(&r.scores)).map(|b| if b { 1.0 } else { 0.0 }),
+                mean_latency_ms: evald_web::model::mean(
+                    ok.iter().filter_map(|r| r.response_time_ms),
                 ),
-                scorer_means: scorer_sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect(),
-                prompt_tokens: rs.iter().filter_map(|r| r.prompt_tokens).map(u64::from).sum(),
-                completion_tokens: rs.iter().filter_map(|r| r.completion_tokens).map(u64::from).sum(),
+                mean_score: evald_web::model::mean(
+                    scored.iter().filter_map(|r| weighted_mean(&r.scores)),
+                ),
+                pass_rate: evald_web::model::mean(
+                    scored
+                        .iter()
+                        .filter_map(|r| all_passed(&r.scores))
+                        .map(|b| if b { 1.0 } else { 0.0 }),
+                ),
+                scorer_means: scorer_sums
+                    .into_iter()
+                    .map(|(k, (s, n))| (k, s / n as f64))
+                    .collect(),
+                prompt_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.prompt_tokens)
+                    .map(u64::from)
+                    .sum(),
+                completion_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.completion_tokens)
+                    .map(u64::from)
+                    .sum(),
                 bench: None,
             }
         })
@@ -458,5 +508,10 @@ pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
 
 /// Puts target summaries in job order.
 fn order_targets(targets: &mut [TargetSummary], order: &[String]) {
-    targets.sort_by_key(|t| order.iter().position(|o| *o == t.target).unwrap_or(usize::MAX));
+    targets.sort_by_key(|t| {
+        order
+            .iter()
+            .position(|o| *o == t.target)
+            .unwrap_or(usize::MAX)
+    });
 }

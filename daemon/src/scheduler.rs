@@ -25,8 +25,13 @@ pub struct SchedulerError(String);
 impl Scheduler {
     /// A started scheduler that sends job names on `fire` when they are due.
     pub async fn start(fire: mpsc::Sender<String>) -> Result<Scheduler, SchedulerError> {
-        let sched = JobScheduler::new().await.map_err(|e| SchedulerError(e.to_string()))?;
-        sched.start().await.map_err(|e| SchedulerError(e.to_string()))?;
+        let sched = JobScheduler::new()
+            .await
+            .map_err(|e| SchedulerError(e.to_string()))?;
+        sched
+            .start()
+            .await
+            .map_err(|e| SchedulerError(e.to_string()))?;
         Ok(Scheduler {
             sched: Mutex::new(sched),
             ids: Mutex::new(HashMap::new()),
@@ -37,7 +42,11 @@ impl Scheduler {
     /// Schedules a job, reschedules it if its schedule changed, or unschedules it if it has no
     /// schedule now or is disabled.
     pub async fn set(&self, job: &Job) -> Result<(), SchedulerError> {
-        let want = job.schedule.as_ref().filter(|_| job.enabled).map(|s| s.expr6.clone());
+        let want = job
+            .schedule
+            .as_ref()
+            .filter(|_| job.enabled)
+            .map(|s| s.expr6.clone());
         let mut ids = self.ids.lock().await;
         if let Some((_, expr)) = ids.get(&job.name)
             && Some(expr) == want.as_ref()

@@ -68,7 +68,9 @@ impl Scorers {
                 } => match self.plugins.get(path) {
                     None => Err(format!(
                         "plugin {} could not be loaded",
-                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                        path.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
                     )),
                     Some(p) => p
                         .score(case, record, config_json, *limits)
@@ -121,7 +123,10 @@ pub fn builtin_score(kind: &ScorerKind, case: &Case, r: &Record) -> (f64, Option
         },
         ScorerKind::Equals(v) => match expected(v) {
             Some(e) => (b(response.trim() == e.trim()), None),
-            None => (0.0, Some("no value and no reference to compare with".into())),
+            None => (
+                0.0,
+                Some("no value and no reference to compare with".into()),
+            ),
         },
         ScorerKind::Regex(re) => (b(re.is_match(response)), None),
         ScorerKind::Json(required) => json_score(response, required),
@@ -129,7 +134,10 @@ pub fn builtin_score(kind: &ScorerKind, case: &Case, r: &Record) -> (f64, Option
             None => (0.0, Some("no response time".into())),
             Some(t) if t <= *max => (1.0, None),
             // Falls off linearly to 0 at twice the budget: 10 % over is 0.9, not a cliff.
-            Some(t) => (((2.0 * max - t) / max).clamp(0.0, 1.0), Some(format!("{t:.0} ms > {max:.0} ms"))),
+            Some(t) => (
+                ((2.0 * max - t) / max).clamp(0.0, 1.0),
+                Some(format!("{t:.0} ms > {max:.0} ms")),
+            ),
         },
         ScorerKind::Plugin { .. } => (0.0, Some("plugin scorers are not built in".into())),
     }
@@ -175,7 +183,10 @@ mod tests {
     fn case(reference: Option<&str>) -> Case {
         Case {
             id: "c".into(),
-            messages: vec![Message { role: "user".into(), content: "q".into() }],
+            messages: vec![Message {
+                role: "user".into(),
+                content: "q".into(),
+            }],
             reference: reference.map(String::from),
         }
     }
@@ -214,14 +225,24 @@ mod tests {
         assert_eq!(v(ScorerKind::Contains(None), "It is Paris.", 1.0), 1.0);
         assert_eq!(v(ScorerKind::Contains(None), "It is paris.", 1.0), 0.0);
         assert_eq!(v(ScorerKind::IContains(None), "It is paris.", 1.0), 1.0);
-        assert_eq!(v(ScorerKind::Contains(Some("Lyon".into())), "Paris", 1.0), 0.0);
+        assert_eq!(
+            v(ScorerKind::Contains(Some("Lyon".into())), "Paris", 1.0),
+            0.0
+        );
         assert_eq!(v(ScorerKind::Equals(None), " Paris\n", 1.0), 1.0);
         assert_eq!(v(ScorerKind::Equals(None), "Paris.", 1.0), 0.0);
         let re = regex::Regex::new("^[A-Z][a-z]+\\.?$").unwrap();
         assert_eq!(v(ScorerKind::Regex(re), "Paris.", 1.0), 1.0);
         assert_eq!(v(ScorerKind::Json(vec![]), "{\"a\":1}", 1.0), 1.0);
         assert_eq!(v(ScorerKind::Json(vec![]), "not json", 1.0), 0.0);
-        assert_eq!(v(ScorerKind::Json(vec!["a".into(), "b".into()]), "```json\n{\"a\":1}\n```", 1.0), 0.5);
+        assert_eq!(
+            v(
+                ScorerKind::Json(vec!["a".into(), "b".into()]),
+                "```json\n{\"a\":1}\n```",
+                1.0
+            ),
+            0.5
+        );
         assert_eq!(v(ScorerKind::MaxLatency(100.0), "x", 80.0), 1.0);
         assert!((v(ScorerKind::MaxLatency(100.0), "x", 110.0) - 0.9).abs() < 1e-9);
         assert_eq!(v(ScorerKind::MaxLatency(100.0), "x", 500.0), 0.0);
@@ -246,9 +267,22 @@ mod tests {
 
     #[test]
     fn weighted_mean_uses_weights_and_skips_errors() {
-        let mk = |v: Option<f64>, w: f64| Score { name: "x".into(), value: v, passed: v.map(|v| v >= 0.5), weight: w, error: None, note: None };
-        assert_eq!(weighted_mean(&[mk(Some(1.0), 3.0), mk(Some(0.0), 1.0), mk(None, 5.0)]), Some(0.75));
+        let mk = |v: Option<f64>, w: f64| Score {
+            name: "x".into(),
+            value: v,
+            passed: v.map(|v| v >= 0.5),
+            weight: w,
+            error: None,
+            note: None,
+        };
+        assert_eq!(
+            weighted_mean(&[mk(Some(1.0), 3.0), mk(Some(0.0), 1.0), mk(None, 5.0)]),
+            Some(0.75)
+        );
         assert_eq!(weighted_mean(&[mk(None, 1.0)]), None);
-        assert_eq!(all_passed(&[mk(Some(1.0), 1.0), mk(None, 1.0)]), Some(false));
+        assert_eq!(
+            all_passed(&[mk(Some(1.0), 1.0), mk(None, 1.0)]),
+            Some(false)
+        );
     }
 }

@@ -43,7 +43,7 @@ pub fn answer(model: &str, prompt: &str) -> String {
     if model == "echo" {
         return format!("Echo: {prompt}");
     }
-    let wrong = model.contains("sloppy") && fnv(prompt) % 3 == 0;
+    let wrong = model.contains("sloppy") && fnv(prompt).is_multiple_of(3);
     if let Some(v) = arithmetic(prompt) {
         return (if wrong { v + 1 } else { v }).to_string();
     }
@@ -51,7 +51,11 @@ pub fn answer(model: &str, prompt: &str) -> String {
     if lower.contains("capital") {
         for (i, (country, capital)) in CAPITALS.iter().enumerate() {
             if lower.contains(country) {
-                let c = if wrong { CAPITALS[(i + 1) % CAPITALS.len()].1 } else { capital };
+                let c = if wrong {
+                    CAPITALS[(i + 1) % CAPITALS.len()].1
+                } else {
+                    capital
+                };
                 return if lower.contains("json") {
                     format!("{{\"capital\": \"{c}\"}}")
                 } else {
@@ -79,7 +83,10 @@ fn arithmetic(text: &str) -> Option<i64> {
             let op = chars.next()?;
             let after = chars.as_str().trim_start();
             let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
-            if let (true, Ok(c)) = (matches!(op, '+' | '-' | '*' | 'x' | '×'), digits.parse::<i64>()) {
+            if let (true, Ok(c)) = (
+                matches!(op, '+' | '-' | '*' | 'x' | '×'),
+                digits.parse::<i64>(),
+            ) {
                 return Some(match op {
                     '+' => a.checked_add(c)?,
                     '-' => a.checked_sub(c)?,
@@ -112,7 +119,11 @@ pub async fn chat(sim: &Simulated, req: ChatRequest<'_>) -> Outcome {
     if let Some(max) = req.params.max_tokens
         && completion > max
     {
-        text = text.split_whitespace().take(max as usize).collect::<Vec<_>>().join(" ");
+        text = text
+            .split_whitespace()
+            .take(max as usize)
+            .collect::<Vec<_>>()
+            .join(" ");
         completion = max;
     }
     let jitter = if sim.jitter_ms > 0 {
@@ -164,8 +175,14 @@ mod tests {
         assert_eq!(answer("echo", "What is 2 + 3?"), "Echo: What is 2 + 3?");
         assert_eq!(answer("careful", "What is 2 + 3?"), "5");
         assert_eq!(answer("careful", "What is 12 x 3?"), "36");
-        assert_eq!(answer("careful", "The capital of France? One word."), "Paris.");
-        assert_eq!(answer("careful", "Capital of Japan as JSON"), "{\"capital\": \"Tokyo\"}");
+        assert_eq!(
+            answer("careful", "The capital of France? One word."),
+            "Paris."
+        );
+        assert_eq!(
+            answer("careful", "Capital of Japan as JSON"),
+            "{\"capital\": \"Tokyo\"}"
+        );
         let sloppy_wrong = (0..30)
             .filter(|i| answer("sloppy", &format!("{i} + 1")) != (i + 1).to_string())
             .count();
@@ -175,8 +192,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_follows_the_settings() {
-        let sim = Simulated { latency_ms: 150, jitter_ms: 0, tokens_per_second: 10.0 };
-        let msgs = [Message { role: "user".into(), content: "say one two three".into() }];
+        let sim = Simulated {
+            latency_ms: 150,
+            jitter_ms: 0,
+            tokens_per_second: 10.0,
+        };
+        let msgs = [Message {
+            role: "user".into(),
+            content: "say one two three".into(),
+        }];
         let params = Params::default();
         let req = ChatRequest {
             model: "echo",
@@ -192,7 +216,14 @@ mod tests {
         assert!((150.0..151.0).contains(&ttft), "{ttft}");
         assert!((550.0..551.0).contains(&e2e), "{e2e}");
         assert_eq!(out.completion_tokens, Some(5));
-        let slow = chat(&sim, ChatRequest { timeout: Duration::from_millis(100), ..req }).await;
+        let slow = chat(
+            &sim,
+            ChatRequest {
+                timeout: Duration::from_millis(100),
+                ..req
+            },
+        )
+        .await;
         assert_eq!(slow.metadata.error_kind.as_deref(), Some(kind::TIMEOUT));
     }
 }

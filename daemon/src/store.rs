@@ -47,6 +47,15 @@ const PAYLOADS: TableDefinition<u128, (u64, &[u8])> = TableDefinition::new("payl
 /// Key: (hour start ms, group key). Value: a postcard [`Rollup`] of that hour's records.
 const ROLLUPS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("rollups-1");
 
+/// One entry of a range over [`RECORDS`].
+type RangeItem<'a> = Result<
+    (
+        redb::AccessGuard<'a, (u64, u64)>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
 /// Version byte in front of every stored record.
 const RECORD_V1: u8 = 1;
 
@@ -272,13 +281,17 @@ impl Store {
                 let mut recs = Vec::new();
                 for k in run_records.get(id.as_str())? {
                     let key = k?.value();
-                    if let Some(v) = records.get(key)? {
-                        if let Some(r) = decode(key, v.value(), None) {
-                            recs.push(r);
-                        }
+                    if let Some(v) = records.get(key)?
+                        && let Some(r) = decode(key, v.value(), None)
+                    {
+                        recs.push(r);
                     }
                 }
-                let ended = recs.iter().map(|r| r.timestamp_ms).max().unwrap_or(summary.started_ms);
+                let ended = recs
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .max()
+                    .unwrap_or(summary.started_ms);
                 crate::runner::summarize_into(&mut summary, &recs);
                 summary.status = RunStatus::Interrupted;
                 summary.ended_ms = Some(ended);
@@ -396,9 +409,12 @@ impl Store {
         let records = tx.open_table(RECORDS)?;
         let payloads = tx.open_table(PAYLOADS)?;
         let lo = (filter.since_ms.unwrap_or(0).max(0) as u64, 0u64);
-        let hi = (filter.until_ms.map(|u| u.max(0) as u64).unwrap_or(u64::MAX), 0u64);
+        let hi = (
+            filter.until_ms.map(|u| u.max(0) as u64).unwrap_or(u64::MAX),
+            0u64,
+        );
         let range = records.range(lo..hi)?;
-        let mut each = |e: Result<(redb::AccessGuard<(u64, u64)>, redb::AccessGuard<&[u8]>), redb::StorageError>| -> Result<bool, StoreError> {
+        let mut each = |e: RangeItem| -> Result<bool, StoreError> {
             let (k, v) = e?;
             let Some(r) = decode(k.value(), v.value(), Some(&payloads)) else {
                 return Ok(true);
@@ -425,7 +441,11 @@ impl Store {
     }
 
     /// Hourly rollups with an hour in `[from_ms, to_ms)`.
-    pub fn rollups(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
+    pub fn rollups(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(RollupKey, Rollup)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(ROLLUPS)?;
         let mut out = Vec::new();
@@ -433,7 +453,10 @@ impl Store {
         for e in t.range((lo, "")..(to_ms.max(0) as u64, ""))? {
             let (k, v) = e?;
             let (hour, key) = k.value();
-            if let (Some(key), Some(r)) = (RollupKey::parse(hour as i64, key), Rollup::decode(v.value())) {
+            if let (Some(key), Some(r)) = (
+                RollupKey::parse(hour as i64, key),
+                Rollup::decode(v.value()),
+            ) {
                 out.push((key, r));
             }
         }
@@ -468,10 +491,14 @@ impl Store {
         let runs = tx.open_table(RUNS)?;
         let rollups = tx.open_table(ROLLUPS)?;
         let mut report = PruneReport {
-            records: records.range(..(cutoffs.records_before_ms.max(0) as u64, 0))?.count() as u64,
+            records: records
+                .range(..(cutoffs.records_before_ms.max(0) as u64, 0))?
+                .count() as u64,
             ..PruneReport::default()
         };
-        report.runs = runs.range(..run_id_floor(cutoffs.runs_before_ms).as_str())?.count() as u64;
+        report.runs = runs
+            .range(..run_id_floor(cutoffs.runs_before_ms).as_str())?
+            .count() as u64;
         report.rollups = rollups
             .range(..(cutoffs.runs_before_ms.max(0) as u64, ""))?
             .count() as u64;
@@ -552,7 +579,11 @@ enum Command {
     Record(Box<Record>),
     Run(Box<RunSummary>),
     Flush(oneshot::Sender<()>),
-    Prune(PruneCutoffs, usize, oneshot::Sender<Result<PruneReport, StoreError>>),
+    Prune(
+        PruneCutoffs,
+        usize,
+        oneshot::Sender<Result<PruneReport, StoreError>>,
+    ),
     /// Commit what is queued and end the thread (other handles may still exist).
     Close,
 }
@@ -596,7 +627,11 @@ impl Writer {
 
     /// Prunes in batches of at most `batch` deletions per transaction, so writers queued behind
     /// it wait for one small commit at most.
-    pub async fn prune(&self, cutoffs: PruneCutoffs, batch: usize) -> Result<PruneReport, StoreError> {
+    pub async fn prune(
+        &self,
+        cutoffs: PruneCutoffs,
+        batch: usize,
+    ) -> Result<PruneReport, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Prune(cutoffs, batch, tx))
@@ -694,7 +729,9 @@ impl PayloadCache {
             let (_, h, j) = &self.0[i];
             return Ok((*h, j.clone()));
         }
-        let json: Arc<[u8]> = serde_json::to_vec(messages).map_err(|e| StoreError(e.to_string()))?.into();
+        let json: Arc<[u8]> = serde_json::to_vec(messages)
+            .map_err(|e| StoreError(e.to_string()))?
+            .into();
         let h = xxhash_rust::xxh3::xxh3_128(&json);
         if self.0.len() >= Self::SIZE {
             self.0.remove(0);
@@ -820,7 +857,9 @@ fn prune(db: &Database, cutoffs: PruneCutoffs, batch: usize) -> Result<PruneRepo
             for (key, run, hash) in &doomed {
                 records.remove(*key)?;
                 run_records.remove(run.as_str(), *key)?;
-                let refs = payloads.get(*hash)?.map(|v| (v.value().0, v.value().1.to_vec()));
+                let refs = payloads
+                    .get(*hash)?
+                    .map(|v| (v.value().0, v.value().1.to_vec()));
                 match refs {
                     Some((r, _)) if r <= 1 => {
                         payloads.remove(*hash)?;
@@ -893,5 +932,9 @@ fn prune(db: &Database, cutoffs: PruneCutoffs, batch: usize) -> Result<PruneRepo
 
 /// Makes a run id: the start time in hex (so ids sort by start) and a random tail.
 pub fn new_run_id(started_ms: i64) -> String {
-    format!("{}{:05x}", run_id_floor(started_ms), rand::random::<u32>() & 0xfffff)
+    format!(
+        "{}{:05x}",
+        run_id_floor(started_ms),
+        rand::random::<u32>() & 0xfffff
+    )
 }

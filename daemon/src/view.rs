@@ -77,7 +77,10 @@ impl ReadModel for View {
         for s in self.registry.jobs() {
             if !s.broken.is_empty() {
                 out.push(InvalidJob {
-                    file: format!("{} (the last valid version keeps running)", s.job.file.display()),
+                    file: format!(
+                        "{} (the last valid version keeps running)",
+                        s.job.file.display()
+                    ),
                     errors: s.broken.iter().map(|d| d.to_string()).collect(),
                 });
             }
@@ -119,7 +122,12 @@ impl ReadModel for View {
         }
         self.metrics.store_bytes.set(self.store.file_bytes() as i64);
         let invalid = self.registry.invalid().len()
-            + self.registry.jobs().iter().filter(|s| !s.broken.is_empty()).count();
+            + self
+                .registry
+                .jobs()
+                .iter()
+                .filter(|s| !s.broken.is_empty())
+                .count();
         self.metrics.jobs_invalid.set(invalid as i64);
         self.metrics.encode()
     }

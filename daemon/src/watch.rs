@@ -46,7 +46,8 @@ pub fn watch(daemon: Arc<Daemon>) -> anyhow::Result<Watch> {
                 .into_iter()
                 .filter(|p| {
                     p.extension().is_some_and(|e| e == "toml")
-                        && p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                        && p.file_name()
+                            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
                 })
                 .collect();
             for p in set {
@@ -54,5 +55,8 @@ pub fn watch(daemon: Arc<Daemon>) -> anyhow::Result<Watch> {
             }
         }
     });
-    Ok(Watch { _debouncer: debouncer, task })
+    Ok(Watch {
+        _debouncer: debouncer,
+        task,
+    })
 }

@@ -2,6 +2,9 @@
 //! records; pruning removes exactly what is older than the cutoff; exports round-trip hostile
 //! content and see one consistent snapshot while a writer commits.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use evald::rollup::{HOUR_MS, hour_of};
 use evald::store::{PruneCutoffs, Store};
 use evald_web::export::{ExportWriter, Format, parse_filter};
@@ -17,30 +20,43 @@ fn record(i: u64, ts: i64) -> Record {
     let jobs = ["capitals", "math", "bench"];
     // A deterministic spread: latencies 5..2000 ms, some errors, some missing usage.
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17;
-    let error = h % 11 == 0;
+    let error = h.is_multiple_of(11);
     Record {
         id: 0,
         timestamp_ms: ts,
         model: models[(h % 4) as usize].into(),
         provider: providers[(h / 4 % 3) as usize].into(),
-        messages: vec![Message { role: "user".into(), content: format!("question {}", h % 5) }],
+        messages: vec![Message {
+            role: "user".into(),
+            content: format!("question {}", h % 5),
+        }],
         temperature: Some(0.5),
         max_tokens: Some(64),
         top_p: None,
         response: (!error).then(|| format!("answer {i}")),
         response_time_ms: Some(5.0 + (h % 1995) as f64 + (h % 1000) as f64 / 1000.0),
-        prompt_tokens: (h % 7 != 0).then_some(10 + (h % 20) as u32),
-        completion_tokens: (h % 7 != 0).then_some(1 + (h % 200) as u32),
-        total_tokens: (h % 7 != 0).then_some(11 + (h % 20) as u32 + (h % 200) as u32),
+        prompt_tokens: (!h.is_multiple_of(7)).then_some(10 + (h % 20) as u32),
+        completion_tokens: (!h.is_multiple_of(7)).then_some(1 + (h % 200) as u32),
+        total_tokens: (!h.is_multiple_of(7)).then_some(11 + (h % 20) as u32 + (h % 200) as u32),
         finish_reason: Some("stop".into()),
         error: error.then(|| "HTTP 500 from gw: boom".into()),
-        metadata: Metadata { attempts: 1 + (h % 3) as u32, ..Metadata::default() },
+        metadata: Metadata {
+            attempts: 1 + (h % 3) as u32,
+            ..Metadata::default()
+        },
         job: jobs[(h / 12 % 3) as usize].into(),
         run_id: format!("run-{}", i / 10),
         case_id: format!("c{}", h % 5),
         endpoint: "gw".into(),
         ttft_ms: None,
-        scores: vec![Score { name: "contains".into(), value: Some(1.0), passed: Some(true), weight: 1.0, error: None, note: None }],
+        scores: vec![Score {
+            name: "contains".into(),
+            value: Some(1.0),
+            passed: Some(true),
+            weight: 1.0,
+            error: None,
+            note: None,
+        }],
     }
 }
 
@@ -57,11 +73,12 @@ async fn seeded(records: &[Record]) -> (tempfile::TempDir, Store) {
 
 fn all(store: &Store) -> Vec<Record> {
     let mut out = Vec::new();
-    store.export(&RecordFilter::default(), &mut |r| {
-        out.push(r);
-        true
-    })
-    .unwrap();
+    store
+        .export(&RecordFilter::default(), &mut |r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
     out
 }
 
@@ -77,38 +94,87 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 /// The analytics of `days` at `now`, brute force over every stored record.
 fn brute(records: &[Record], days: u32, now: i64) -> (u64, u64, f64, [f64; 3], u64, u64, u64) {
     let from = hour_of(now - days as i64 * DAY);
-    let win: Vec<&Record> = records.iter().filter(|r| r.timestamp_ms >= from && r.timestamp_ms <= now).collect();
-    let mut lat: Vec<f64> = win.iter().filter(|r| r.error.is_none()).filter_map(|r| r.response_time_ms).collect();
+    let win: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.timestamp_ms >= from && r.timestamp_ms <= now)
+        .collect();
+    let mut lat: Vec<f64> = win
+        .iter()
+        .filter(|r| r.error.is_none())
+        .filter_map(|r| r.response_time_ms)
+        .collect();
     lat.sort_by(f64::total_cmp);
-    let avg = if lat.is_empty() { 0.0 } else { lat.iter().sum::<f64>() / lat.len() as f64 };
+    let avg = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().sum::<f64>() / lat.len() as f64
+    };
     (
         win.len() as u64,
         win.iter().filter(|r| r.error.is_some()).count() as u64,
         avg,
         [pct(&lat, 0.5), pct(&lat, 0.95), pct(&lat, 0.99)],
-        win.iter().filter_map(|r| r.prompt_tokens).map(u64::from).sum(),
-        win.iter().filter_map(|r| r.completion_tokens).map(u64::from).sum(),
-        win.iter().filter_map(|r| r.total_tokens).map(u64::from).sum(),
+        win.iter()
+            .filter_map(|r| r.prompt_tokens)
+            .map(u64::from)
+            .sum(),
+        win.iter()
+            .filter_map(|r| r.completion_tokens)
+            .map(u64::from)
+            .sum(),
+        win.iter()
+            .filter_map(|r| r.total_tokens)
+            .map(u64::from)
+            .sum(),
     )
 }
 
-fn assert_group(name: &str, g: &evald_web::model::StatsGroup, want: (u64, u64, f64, [f64; 3], u64, u64, u64)) {
+fn assert_group(
+    name: &str,
+    g: &evald_web::model::StatsGroup,
+    want: (u64, u64, f64, [f64; 3], u64, u64, u64),
+) {
     let (n, errors, avg, p, prompt, completion, total) = want;
     assert_eq!(g.total_requests, n, "{name}: requests");
-    let rate = if n == 0 { 0.0 } else { errors as f64 / n as f64 };
-    assert!((g.error_rate - rate).abs() < 1e-12, "{name}: error rate {} vs {rate}", g.error_rate);
-    assert!((g.avg_response_time_ms - avg).abs() < 1e-6, "{name}: avg {} vs {avg}", g.avg_response_time_ms);
+    let rate = if n == 0 {
+        0.0
+    } else {
+        errors as f64 / n as f64
+    };
+    assert!(
+        (g.error_rate - rate).abs() < 1e-12,
+        "{name}: error rate {} vs {rate}",
+        g.error_rate
+    );
+    assert!(
+        (g.avg_response_time_ms - avg).abs() < 1e-6,
+        "{name}: avg {} vs {avg}",
+        g.avg_response_time_ms
+    );
     // Log-linear buckets: within 0.8 % of the exact value, plus the µs a record is rounded to.
-    for (got, want, q) in [(g.p50_ms, p[0], "p50"), (g.p95_ms, p[1], "p95"), (g.p99_ms, p[2], "p99")] {
-        assert!((got - want).abs() <= want * 0.008 + 0.002, "{name}: {q} {got} vs {want}");
+    for (got, want, q) in [
+        (g.p50_ms, p[0], "p50"),
+        (g.p95_ms, p[1], "p95"),
+        (g.p99_ms, p[2], "p99"),
+    ] {
+        assert!(
+            (got - want).abs() <= want * 0.008 + 0.002,
+            "{name}: {q} {got} vs {want}"
+        );
     }
-    assert_eq!((g.tokens.prompt, g.tokens.completion, g.tokens.total), (prompt, completion, total), "{name}: tokens");
+    assert_eq!(
+        (g.tokens.prompt, g.tokens.completion, g.tokens.total),
+        (prompt, completion, total),
+        "{name}: tokens"
+    );
 }
 
 #[tokio::test]
 async fn analytics_from_rollups_equal_brute_force_over_the_records() {
     // 3000 records over 10 days, plus records exactly on the 7-day window's edge and just before.
-    let mut recs: Vec<Record> = (0..3000u64).map(|i| record(i, NOW - 10 * DAY + (i as i64 * 288_000) % (10 * DAY))).collect();
+    let mut recs: Vec<Record> = (0..3000u64)
+        .map(|i| record(i, NOW - 10 * DAY + (i as i64 * 288_000) % (10 * DAY)))
+        .collect();
     let edge = hour_of(NOW - 7 * DAY);
     recs.push(record(9001, edge));
     recs.push(record(9002, edge - 1));
@@ -118,20 +184,47 @@ async fn analytics_from_rollups_equal_brute_force_over_the_records() {
     assert_eq!(stored.len(), recs.len());
     for days in [1, 7, 30] {
         let s = evald::view::stats(&store, days, NOW).unwrap();
-        assert_group(&format!("{days}d overall"), &s.overall, brute(&stored, days, NOW));
+        assert_group(
+            &format!("{days}d overall"),
+            &s.overall,
+            brute(&stored, days, NOW),
+        );
         for g in &s.by_model {
-            let sub: Vec<Record> = stored.iter().filter(|r| r.model == g.name).cloned().collect();
-            assert_group(&format!("{days}d model {}", g.name), g, brute(&sub, days, NOW));
+            let sub: Vec<Record> = stored
+                .iter()
+                .filter(|r| r.model == g.name)
+                .cloned()
+                .collect();
+            assert_group(
+                &format!("{days}d model {}", g.name),
+                g,
+                brute(&sub, days, NOW),
+            );
         }
         for g in &s.by_provider {
-            let sub: Vec<Record> = stored.iter().filter(|r| r.provider == g.name).cloned().collect();
-            assert_group(&format!("{days}d provider {}", g.name), g, brute(&sub, days, NOW));
+            let sub: Vec<Record> = stored
+                .iter()
+                .filter(|r| r.provider == g.name)
+                .cloned()
+                .collect();
+            assert_group(
+                &format!("{days}d provider {}", g.name),
+                g,
+                brute(&sub, days, NOW),
+            );
         }
         for g in &s.by_job {
             let sub: Vec<Record> = stored.iter().filter(|r| r.job == g.name).cloned().collect();
-            assert_group(&format!("{days}d job {}", g.name), g, brute(&sub, days, NOW));
+            assert_group(
+                &format!("{days}d job {}", g.name),
+                g,
+                brute(&sub, days, NOW),
+            );
         }
-        assert_eq!(s.by_model.iter().map(|g| g.total_requests).sum::<u64>(), s.overall.total_requests);
+        assert_eq!(
+            s.by_model.iter().map(|g| g.total_requests).sum::<u64>(),
+            s.overall.total_requests
+        );
     }
     // The edge: a record at the window's first millisecond counts, one a millisecond earlier not.
     let week = evald::view::stats(&store, 7, NOW).unwrap();
@@ -144,7 +237,14 @@ async fn analytics_of_an_empty_window_and_of_a_single_record() {
     let (_d, store) = seeded(&[]).await;
     let s = evald::view::stats(&store, 7, NOW).unwrap();
     assert_eq!(s.overall.total_requests, 0);
-    assert_eq!((s.overall.p50_ms, s.overall.error_rate, s.overall.tokens.avg_per_request), (0.0, 0.0, 0.0));
+    assert_eq!(
+        (
+            s.overall.p50_ms,
+            s.overall.error_rate,
+            s.overall.tokens.avg_per_request
+        ),
+        (0.0, 0.0, 0.0)
+    );
     assert!(s.by_model.is_empty());
 
     let one = record(3, NOW - HOUR_MS);
@@ -158,11 +258,16 @@ async fn analytics_of_an_empty_window_and_of_a_single_record() {
 
 #[tokio::test]
 async fn pruning_removes_exactly_what_is_older_than_the_cutoff() {
-    let recs: Vec<Record> = (0..2000u64).map(|i| record(i, NOW - 40 * DAY + i as i64 * 1_728_000)).collect();
+    let recs: Vec<Record> = (0..2000u64)
+        .map(|i| record(i, NOW - 40 * DAY + i as i64 * 1_728_000))
+        .collect();
     let (_d, store) = seeded(&recs).await;
     let before = all(&store);
     let cutoff = hour_of(NOW - 30 * DAY);
-    let cut = PruneCutoffs { records_before_ms: cutoff, runs_before_ms: NOW - 400 * DAY };
+    let cut = PruneCutoffs {
+        records_before_ms: cutoff,
+        runs_before_ms: NOW - 400 * DAY,
+    };
     let plan = store.prune_plan(&cut).unwrap();
     let w = store.writer();
     // Small batches: the prune takes many transactions and still removes exactly the same.
@@ -173,7 +278,10 @@ async fn pruning_removes_exactly_what_is_older_than_the_cutoff() {
     assert_eq!(report.records, (before.len() - want.len()) as u64);
     assert_eq!(plan.records, report.records, "the dry run said the same");
     assert_eq!(after.len(), want.len());
-    assert!(after.iter().zip(want).all(|(a, b)| a == b), "nothing newer than the cutoff was touched");
+    assert!(
+        after.iter().zip(want).all(|(a, b)| a == b),
+        "nothing newer than the cutoff was touched"
+    );
     // Rollups still agree with the records over the part of history the records cover.
     let days = 29;
     let s = evald::view::stats(&store, days, NOW).unwrap();
@@ -185,8 +293,14 @@ async fn pruning_removes_exactly_what_is_older_than_the_cutoff() {
 fn roundtrip_records() -> Vec<Record> {
     let mut hostile = record(1, NOW - 1000);
     hostile.messages = vec![
-        Message { role: "system".into(), content: "a, b, \"quoted\", and\nnewline\ttab — ünïcödé 中文 🚀".into() },
-        Message { role: "user".into(), content: "<script>alert(1)</script> \"><img src=x onerror=alert(1)>".into() },
+        Message {
+            role: "system".into(),
+            content: "a, b, \"quoted\", and\nnewline\ttab — ünïcödé 中文 🚀".into(),
+        },
+        Message {
+            role: "user".into(),
+            content: "<script>alert(1)</script> \"><img src=x onerror=alert(1)>".into(),
+        },
     ];
     hostile.response = Some(evald_tests_megabyte());
     hostile.error = None;
@@ -195,7 +309,9 @@ fn roundtrip_records() -> Vec<Record> {
     errored.response = None;
     errored.error = Some("HTTP 429 from gw: \"slow down\",\nplease".into());
     errored.ttft_ms = Some(12.5);
-    let mut rest: Vec<Record> = (3..50u64).map(|i| record(i, NOW - 400 + i as i64)).collect();
+    let mut rest: Vec<Record> = (3..50u64)
+        .map(|i| record(i, NOW - 400 + i as i64))
+        .collect();
     rest.insert(0, errored);
     rest.insert(0, hostile);
     rest
@@ -214,7 +330,10 @@ fn export(store: &Store, format: Format, filter: &RecordFilter) -> Vec<u8> {
 
 fn from_csv(bytes: &[u8]) -> Vec<csv::StringRecord> {
     let mut rd = csv::Reader::from_reader(bytes);
-    assert_eq!(rd.headers().unwrap().iter().collect::<Vec<_>>(), evald_web::export::COLUMNS.to_vec());
+    assert_eq!(
+        rd.headers().unwrap().iter().collect::<Vec<_>>(),
+        evald_web::export::COLUMNS.to_vec()
+    );
     rd.records().map(|r| r.unwrap()).collect()
 }
 
@@ -242,25 +361,45 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
         let scores: Vec<Score> = serde_json::from_str(&row[21]).unwrap();
         assert_eq!(scores, r.scores);
     }
-    assert_eq!(&csv_rows[0][8], &evald_tests_megabyte(), "the 1 MB hostile response survives CSV");
+    assert_eq!(
+        &csv_rows[0][8],
+        &evald_tests_megabyte(),
+        "the 1 MB hostile response survives CSV"
+    );
 
     for format in [Format::Json, Format::Jsonl] {
         let bytes = export(&store, format, &none);
         let rows: Vec<serde_json::Value> = match format {
             Format::Json => serde_json::from_slice(&bytes).unwrap(),
-            _ => bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect(),
+            _ => bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect(),
         };
         assert_eq!(rows.len(), stored.len());
         // JSON keys are the CSV columns, in the same order.
         // (The last record is a small one: look at the tail.)
         let text = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(3000)..]).into_owned();
         let text = &text[text.rfind("{\"id\":").unwrap()..];
-        let at: Vec<usize> = evald_web::export::COLUMNS.iter().map(|c| text.find(&format!("\"{c}\":")).unwrap()).collect();
-        assert!(at.windows(2).all(|w| w[0] < w[1]), "{format:?} keys out of order");
+        let at: Vec<usize> = evald_web::export::COLUMNS
+            .iter()
+            .map(|c| text.find(&format!("\"{c}\":")).unwrap())
+            .collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "{format:?} keys out of order"
+        );
         for (row, r) in rows.iter().zip(&stored) {
-            assert_eq!(row.as_object().unwrap().len(), evald_web::export::COLUMNS.len());
+            assert_eq!(
+                row.as_object().unwrap().len(),
+                evald_web::export::COLUMNS.len()
+            );
             assert_eq!(row["response"].as_str(), r.response.as_deref());
-            assert_eq!(serde_json::from_value::<Vec<Message>>(row["messages"].clone()).unwrap(), r.messages);
+            assert_eq!(
+                serde_json::from_value::<Vec<Message>>(row["messages"].clone()).unwrap(),
+                r.messages
+            );
             assert_eq!(row["error"].as_str(), r.error.as_deref());
         }
     }
@@ -270,13 +409,25 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
     let f = parse_filter(None, None, Some("math"), None, None).unwrap();
     assert_eq!(count(&f), stored.iter().filter(|r| r.job == "math").count());
     let f = parse_filter(None, None, None, Some("llama"), None).unwrap();
-    assert_eq!(count(&f), stored.iter().filter(|r| r.model == "llama").count());
+    assert_eq!(
+        count(&f),
+        stored.iter().filter(|r| r.model == "llama").count()
+    );
     let since = evald_web::export::timestamp(NOW - 400 + 20);
     let f = parse_filter(Some(&since), None, None, None, None).unwrap();
-    assert_eq!(count(&f), stored.iter().filter(|r| r.timestamp_ms >= NOW - 380).count());
+    assert_eq!(
+        count(&f),
+        stored
+            .iter()
+            .filter(|r| r.timestamp_ms >= NOW - 380)
+            .count()
+    );
     let until = evald_web::export::timestamp(NOW - 400 + 20);
     let f = parse_filter(None, Some(&until), None, None, None).unwrap();
-    assert_eq!(count(&f), stored.iter().filter(|r| r.timestamp_ms < NOW - 380).count());
+    assert_eq!(
+        count(&f),
+        stored.iter().filter(|r| r.timestamp_ms < NOW - 380).count()
+    );
     let f = parse_filter(None, None, None, None, Some("7")).unwrap();
     assert_eq!(count(&f), 7);
     let f = parse_filter(None, None, Some("math"), Some("llama"), Some("1")).unwrap();
@@ -285,7 +436,9 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_sees_one_snapshot_while_a_run_writes() {
-    let recs: Vec<Record> = (0..500u64).map(|i| record(i, NOW - 10_000 + i as i64)).collect();
+    let recs: Vec<Record> = (0..500u64)
+        .map(|i| record(i, NOW - 10_000 + i as i64))
+        .collect();
     let (_d, store) = seeded(&recs).await;
     let writer = store.writer();
     let handle = tokio::runtime::Handle::current();
@@ -301,7 +454,8 @@ async fn an_export_sees_one_snapshot_while_a_run_writes() {
                 // Mid-export: a run commits 300 more records, some inside the exported range.
                 handle.block_on(async {
                     for i in 0..300u64 {
-                        w2.record(record(10_000 + i, NOW - 10_000 + (i as i64 % 500))).await;
+                        w2.record(record(10_000 + i, NOW - 10_000 + (i as i64 % 500)))
+                            .await;
                     }
                     w2.flush().await;
                 });
@@ -314,7 +468,10 @@ async fn an_export_sees_one_snapshot_while_a_run_writes() {
     .await
     .unwrap();
     assert_eq!(during, 800, "the writer was not blocked by the export");
-    assert_eq!(seen, 500, "the export saw its snapshot, not the records committed during it");
+    assert_eq!(
+        seen, 500,
+        "the export saw its snapshot, not the records committed during it"
+    );
     assert_eq!(all(&store).len(), 800, "a new export sees them");
     writer.close().await;
 }

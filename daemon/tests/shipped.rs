@@ -1,6 +1,9 @@
 //! The shipped config and example jobs stay valid: `evald check` on the repository's own
 //! `evald.toml` passes, and every example job loads.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]
@@ -12,7 +15,11 @@ fn the_shipped_config_and_jobs_pass_check() {
         .args(["check"])
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("4 job(s) are valid"), "{text}");
 }
@@ -38,7 +45,11 @@ fn the_example_config_in_contrib_is_valid() {
     std::fs::write(&key, "sk-example\n").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/evald.example.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/evald.example.toml"
+    ))
+    .unwrap();
     let path = dir.path().join("evald.toml");
     std::fs::write(&path, text).unwrap();
     // The only job-independent part is the config itself; validate it with the credential set.
@@ -48,7 +59,14 @@ fn the_example_config_in_contrib_is_valid() {
         .arg(&path)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The jobs directory /etc/evald/jobs does not exist here: that is the one problem expected.
-    assert!(!text.contains("evald.toml:"), "the config itself has no problem: {text}");
+    assert!(
+        !text.contains("evald.toml:"),
+        "the config itself has no problem: {text}"
+    );
 }

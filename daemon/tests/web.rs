@@ -2,6 +2,9 @@
 //! compare and benchmark runs, a broken job file), hostile strings stay text, the routes are
 //! read-only, the token guards everything but `/healthz`, and `/metrics` parses and counts.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use evald::registry::Registry;
 use evald::runner::{RunContext, run_job};
 use evald::store::Store;
 use evald::view::View;
-use evald_web::model::{Trigger, RunStatus};
+use evald_web::model::{RunStatus, Trigger};
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -47,13 +50,26 @@ fn fixture(jobs: &[(&str, &str)]) -> Fixture {
     let registry = Arc::new(Registry::default());
     registry.replace_all(set.jobs, set.invalid);
     let store = Store::open(&config.db_path()).unwrap();
-    let view = Arc::new(View { store, registry, metrics: Arc::new(Metrics::new()) });
-    Fixture { _dir: dir, view, config }
+    let view = Arc::new(View {
+        store,
+        registry,
+        metrics: Arc::new(Metrics::new()),
+    });
+    Fixture {
+        _dir: dir,
+        view,
+        config,
+    }
 }
 
 impl Fixture {
     fn router(&self, token: Option<&str>) -> axum::Router {
-        evald_web::router(self.view.clone(), evald_web::WebOptions { token: token.map(String::from) })
+        evald_web::router(
+            self.view.clone(),
+            evald_web::WebOptions {
+                token: token.map(String::from),
+            },
+        )
     }
 
     async fn run(&self, name: &str) -> evald_web::model::RunSummary {
@@ -74,7 +90,11 @@ impl Fixture {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String) {
-        send(self.router(None), Request::get(path).body(Body::empty()).unwrap()).await
+        send(
+            self.router(None),
+            Request::get(path).body(Body::empty()).unwrap(),
+        )
+        .await
     }
 }
 
@@ -117,18 +137,35 @@ warmup = 2
 
 fn assert_inert(what: &str, html: &str) {
     assert!(!html.contains(SCRIPT), "{what}: a raw <script> got through");
-    assert!(!html.contains("<img src=x"), "{what}: a raw <img> got through");
+    assert!(
+        !html.contains("<img src=x"),
+        "{what}: a raw <img> got through"
+    );
 }
 
 #[tokio::test]
 async fn every_page_renders_on_an_empty_store() {
     let f = fixture(&[]);
-    for path in ["/", "/api/v1/jobs", "/api/v1/runs", "/api/v1/stats", "/metrics", "/healthz", "/style.css", "/export.csv", "/export.json", "/export.jsonl"] {
+    for path in [
+        "/",
+        "/api/v1/jobs",
+        "/api/v1/runs",
+        "/api/v1/stats",
+        "/metrics",
+        "/healthz",
+        "/style.css",
+        "/export.csv",
+        "/export.json",
+        "/export.jsonl",
+    ] {
         let (status, body) = f.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
     let (_, json) = f.get("/export.json").await;
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        serde_json::json!([])
+    );
     let (_, csv) = f.get("/export.csv").await;
     assert!(csv.starts_with("id,timestamp,model,provider,messages"));
     assert!(f.get("/").await.1.contains("No jobs loaded"));
@@ -136,8 +173,14 @@ async fn every_page_renders_on_an_empty_store() {
 
 #[tokio::test]
 async fn pages_render_runs_and_broken_files_with_hostile_strings_as_text() {
-    let broken = format!("targets = [\"sim/careful\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[[scorers]]\nbuiltin = \"regex\"\npattern = \"({SCRIPT}\"\n");
-    let f = fixture(&[("xss", &hostile_compare()), ("bench", BENCH), ("broken", &broken)]);
+    let broken = format!(
+        "targets = [\"sim/careful\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[[scorers]]\nbuiltin = \"regex\"\npattern = \"({SCRIPT}\"\n"
+    );
+    let f = fixture(&[
+        ("xss", &hostile_compare()),
+        ("bench", BENCH),
+        ("broken", &broken),
+    ]);
     let compare = f.run("xss").await;
     let bench = f.run("bench").await;
     assert_eq!(compare.status, RunStatus::Ok);
@@ -148,11 +191,17 @@ async fn pages_render_runs_and_broken_files_with_hostile_strings_as_text() {
     assert_inert("/", &index);
     assert!(index.contains("broken.toml"), "the broken file is listed");
     assert!(index.contains("not a regular expression"), "with its error");
-    assert!(index.contains("desc &lt;script&gt;alert(1)&lt;/script&gt;"), "the description is shown as text");
+    assert!(
+        index.contains("desc &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the description is shown as text"
+    );
 
     for (path, must) in [
         ("/jobs/xss".to_string(), "desc &lt;script&gt;"),
-        (format!("/runs/{}", compare.id), "case&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+        (
+            format!("/runs/{}", compare.id),
+            "case&quot;&gt;&lt;img src=x onerror=alert(1)&gt;",
+        ),
         ("/jobs/bench".to_string(), "bench"),
         (format!("/runs/{}", bench.id), "time to first token"),
     ] {
@@ -162,10 +211,19 @@ async fn pages_render_runs_and_broken_files_with_hostile_strings_as_text() {
         assert!(html.contains(must), "{path} shows {must:?}");
     }
     let (_, run) = f.get(&format!("/runs/{}", compare.id)).await;
-    assert!(run.contains("Echo: say &lt;script&gt;"), "model output is text");
-    assert!(run.contains("★ best"), "the best target of the case is marked");
+    assert!(
+        run.contains("Echo: say &lt;script&gt;"),
+        "model output is text"
+    );
+    assert!(
+        run.contains("★ best"),
+        "the best target of the case is marked"
+    );
     let (_, bench_page) = f.get(&format!("/runs/{}", bench.id)).await;
-    assert!(bench_page.contains("<svg class=\"chart\""), "the latency histogram is drawn");
+    assert!(
+        bench_page.contains("<svg class=\"chart\""),
+        "the latency histogram is drawn"
+    );
     assert!(bench_page.contains("p99"));
 
     // The API says the same.
@@ -208,15 +266,35 @@ async fn unknown_routes_are_404_writes_are_405_and_the_token_guards_all_but_heal
     let f = fixture(&[("bench", BENCH)]);
     assert_eq!(f.get("/jobs/nope").await.0, StatusCode::NOT_FOUND);
     assert_eq!(f.get("/runs/0000nosuchrun").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(f.get("/api/v1/runs/0000nosuchrun").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        f.get("/api/v1/runs/0000nosuchrun").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(f.get("/nothing/here").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(f.get("/export.csv?since=not-a-date").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(f.get("/api/v1/stats?days=zero").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(f.get("/api/v1/runs?limit=-3").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        f.get("/export.csv?since=not-a-date").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        f.get("/api/v1/stats?days=zero").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        f.get("/api/v1/runs?limit=-3").await.0,
+        StatusCode::BAD_REQUEST
+    );
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         for path in ["/", "/jobs/bench", "/export.csv", "/nothing"] {
-            let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
-            assert_eq!(send(f.router(None), req).await.0, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(
+                send(f.router(None), req).await.0,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
         }
     }
     let head = Request::head("/").body(Body::empty()).unwrap();
@@ -230,16 +308,37 @@ async fn unknown_routes_are_404_writes_are_405_and_the_token_guards_all_but_heal
         }
         b.body(Body::empty()).unwrap()
     };
-    assert_eq!(send(app(), get("/", None)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(app(), get("/metrics", None)).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(app(), get("/export.csv", Some("Bearer nope"))).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(app(), get("/", Some("Bearer tok-42"))).await.0, StatusCode::OK);
+    assert_eq!(
+        send(app(), get("/", None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(app(), get("/metrics", None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(app(), get("/export.csv", Some("Bearer nope"))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(app(), get("/", Some("Bearer tok-42"))).await.0,
+        StatusCode::OK
+    );
     assert_eq!(send(app(), get("/healthz", None)).await.0, StatusCode::OK);
     let resp = app().oneshot(get("/?token=tok-42", None)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(cookie.starts_with("evald_token=tok-42"));
-    let with_cookie = Request::get("/jobs/bench").header("cookie", "evald_token=tok-42").body(Body::empty()).unwrap();
+    let with_cookie = Request::get("/jobs/bench")
+        .header("cookie", "evald_token=tok-42")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(app(), with_cookie).await.0, StatusCode::OK);
 }
 
@@ -250,7 +349,8 @@ async fn metrics_parse_and_count_a_run() {
     f.run("bench").await;
     let (status, text) = f.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    let lines: Vec<Result<String, std::io::Error>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    let lines: Vec<Result<String, std::io::Error>> =
+        text.lines().map(|l| Ok(l.to_string())).collect();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
     let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
         scrape
@@ -258,19 +358,65 @@ async fn metrics_parse_and_count_a_run() {
             .iter()
             .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => f64::NAN,
             })
     };
-    assert_eq!(value("evald_requests_total", &[("job", "xss"), ("target", "sim/careful"), ("outcome", "ok")]), Some(1.0));
-    assert_eq!(value("evald_requests_total", &[("job", "bench"), ("target", "sim/careful"), ("outcome", "ok")]), Some(20.0), "warm-up requests are not counted");
-    assert_eq!(value("evald_job_runs_total", &[("job", "xss"), ("status", "ok")]), Some(1.0));
-    assert_eq!(value("evald_job_last_run_success", &[("job", "bench")]), Some(1.0));
+    assert_eq!(
+        value(
+            "evald_requests_total",
+            &[("job", "xss"), ("target", "sim/careful"), ("outcome", "ok")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "evald_requests_total",
+            &[
+                ("job", "bench"),
+                ("target", "sim/careful"),
+                ("outcome", "ok")
+            ]
+        ),
+        Some(20.0),
+        "warm-up requests are not counted"
+    );
+    assert_eq!(
+        value("evald_job_runs_total", &[("job", "xss"), ("status", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("evald_job_last_run_success", &[("job", "bench")]),
+        Some(1.0)
+    );
     assert!(value("evald_job_last_run_timestamp_seconds", &[("job", "xss")]).unwrap() > 1.7e9);
-    assert_eq!(value("evald_score", &[("job", "xss"), ("target", "sim/careful"), ("scorer", "contains")]), Some(0.0));
+    assert_eq!(
+        value(
+            "evald_score",
+            &[
+                ("job", "xss"),
+                ("target", "sim/careful"),
+                ("scorer", "contains")
+            ]
+        ),
+        Some(0.0)
+    );
     assert_eq!(value("evald_store_records", &[]), Some(2.0 + 22.0));
     assert!(value("evald_store_bytes", &[]).unwrap() > 0.0);
-    assert!(value("evald_tokens_total", &[("job", "xss"), ("target", "sim/echo"), ("kind", "completion")]).unwrap() > 0.0);
+    assert!(
+        value(
+            "evald_tokens_total",
+            &[
+                ("job", "xss"),
+                ("target", "sim/echo"),
+                ("kind", "completion")
+            ]
+        )
+        .unwrap()
+            > 0.0
+    );
     assert!(text.contains("evald_request_duration_seconds_bucket"));
     assert!(text.contains("evald_time_to_first_token_seconds"));
     assert!(text.contains("evald_jobs_invalid 0"));

@@ -85,7 +85,9 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -99,13 +101,19 @@ impl TestServer {
 
     /// Requests seen so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.state
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
 async fn models() -> impl IntoResponse {
     let names = ["ok-a", "ok-b", "ok-c"];
-    axum::Json(json!({ "object": "list", "data": names.iter().map(|n| json!({"id": n, "object": "model"})).collect::<Vec<_>>() }))
+    axum::Json(
+        json!({ "object": "list", "data": names.iter().map(|n| json!({"id": n, "object": "model"})).collect::<Vec<_>>() }),
+    )
 }
 
 fn completion(model: &str, text: &str, usage: bool) -> Value {
@@ -121,10 +129,18 @@ fn completion(model: &str, text: &str, usage: bool) -> Value {
 }
 
 fn error(status: StatusCode, msg: &str) -> Response {
-    (status, axum::Json(json!({ "error": { "message": msg, "type": "test_error" } }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "error": { "message": msg, "type": "test_error" } })),
+    )
+        .into_response()
 }
 
-async fn chat(State(st): State<Arc<ServerState>>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+async fn chat(
+    State(st): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return error(StatusCode::BAD_REQUEST, "bad request body"),
@@ -156,13 +172,26 @@ async fn chat(State(st): State<Arc<ServerState>>, headers: HeaderMap, body: byte
         "err500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded"),
         "err429" if attempt <= 2 => {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
-            r.headers_mut().insert(header::RETRY_AFTER, "1".parse().unwrap_or_else(|_| unreachable!()));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                "1".parse().unwrap_or_else(|_| unreachable!()),
+            );
             return r;
         }
         "echo-auth" => {
-            return error(StatusCode::UNAUTHORIZED, &format!("bad key: {}", auth.unwrap_or_default()));
+            return error(
+                StatusCode::UNAUTHORIZED,
+                &format!("bad key: {}", auth.unwrap_or_default()),
+            );
         }
-        "badjson" => return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "<html>this is not json").into_response(),
+        "badjson" => {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "<html>this is not json",
+            )
+                .into_response();
+        }
         "empty" => return axum::Json(json!({ "id": "x", "choices": [] })).into_response(),
         m if m.starts_with("slow-") => {
             let ms: u64 = m[5..].parse().unwrap_or(100);
@@ -176,7 +205,8 @@ async fn chat(State(st): State<Arc<ServerState>>, headers: HeaderMap, body: byte
         _ => format!("Echo: {last}"),
     };
     if req["stream"].as_bool() == Some(true) {
-        let usage = req["stream_options"]["include_usage"].as_bool() == Some(true) && model != "nousage";
+        let usage =
+            req["stream_options"]["include_usage"].as_bool() == Some(true) && model != "nousage";
         return stream(&st, &model, &text, usage);
     }
     axum::Json(completion(&model, &text, true)).into_response()
@@ -190,14 +220,18 @@ pub fn hostile_megabyte() -> String {
 
 fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
     let words: Vec<String> = text.split(' ').map(String::from).collect();
-    let (ttft, pace) = (Duration::from_millis(st.ttft_ms), Duration::from_millis(st.pace_ms));
+    let (ttft, pace) = (
+        Duration::from_millis(st.ttft_ms),
+        Duration::from_millis(st.pace_ms),
+    );
     let model = model.to_string();
     let n = words.len();
     let s = async_stream_of(move |i| {
         let model = model.clone();
         let words = words.clone();
         async move {
-            let chunk = |v: Value| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("data: {v}\n\n")));
+            let chunk =
+                |v: Value| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("data: {v}\n\n")));
             if i == 0 {
                 tokio::time::sleep(ttft).await;
             } else if i < n {
@@ -207,16 +241,27 @@ fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
                 return Some(Err(std::io::Error::other("cut")));
             }
             if i < n {
-                let piece = if i == 0 { words[i].clone() } else { format!(" {}", words[i]) };
-                return Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})));
+                let piece = if i == 0 {
+                    words[i].clone()
+                } else {
+                    format!(" {}", words[i])
+                };
+                return Some(chunk(
+                    json!({"id": "c", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}),
+                ));
             }
-            let done = || (model != "nodone").then(|| Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")));
+            let done =
+                || (model != "nodone").then(|| Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")));
             match (i - n, usage) {
-                (0, _) => Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))),
-                (1, true) => Some(chunk(json!({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}}))),
+                (0, _) => Some(chunk(
+                    json!({"id": "c", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                )),
+                (1, true) => Some(chunk(
+                    json!({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}}),
+                )),
                 (1, false) | (2, true) => done(),
                 _ => None,
             }
@@ -244,9 +289,16 @@ where
 pub fn evald_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     // target/<profile>/deps/<test> → target/<profile>/evald
-    let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| panic!("odd test path {}", exe.display()));
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("odd test path {}", exe.display()));
     let bin = dir.join("evald");
-    assert!(bin.is_file(), "{} is missing: run the tests with `cargo test --workspace` (it builds the evald binary)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the evald binary)",
+        bin.display()
+    );
     bin
 }
 
@@ -305,7 +357,8 @@ impl Site {
 
     /// Writes `jobs/NAME.toml`.
     pub fn job(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The page's base URL.
@@ -341,7 +394,11 @@ impl Site {
     /// `/healthz`.
     pub async fn serve(&self) -> Daemon {
         let log = self.path().join("daemon.log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("{e}"));
         let err = file.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let child = self
             .command(&["serve"])
@@ -349,24 +406,36 @@ impl Site {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn evald serve: {e}"));
-        let mut d = Daemon { child: Some(child), log };
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+        };
         let url = format!("{}/healthz", self.url());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return d;
             }
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("evald serve exited with {status}: {}", d.log_text());
             }
-            assert!(Instant::now() < deadline, "evald serve did not answer /healthz: {}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "evald serve did not answer /healthz: {}",
+                d.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// GETs a path of the page; (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("{}{path}", self.url())).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let r = reqwest::get(format!("{}{path}", self.url()))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = r.status().as_u16();
         (status, r.text().await.unwrap_or_default())
     }
@@ -375,7 +444,10 @@ impl Site {
     pub async fn records(&self, query: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/export.jsonl{query}")).await;
         assert_eq!(status, 200, "{body}");
-        body.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+        body.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 
     /// Polls `cond` until it holds (what the daemon does is asynchronous: a scheduled run, a
@@ -415,7 +487,10 @@ impl Daemon {
 
     /// Sends a signal (`TERM`, `INT`, `HUP`, `KILL`).
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits for the process to exit; its exit code (`None` if killed by a signal).

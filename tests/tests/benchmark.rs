@@ -2,18 +2,32 @@
 //! inter-token and end-to-end latency match the injection; the open loop keeps its rate;
 //! broken streams keep their partial text; counts match the stored records.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
 fn export(site: &Site, job: &str) -> Vec<Value> {
     let out = site.evald(&["export", "--format", "jsonl", "--job", job]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn run_json(site: &Site, job: &str) -> Value {
     let out = site.evald(&["run", job, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -51,20 +65,54 @@ warmup = 4
     );
     let report = run_json(&site, "timed");
     let recs = export(&site, "timed");
-    assert_eq!(recs.len(), 28, "24 measured + 4 warm-up requests are stored");
-    let measured: Vec<&Value> = recs.iter().filter(|r| r["metadata"]["warmup"] != true).collect();
+    assert_eq!(
+        recs.len(),
+        28,
+        "24 measured + 4 warm-up requests are stored"
+    );
+    let measured: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["metadata"]["warmup"] != true)
+        .collect();
     assert_eq!(measured.len(), 24);
-    assert!(measured.iter().all(|r| r["error"].is_null() && r["metadata"]["stream"] == true));
-    let ttft = median(measured.iter().map(|r| r["ttft_ms"].as_f64().unwrap()).collect());
-    let itl = median(measured.iter().map(|r| r["metadata"]["itl_mean_ms"].as_f64().unwrap()).collect());
-    let itl_max = median(measured.iter().map(|r| r["metadata"]["itl_max_ms"].as_f64().unwrap()).collect());
-    let e2e = median(measured.iter().map(|r| r["response_time_ms"].as_f64().unwrap()).collect());
+    assert!(
+        measured
+            .iter()
+            .all(|r| r["error"].is_null() && r["metadata"]["stream"] == true)
+    );
+    let ttft = median(
+        measured
+            .iter()
+            .map(|r| r["ttft_ms"].as_f64().unwrap())
+            .collect(),
+    );
+    let itl = median(
+        measured
+            .iter()
+            .map(|r| r["metadata"]["itl_mean_ms"].as_f64().unwrap())
+            .collect(),
+    );
+    let itl_max = median(
+        measured
+            .iter()
+            .map(|r| r["metadata"]["itl_max_ms"].as_f64().unwrap())
+            .collect(),
+    );
+    let e2e = median(
+        measured
+            .iter()
+            .map(|r| r["response_time_ms"].as_f64().unwrap())
+            .collect(),
+    );
     let within = |got: f64, want: f64| got >= want && got <= want * 1.15 + 3.0;
     assert!(within(ttft, 120.0), "ttft {ttft}");
     assert!(within(itl, 15.0), "itl {itl}");
     assert!(itl_max >= 15.0, "itl max {itl_max}");
     assert!(within(e2e, 255.0), "e2e {e2e}");
-    assert_eq!(measured[0]["completion_tokens"], 10, "the server's usage is taken");
+    assert_eq!(
+        measured[0]["completion_tokens"], 10,
+        "the server's usage is taken"
+    );
     assert_eq!(measured[0]["metadata"]["tokens_estimated"], Value::Null);
 
     // The summary counts what is stored, and warm-up requests are not in the percentiles.
@@ -75,13 +123,19 @@ warmup = 4
     assert_eq!(b["ttft_ms"]["count"], 24);
     assert_eq!(b["e2e_ms"]["count"], 24);
     let p50 = b["e2e_ms"]["p50"].as_f64().unwrap();
-    assert!((p50 - e2e).abs() <= e2e * 0.01 + 1.0, "summary p50 {p50} vs records {e2e}");
+    assert!(
+        (p50 - e2e).abs() <= e2e * 0.01 + 1.0,
+        "summary p50 {p50} vs records {e2e}"
+    );
     for k in ["p50", "p90", "p95", "p99", "max"] {
         assert!(b["ttft_ms"][k].as_f64().unwrap() >= 120.0, "ttft {k}");
     }
     assert!(b["request_throughput"].as_f64().unwrap() > 0.0);
     assert!(b["output_tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert!(b["e2e_hdr"].as_str().is_some_and(|h| !h.is_empty()), "the histogram is stored");
+    assert!(
+        b["e2e_hdr"].as_str().is_some_and(|h| !h.is_empty()),
+        "the histogram is stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,16 +151,28 @@ async fn broken_streams_are_errors_that_keep_the_text_and_missing_usage_is_estim
     let by = |m: &str| recs.iter().find(|r| r["model"] == m).unwrap().clone();
     let trunc = by("trunc");
     assert_eq!(trunc["metadata"]["error_kind"], "stream", "{trunc}");
-    assert_eq!(trunc["response"], "Echo: alpha", "the text received before the break is kept");
+    assert_eq!(
+        trunc["response"], "Echo: alpha",
+        "the text received before the break is kept"
+    );
     let nodone = by("nodone");
     assert_eq!(nodone["metadata"]["error_kind"], "stream");
     assert!(nodone["error"].as_str().unwrap().contains("[DONE]"));
-    assert_eq!(nodone["response"], "Echo: alpha beta gamma delta epsilon zeta");
+    assert_eq!(
+        nodone["response"],
+        "Echo: alpha beta gamma delta epsilon zeta"
+    );
     let nousage = by("nousage");
     assert_eq!(nousage["error"], Value::Null);
-    assert_eq!(nousage["completion_tokens"], 7, "seven content chunks counted");
+    assert_eq!(
+        nousage["completion_tokens"], 7,
+        "seven content chunks counted"
+    );
     assert_eq!(nousage["metadata"]["tokens_estimated"], true);
-    assert!(by("err500")["error"].as_str().unwrap().contains("HTTP 500"), "an error status before the stream is an HTTP error");
+    assert!(
+        by("err500")["error"].as_str().unwrap().contains("HTTP 500"),
+        "an error status before the stream is an HTTP error"
+    );
 }
 
 /// Open loop at 40 requests/s for 3 s: the achieved rate is within 25 % of the asked rate.
@@ -131,12 +197,27 @@ duration = "3s"
     let report = run_json(&site, "open");
     let b = &report["summary"]["targets"][0]["bench"];
     let achieved = b["achieved_rate"].as_f64().unwrap();
-    assert!((30.0..=50.0).contains(&achieved), "achieved {achieved}/s for 40/s");
+    assert!(
+        (30.0..=50.0).contains(&achieved),
+        "achieved {achieved}/s for 40/s"
+    );
     assert_eq!(b["target_rate"], 40.0);
     let recs = export(&site, "open");
-    assert_eq!(recs.len() as u64, report["summary"]["targets"][0]["requests"].as_u64().unwrap());
-    assert!(recs.iter().all(|r| r["metadata"]["send_lag_ms"].as_f64().is_some()), "each request records its send lag");
-    assert!(b["mean_send_lag_ms"].as_f64().unwrap() < 50.0, "an idle client keeps up");
+    assert_eq!(
+        recs.len() as u64,
+        report["summary"]["targets"][0]["requests"]
+            .as_u64()
+            .unwrap()
+    );
+    assert!(
+        recs.iter()
+            .all(|r| r["metadata"]["send_lag_ms"].as_f64().is_some()),
+        "each request records its send lag"
+    );
+    assert!(
+        b["mean_send_lag_ms"].as_f64().unwrap() < 50.0,
+        "an idle client keeps up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,9 +229,29 @@ async fn targets_of_a_benchmark_run_one_after_another() {
         "kind = \"benchmark\"\nstream = false\ntargets = [\"test/slow-50\", \"test/ok-b\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[cases]]\nid = \"b\"\nprompt = \"y\"\n[load]\nconcurrency = 4\nrequests = 12\n",
     );
     run_json(&site, "seq");
-    let models: Vec<String> = server.seen().iter().map(|s| s.body["model"].as_str().unwrap().to_string()).collect();
+    let models: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.body["model"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(models.len(), 24);
-    assert!(models[..12].iter().all(|m| m == "slow-50") && models[12..].iter().all(|m| m == "ok-b"), "{models:?}");
-    let prompts: Vec<String> = server.seen().iter().take(4).map(|s| s.body["messages"][0]["content"].as_str().unwrap().to_string()).collect();
-    assert!(prompts.contains(&"x".to_string()) && prompts.contains(&"y".to_string()), "cases are cycled");
+    assert!(
+        models[..12].iter().all(|m| m == "slow-50") && models[12..].iter().all(|m| m == "ok-b"),
+        "{models:?}"
+    );
+    let prompts: Vec<String> = server
+        .seen()
+        .iter()
+        .take(4)
+        .map(|s| {
+            s.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        prompts.contains(&"x".to_string()) && prompts.contains(&"y".to_string()),
+        "cases are cycled"
+    );
 }

@@ -1,44 +1,80 @@
 //! evald as a service: hot reload of the jobs directory, SIGHUP, SIGTERM with requests in
 //! flight, kill -9 at many points, and the systemd unit.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
 async fn runs(site: &Site, job: &str) -> Vec<Value> {
-    let (_, body) = site.get(&format!("/api/v1/runs?job={job}&limit=1000")).await;
-    serde_json::from_str::<Value>(&body).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    let (_, body) = site
+        .get(&format!("/api/v1/runs?job={job}&limit=1000"))
+        .await;
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_running_job() {
     let site = Site::new(None, "");
     let d = site.serve().await;
-    let job = |prompt: &str| format!("schedule = \"* * * * * *\"\ntargets = [\"sim/echo\"]\n[[cases]]\nid = \"a\"\nprompt = \"{prompt}\"\n");
+    let job = |prompt: &str| {
+        format!(
+            "schedule = \"* * * * * *\"\ntargets = [\"sim/echo\"]\n[[cases]]\nid = \"a\"\nprompt = \"{prompt}\"\n"
+        )
+    };
 
     // Add: it is scheduled.
     site.job("hot", &job("first"));
-    site.until(15, "the added job to run", || async { !site.records("?job=hot").await.is_empty() }).await;
+    site.until(15, "the added job to run", || async {
+        !site.records("?job=hot").await.is_empty()
+    })
+    .await;
 
     // Modify: the new version runs.
     site.job("hot", &job("second"));
     site.until(15, "the modified job to run", || async {
-        site.records("?job=hot").await.iter().any(|r| r["response"] == "Echo: second")
+        site.records("?job=hot")
+            .await
+            .iter()
+            .any(|r| r["response"] == "Echo: second")
     })
     .await;
 
     // Break: the last valid version keeps running, and the page shows the problem.
-    site.job("hot", "schedule = \"* * * * * *\"\ntargets = [\"sim/echo\"\n");
-    site.until(15, "the page to show the broken file", || async { site.get("/").await.1.contains("unclosed array") }).await;
+    site.job(
+        "hot",
+        "schedule = \"* * * * * *\"\ntargets = [\"sim/echo\"\n",
+    );
+    site.until(15, "the page to show the broken file", || async {
+        site.get("/").await.1.contains("unclosed array")
+    })
+    .await;
     let n = site.records("?job=hot").await.len();
-    site.until(15, "runs of the last valid version", || async { site.records("?job=hot").await.len() > n + 1 }).await;
+    site.until(15, "runs of the last valid version", || async {
+        site.records("?job=hot").await.len() > n + 1
+    })
+    .await;
     let recs = site.records("?job=hot").await;
-    assert!(recs[n..].iter().all(|r| r["response"] == "Echo: second"), "the broken version never ran");
-    assert!(d.log_text().contains("unclosed array"), "the log names the problem");
+    assert!(
+        recs[n..].iter().all(|r| r["response"] == "Echo: second"),
+        "the broken version never ran"
+    );
+    assert!(
+        d.log_text().contains("unclosed array"),
+        "the log names the problem"
+    );
 
     // Fix: the fixed version runs and the error is gone.
     site.job("hot", &job("third"));
     site.until(15, "the fixed job to run", || async {
-        site.records("?job=hot").await.iter().any(|r| r["response"] == "Echo: third")
+        site.records("?job=hot")
+            .await
+            .iter()
+            .any(|r| r["response"] == "Echo: third")
     })
     .await;
     assert!(!site.get("/").await.1.contains("unclosed array"));
@@ -55,7 +91,10 @@ async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_runnin
     let before = site.records("?job=hot").await.len();
     // The clock for "nothing more happens": three runs of another one-second job.
     site.job("tick", &job("tick"));
-    site.until(15, "three ticks", || async { site.records("?job=tick").await.len() >= 3 }).await;
+    site.until(15, "three ticks", || async {
+        site.records("?job=tick").await.len() >= 3
+    })
+    .await;
     assert!(runs(&site, "hot").await.len() <= settled + 1);
     assert!(site.records("?job=hot").await.len() <= before + 1);
 }
@@ -63,18 +102,27 @@ async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_runnin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_config_keeps_the_running_config() {
     let site = Site::new(None, "");
-    site.job("j", "targets = [\"sim/echo\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n");
+    site.job(
+        "j",
+        "targets = [\"sim/echo\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n",
+    );
     let d = site.serve().await;
     let good = std::fs::read_to_string(site.config()).unwrap();
     std::fs::write(site.config(), format!("{good}\nbogus_key = [\n")).unwrap();
     d.signal("HUP");
-    site.until(10, "the reload to be refused in the log", || async { d.log_text().contains("keeping the running config") }).await;
+    site.until(10, "the reload to be refused in the log", || async {
+        d.log_text().contains("keeping the running config")
+    })
+    .await;
     assert_eq!(site.get("/healthz").await.0, 200);
     // The daemon still has its jobs (the CLI, which reads the file itself, would refuse it).
     assert!(site.get("/api/v1/jobs").await.1.contains("\"j\""));
     std::fs::write(site.config(), &good).unwrap();
     d.signal("HUP");
-    site.until(10, "a good reload", || async { d.log_text().contains("config reloaded") }).await;
+    site.until(10, "a good reload", || async {
+        d.log_text().contains("config reloaded")
+    })
+    .await;
     assert_eq!(site.get("/").await.0, 200);
 }
 
@@ -85,16 +133,28 @@ async fn sigterm_lets_requests_in_flight_finish_within_the_grace_period_and_cuts
     // One request that finishes within the grace period, one that cannot.
     site.job("slow", "schedule = \"*/30 * * * * *\"\ntargets = [\"test/slow-800\", \"test/slow-9000\"]\ntimeout = \"20s\"\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n");
     let d = site.serve().await;
-    site.until(40, "both requests to be in flight", || async { server.seen().len() >= 2 }).await;
+    site.until(40, "both requests to be in flight", || async {
+        server.seen().len() >= 2
+    })
+    .await;
     d.signal("TERM");
     assert_eq!(d.wait(20).await, Some(0), "exit 0 after the grace period");
     // Read the store directly: the daemon is gone.
     let out = site.evald(&["export", "--format", "jsonl", "--job", "slow"]);
-    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let fast = recs.iter().find(|r| r["model"] == "slow-800").expect("the request that finished in time is stored");
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fast = recs
+        .iter()
+        .find(|r| r["model"] == "slow-800")
+        .expect("the request that finished in time is stored");
     assert_eq!(fast["error"], Value::Null);
     assert_eq!(fast["response"], "Echo: x");
-    let cut = recs.iter().find(|r| r["model"] == "slow-9000").expect("the cut-off request is stored");
+    let cut = recs
+        .iter()
+        .find(|r| r["model"] == "slow-9000")
+        .expect("the cut-off request is stored");
     assert_eq!(cut["metadata"]["error_kind"], "interrupted", "{cut}");
     let d = site.serve().await;
     let r = runs(&site, "slow").await;
@@ -107,7 +167,10 @@ async fn sigterm_lets_requests_in_flight_finish_within_the_grace_period_and_cuts
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_twenty_points_loses_no_committed_record() {
     // Runs of ~2 s fired every second: a run is always going when the kill comes.
-    let site = Site::new(None, "[endpoints.slowsim]\nsimulated = { latency_ms = 50, jitter_ms = 10, tokens_per_second = 1000 }\n");
+    let site = Site::new(
+        None,
+        "[endpoints.slowsim]\nsimulated = { latency_ms = 50, jitter_ms = 10, tokens_per_second = 1000 }\n",
+    );
     site.job(
         "busy",
         "schedule = \"* * * * * *\"\ntargets = [\"slowsim/a\", \"slowsim/b\", \"slowsim/c\"]\nconcurrency = 16\nrepeat = 200\n[[cases]]\nid = \"a\"\nprompt = \"busy\"\n",
@@ -117,11 +180,17 @@ async fn kill_9_at_twenty_points_loses_no_committed_record() {
         let d = site.serve().await;
         let now = site.records("?job=busy").await;
         for r in &seen {
-            assert!(now.contains(r), "round {round}: a committed record is gone: {r}");
+            assert!(
+                now.contains(r),
+                "round {round}: a committed record is gone: {r}"
+            );
         }
         // Wait for more records than last time (a varying amount), then kill mid-run.
         let want = now.len() + 1 + (round as usize * 7) % 60;
-        site.until(30, "records to grow", || async { site.records("?job=busy").await.len() >= want }).await;
+        site.until(30, "records to grow", || async {
+            site.records("?job=busy").await.len() >= want
+        })
+        .await;
         seen = site.records("?job=busy").await;
         d.signal("KILL");
         let _ = d.wait(10).await;
@@ -129,14 +198,27 @@ async fn kill_9_at_twenty_points_loses_no_committed_record() {
     let _d = site.serve().await;
     let last = site.records("?job=busy").await;
     assert!(seen.iter().all(|r| last.contains(r)));
-    let statuses: Vec<String> = runs(&site, "busy").await.iter().map(|r| r["status"].as_str().unwrap_or("").to_string()).collect();
-    assert!(statuses.iter().filter(|s| *s == "interrupted").count() >= 15, "{statuses:?}");
-    assert!(!statuses.iter().any(|s| s == "running") || statuses[0] == "running", "only the current run may be running: {statuses:?}");
+    let statuses: Vec<String> = runs(&site, "busy")
+        .await
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        statuses.iter().filter(|s| *s == "interrupted").count() >= 15,
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.iter().any(|s| s == "running") || statuses[0] == "running",
+        "only the current run may be running: {statuses:?}"
+    );
 }
 
 #[test]
 fn the_unit_file_verifies_where_systemd_is_present() {
-    let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
         println!("skipped: systemd-analyze is not installed here");
         return;
     };
@@ -144,16 +226,36 @@ fn the_unit_file_verifies_where_systemd_is_present() {
         println!("skipped: systemd-analyze does not run here");
         return;
     }
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/evald.service")).unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/evald.service"
+    ))
+    .unwrap();
     // Verify against this build's binary (the unit's /usr/local/bin/evald is not installed here).
     let bin = evald_tests::evald_bin();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("evald.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/evald", bin.to_str().unwrap())).unwrap();
-    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/evald", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "systemd-analyze verify: {text}");
-    let sec = std::process::Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();
+    let sec = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&sec.stdout);
     let level = text
         .lines()

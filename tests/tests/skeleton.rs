@@ -1,11 +1,18 @@
 //! The walking skeleton end to end: the real `evald` binary, a real redb file in a temporary
 //! data directory, a local OpenAI-compatible test server on 127.0.0.1.
 
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use evald_tests::{SECRET, Site, TestServer, XSS, all_bytes, contains};
 use serde_json::Value;
 
 fn stdout(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +34,10 @@ reference = "hello"
 "#,
     );
     let _d = site.serve().await;
-    site.until(20, "two stored records", || async { site.records("?job=hello").await.len() >= 2 }).await;
+    site.until(20, "two stored records", || async {
+        site.records("?job=hello").await.len() >= 2
+    })
+    .await;
     let recs = site.records("?job=hello").await;
     let ok = recs.iter().find(|r| r["model"] == "ok-a").unwrap();
     assert_eq!(ok["response"], "Echo: Say hello");
@@ -55,9 +65,16 @@ reference = "hello"
     let (status, page) = site.get("/").await;
     assert_eq!(status, 200);
     assert!(page.contains("hello") && page.contains("a one-second job"));
-    assert!(page.contains("Echo: Say hello"), "the recent requests show the answer");
-    assert!(!page.contains(XSS) && page.contains("&lt;script&gt;"), "model output is escaped");
-    let runs: Value = serde_json::from_str(&site.get("/api/v1/runs?job=hello&limit=5").await.1).unwrap();
+    assert!(
+        page.contains("Echo: Say hello"),
+        "the recent requests show the answer"
+    );
+    assert!(
+        !page.contains(XSS) && page.contains("&lt;script&gt;"),
+        "model output is escaped"
+    );
+    let runs: Value =
+        serde_json::from_str(&site.get("/api/v1/runs?job=hello&limit=5").await.1).unwrap();
     let last = &runs[0];
     assert_eq!(last["trigger"], "schedule");
     let id = last["id"].as_str().unwrap();
@@ -70,7 +87,9 @@ async fn endpoint_failures_are_recorded_as_data_and_the_daemon_keeps_serving() {
     let dead = evald_tests::free_port();
     let site = Site::new(
         Some(&server),
-        &format!("[endpoints.dead]\nurl = \"http://127.0.0.1:{dead}/v1\"\nmax_retries = 2\ntimeout = \"2s\"\n"),
+        &format!(
+            "[endpoints.dead]\nurl = \"http://127.0.0.1:{dead}/v1\"\nmax_retries = 2\ntimeout = \"2s\"\n"
+        ),
     );
     site.job(
         "faults",
@@ -86,21 +105,42 @@ prompt = "anything"
     let out = site.evald(&["run", "faults"]);
     assert!(out.status.success(), "{}", stdout(&out));
     let text = stdout(&out);
-    assert!(text.contains("upstream exploded"), "the run table shows the error: {text}");
+    assert!(
+        text.contains("upstream exploded"),
+        "the run table shows the error: {text}"
+    );
     let recs = site.records("?job=faults").await;
     assert_eq!(recs.len(), 6);
     let by = |m: &str| recs.iter().find(|r| r["model"] == m).unwrap().clone();
     let e500 = by("err500");
-    assert!(e500["error"].as_str().unwrap().contains("HTTP 500 from test: upstream exploded"), "{e500}");
-    assert_eq!(e500["metadata"]["attempts"], 3, "5xx is retried max_retries times");
+    assert!(
+        e500["error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500 from test: upstream exploded"),
+        "{e500}"
+    );
+    assert_eq!(
+        e500["metadata"]["attempts"], 3,
+        "5xx is retried max_retries times"
+    );
     assert_eq!(e500["metadata"]["http_status"], 500);
     let e429 = by("err429");
-    assert_eq!(e429["error"], Value::Null, "429 with Retry-After is retried until it answers: {e429}");
+    assert_eq!(
+        e429["error"],
+        Value::Null,
+        "429 with Retry-After is retried until it answers: {e429}"
+    );
     assert_eq!(e429["metadata"]["attempts"], 3);
     assert_eq!(e429["response"], "Echo: anything");
     let bad = by("badjson");
     assert_eq!(bad["metadata"]["error_kind"], "malformed");
-    assert!(bad["error"].as_str().unwrap().contains("not a chat completion"));
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a chat completion")
+    );
     assert_eq!(by("empty")["metadata"]["error_kind"], "empty_choices");
     let slow = by("slow-3000");
     assert_eq!(slow["metadata"]["error_kind"], "timeout", "{slow}");
@@ -109,7 +149,13 @@ prompt = "anything"
     assert_eq!(refused["endpoint"], "dead");
     assert_eq!(refused["metadata"]["error_kind"], "connect");
     assert_eq!(refused["metadata"]["attempts"], 3);
-    assert!(refused["error"].as_str().unwrap().contains("cannot connect to dead"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to dead"),
+        "{refused}"
+    );
     assert_eq!(site.get("/healthz").await.0, 200);
     assert!(site.get("/").await.1.contains("upstream exploded"));
     drop(d);
@@ -121,17 +167,41 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
     let good = "schedule = \"* * * * * *\"\ntargets = [\"sim/careful\"]\n[[cases]]\nid = \"a\"\nprompt = \"What is 2 + 2?\"\nreference = \"4\"\n";
     site.job("good", good);
     let bad: &[(&str, &str, &str)] = &[
-        ("malformed", "targets = [\"sim/a\"\n", "malformed.toml:1:19: unclosed array"),
-        ("unknown-key", "targets = [\"sim/a\"]\nbogus = 1\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "unknown-key.toml:2:1: unknown field `bogus`"),
-        ("bad-cron", "schedule = \"every tuesday\"\ntargets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "bad-cron.toml:1:12: schedule:"),
-        ("bad-endpoint", "targets = [\"nowhere/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n", "bad-endpoint.toml:1:12: targets[0]: unknown endpoint `nowhere`"),
-        ("dup-case", "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[cases]]\nid=\"a\"\nprompt=\"y\"\n", "dup-case.toml:6:4: cases[1].id: duplicate case id `a` (first at line 3)"),
+        (
+            "malformed",
+            "targets = [\"sim/a\"\n",
+            "malformed.toml:1:19: unclosed array",
+        ),
+        (
+            "unknown-key",
+            "targets = [\"sim/a\"]\nbogus = 1\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n",
+            "unknown-key.toml:2:1: unknown field `bogus`",
+        ),
+        (
+            "bad-cron",
+            "schedule = \"every tuesday\"\ntargets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n",
+            "bad-cron.toml:1:12: schedule:",
+        ),
+        (
+            "bad-endpoint",
+            "targets = [\"nowhere/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n",
+            "bad-endpoint.toml:1:12: targets[0]: unknown endpoint `nowhere`",
+        ),
+        (
+            "dup-case",
+            "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[cases]]\nid=\"a\"\nprompt=\"y\"\n",
+            "dup-case.toml:6:4: cases[1].id: duplicate case id `a` (first at line 3)",
+        ),
         ("empty", "", "empty.toml:1:1: empty job file"),
     ];
     for (name, text, _) in bad {
         site.job(name, text);
     }
-    std::fs::write(site.path().join("jobs/binary.toml"), [0x00u8, 0xff, 0xfe, 0x80, 0x01, 0x02, 0xc3]).unwrap();
+    std::fs::write(
+        site.path().join("jobs/binary.toml"),
+        [0x00u8, 0xff, 0xfe, 0x80, 0x01, 0x02, 0xc3],
+    )
+    .unwrap();
     let out = site.evald(&["check"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -141,13 +211,32 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
     assert!(text.contains("binary.toml:1:2: not UTF-8 text"), "{text}");
     assert!(!text.contains("good.toml"), "{text}");
     let one = site.path().join("jobs/good.toml");
-    assert!(site.evald(&["check", one.to_str().unwrap()]).status.success(), "checking only the good file passes");
+    assert!(
+        site.evald(&["check", one.to_str().unwrap()])
+            .status
+            .success(),
+        "checking only the good file passes"
+    );
 
     let _d = site.serve().await;
-    site.until(20, "the good job's records", || async { !site.records("?job=good").await.is_empty() }).await;
+    site.until(20, "the good job's records", || async {
+        !site.records("?job=good").await.is_empty()
+    })
+    .await;
     let (_, page) = site.get("/").await;
-    for name in ["malformed", "unknown-key", "bad-cron", "bad-endpoint", "dup-case", "empty", "binary"] {
-        assert!(page.contains(&format!("{name}.toml")), "page lists {name}.toml");
+    for name in [
+        "malformed",
+        "unknown-key",
+        "bad-cron",
+        "bad-endpoint",
+        "dup-case",
+        "empty",
+        "binary",
+    ] {
+        assert!(
+            page.contains(&format!("{name}.toml")),
+            "page lists {name}.toml"
+        );
     }
     assert!(page.contains("duplicate case id"), "page shows the problem");
 }
@@ -167,33 +256,71 @@ async fn records_survive_a_restart_and_a_killed_run_is_marked_interrupted() {
     // A slow job, fired every second: kill -9 while its run is going.
     site.job("slow", "schedule = \"* * * * * *\"\ntargets = [\"test/slow-400\"]\nconcurrency = 1\nrepeat = 50\ntimeout = \"5s\"\n[[cases]]\nid = \"a\"\nprompt = \"zzz\"\n");
     let d = site.serve().await;
-    assert_eq!(site.records("").await, before, "every record is there after a restart");
-    site.until(20, "some records of the slow run", || async { site.records("?job=slow").await.len() >= 2 }).await;
+    assert_eq!(
+        site.records("").await,
+        before,
+        "every record is there after a restart"
+    );
+    site.until(20, "some records of the slow run", || async {
+        site.records("?job=slow").await.len() >= 2
+    })
+    .await;
     let committed = site.records("?job=slow").await;
     d.signal("KILL");
     let _ = d.wait(10).await;
     let _d = site.serve().await;
     let after = site.records("?job=slow").await;
-    assert!(committed.iter().all(|r| after.contains(r)), "every record committed before the kill is there");
-    let runs: Value = serde_json::from_str(&site.get("/api/v1/runs?job=slow&limit=10").await.1).unwrap();
-    let statuses: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(
+        committed.iter().all(|r| after.contains(r)),
+        "every record committed before the kill is there"
+    );
+    let runs: Value =
+        serde_json::from_str(&site.get("/api/v1/runs?job=slow&limit=10").await.1).unwrap();
+    let statuses: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
     assert!(statuses.contains(&"interrupted"), "{statuses:?}");
-    let interrupted = runs.as_array().unwrap().iter().find(|r| r["status"] == "interrupted").unwrap();
-    assert!(interrupted["requests"].as_u64().unwrap() >= 1, "the summary counts the committed records: {interrupted}");
+    let interrupted = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "interrupted")
+        .unwrap();
+    assert!(
+        interrupted["requests"].as_u64().unwrap() >= 1,
+        "the summary counts the committed records: {interrupted}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
     let server = TestServer::start().await;
     let site = Site::new(Some(&server), "");
-    site.job("keyed", "targets = [\"test/ok-a\", \"test/echo-auth\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n");
+    site.job(
+        "keyed",
+        "targets = [\"test/ok-a\", \"test/echo-auth\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n",
+    );
     let d = site.serve().await;
     let out = site.evald(&["run", "keyed"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(server.seen().iter().all(|s| s.auth.as_deref() == Some(&format!("Bearer {SECRET}") as &str)));
+    assert!(
+        server
+            .seen()
+            .iter()
+            .all(|s| s.auth.as_deref() == Some(&format!("Bearer {SECRET}") as &str))
+    );
     let recs = site.records("").await;
     let echoed = recs.iter().find(|r| r["model"] == "echo-auth").unwrap();
-    assert!(echoed["error"].as_str().unwrap().contains("bad key: Bearer [redacted]"), "{echoed}");
+    assert!(
+        echoed["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad key: Bearer [redacted]"),
+        "{echoed}"
+    );
     let (_, page) = site.get("/").await;
     let run_id = echoed["run_id"].as_str().unwrap();
     let (_, run_page) = site.get(&format!("/runs/{run_id}")).await;
@@ -208,6 +335,9 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
         ("data dir and logs", all_bytes(site.path())),
     ] {
         assert!(!contains(&hay, SECRET), "the key leaked into the {what}");
-        assert!(!contains(&hay, "SECRET-4242"), "part of the key leaked into the {what}");
+        assert!(
+            !contains(&hay, "SECRET-4242"),
+            "part of the key leaked into the {what}"
+        );
     }
 }

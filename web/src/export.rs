@@ -75,7 +75,11 @@ pub fn parse_time(key: &str, s: &str, end_of_day: bool) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     if let Ok(d) = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
-        let d = if end_of_day { d.succ_opt().unwrap_or(d) } else { d };
+        let d = if end_of_day {
+            d.succ_opt().unwrap_or(d)
+        } else {
+            d
+        };
         if let Some(t) = d.and_hms_opt(0, 0, 0) {
             return Ok(t.and_utc().timestamp_millis());
         }
@@ -97,8 +101,12 @@ pub fn parse_filter(
         v.map(str::trim).filter(|s| !s.is_empty())
     }
     let mut f = RecordFilter {
-        since_ms: nonempty(since).map(|s| parse_time("since", s, false)).transpose()?,
-        until_ms: nonempty(until).map(|s| parse_time("until", s, true)).transpose()?,
+        since_ms: nonempty(since)
+            .map(|s| parse_time("since", s, false))
+            .transpose()?,
+        until_ms: nonempty(until)
+            .map(|s| parse_time("until", s, true))
+            .transpose()?,
         job: nonempty(job).map(String::from),
         model: nonempty(model).map(String::from),
         ..RecordFilter::default()
@@ -306,7 +314,14 @@ mod tests {
 
     #[test]
     fn filters_parse_and_name_bad_values() {
-        let f = parse_filter(Some("2026-11-01"), Some("2026-11-02"), Some("j"), None, Some("5")).unwrap();
+        let f = parse_filter(
+            Some("2026-11-01"),
+            Some("2026-11-02"),
+            Some("j"),
+            None,
+            Some("5"),
+        )
+        .unwrap();
         assert_eq!(f.since_ms, Some(1_761_955_200_000));
         assert_eq!(f.until_ms, Some(1_761_955_200_000 + 2 * 86_400_000));
         assert_eq!(f.limit, Some(5));

@@ -155,7 +155,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn page_error(status: StatusCode, title: &str, detail: &str) -> Response {
-    (status, Html(pages::error_page(status.as_u16(), title, detail))).into_response()
+    (
+        status,
+        Html(pages::error_page(status.as_u16(), title, detail)),
+    )
+        .into_response()
 }
 
 fn bad_request(msg: String) -> Response {
@@ -231,7 +235,11 @@ async fn export_jsonl(st: State<AppState>, q: Query<ExportQuery>) -> Response {
 
 /// Streams an export from one read snapshot: a blocking reader fills chunks of ~64 KiB into a
 /// small channel, so memory stays flat and a client that goes away stops the reader.
-async fn export(State(st): State<AppState>, Query(q): Query<ExportQuery>, format: Format) -> Response {
+async fn export(
+    State(st): State<AppState>,
+    Query(q): Query<ExportQuery>,
+    format: Format,
+) -> Response {
     let filter = match parse_filter(
         q.since.as_deref(),
         q.until.as_deref(),
@@ -365,7 +373,11 @@ async fn api_runs(State(st): State<AppState>, Query(q): Query<RunsQuery>) -> Res
         None => 50,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => return bad_request(format!("limit: `{s}` is not a whole number from 1 to 10000")),
+            _ => {
+                return bad_request(format!(
+                    "limit: `{s}` is not a whole number from 1 to 10000"
+                ));
+            }
         },
     };
     let job = q.job.filter(|j| !j.is_empty());

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use crate::model::{InvalidJob, JobInfo, Percentiles, ReadError, ReadModel, Record, RecordFilter, RunStatus, RunSummary, StatsGroup};
+use crate::model::{
+    InvalidJob, JobInfo, Percentiles, ReadError, ReadModel, Record, RecordFilter, RunStatus,
+    RunSummary, StatsGroup,
+};
 use crate::svg;
 
 /// The HTML escaper of every template (see `askama.toml`): `& < > " '` as entities.
@@ -48,7 +51,8 @@ fn fmt_ms(v: Option<f64>) -> String {
 }
 
 fn fmt_pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "—".into())
+    v.map(|x| format!("{:.0}%", x * 100.0))
+        .unwrap_or_else(|| "—".into())
 }
 
 fn fmt_score(v: Option<f64>) -> String {
@@ -169,7 +173,10 @@ impl RecentRow {
                 .total_tokens
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "—".into()),
-            text: clip(r.error.as_deref().or(r.response.as_deref()).unwrap_or(""), 140),
+            text: clip(
+                r.error.as_deref().or(r.response.as_deref()).unwrap_or(""),
+                140,
+            ),
             error: r.error.is_some(),
         }
     }
@@ -188,7 +195,10 @@ struct IndexPage {
 }
 
 fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
-    let real: Vec<&RunSummary> = runs.iter().filter(|r| r.status != RunStatus::Skipped).collect();
+    let real: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Skipped)
+        .collect();
     let last = runs.first();
     let trend: Vec<Option<f64>> = real
         .iter()
@@ -199,10 +209,7 @@ fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
         name: j.name.clone(),
         description: j.description.clone(),
         kind: j.kind.clone(),
-        schedule: j
-            .schedule_words
-            .clone()
-            .unwrap_or_else(|| "by hand".into()),
+        schedule: j.schedule_words.clone().unwrap_or_else(|| "by hand".into()),
         schedule_expr: j.schedule.clone().unwrap_or_default(),
         next: match (j.enabled, j.next_run_ms) {
             (false, _) => "disabled".into(),
@@ -211,8 +218,13 @@ fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
         },
         enabled: j.enabled,
         running: j.running,
-        last_status: last.map(|r| r.status.as_str().to_string()).unwrap_or_else(|| "never run".into()),
-        last_class: last.map(|r| status_class(r.status)).unwrap_or("muted").into(),
+        last_status: last
+            .map(|r| r.status.as_str().to_string())
+            .unwrap_or_else(|| "never run".into()),
+        last_class: last
+            .map(|r| status_class(r.status))
+            .unwrap_or("muted")
+            .into(),
         last_when: last.map(|r| fmt_ago(r.started_ms)).unwrap_or_default(),
         last_id: last.map(|r| r.id.clone()).unwrap_or_default(),
         score: fmt_score(real.first().and_then(|r| r.mean_score())),
@@ -316,7 +328,11 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
     if info.is_none() && runs.is_empty() {
         return Ok(None);
     }
-    let real: Vec<&RunSummary> = runs.iter().rev().filter(|r| r.status != RunStatus::Skipped).collect();
+    let real: Vec<&RunSummary> = runs
+        .iter()
+        .rev()
+        .filter(|r| r.status != RunStatus::Skipped)
+        .collect();
     let score_chart = svg::line_chart(
         &[
             ("s-score", real.iter().map(|r| r.mean_score()).collect()),
@@ -332,26 +348,37 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
     );
     let page = JobPage {
         name: name.to_string(),
-        description: info.as_ref().map(|i| i.description.clone()).unwrap_or_default(),
+        description: info
+            .as_ref()
+            .map(|i| i.description.clone())
+            .unwrap_or_default(),
         kind: info.as_ref().map(|i| i.kind.clone()).unwrap_or_default(),
         schedule: info
             .as_ref()
             .and_then(|i| i.schedule_words.clone())
             .unwrap_or_else(|| "by hand".into()),
-        schedule_expr: info.as_ref().and_then(|i| i.schedule.clone()).unwrap_or_default(),
+        schedule_expr: info
+            .as_ref()
+            .and_then(|i| i.schedule.clone())
+            .unwrap_or_default(),
         next: info
             .as_ref()
             .and_then(|i| i.next_run_ms)
             .map(|t| format!("{} ({})", fmt_time(t), fmt_ago(t)))
             .unwrap_or_else(|| "—".into()),
         targets: info.as_ref().map(|i| i.targets.clone()).unwrap_or_default(),
-        file: info.as_ref().map(|i| i.file.clone()).unwrap_or_else(|| "(job file gone)".into()),
+        file: info
+            .as_ref()
+            .map(|i| i.file.clone())
+            .unwrap_or_else(|| "(job file gone)".into()),
         broken: info.map(|i| i.stale_errors).unwrap_or_default(),
         score_chart,
         latency_chart,
         runs: runs.iter().map(RunRow::of).collect(),
     };
-    page.render().map(Some).map_err(|e| ReadError(e.to_string()))
+    page.render()
+        .map(Some)
+        .map_err(|e| ReadError(e.to_string()))
 }
 
 struct ScoreCell {
@@ -464,12 +491,24 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
             let Some(b) = &t.bench else { continue };
             let mut facts = vec![
                 ("measured for".to_string(), format!("{:.1} s", b.duration_s)),
-                ("requests/s".to_string(), format!("{:.1}", b.request_throughput)),
-                ("output tokens/s".to_string(), format!("{:.1}", b.output_tokens_per_s)),
-                ("good requests/s".to_string(), format!("{:.1}", b.good_throughput)),
+                (
+                    "requests/s".to_string(),
+                    format!("{:.1}", b.request_throughput),
+                ),
+                (
+                    "output tokens/s".to_string(),
+                    format!("{:.1}", b.output_tokens_per_s),
+                ),
+                (
+                    "good requests/s".to_string(),
+                    format!("{:.1}", b.good_throughput),
+                ),
             ];
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
-                facts.push(("rate asked / achieved".into(), format!("{want:.1} / {got:.1}")));
+                facts.push((
+                    "rate asked / achieved".into(),
+                    format!("{want:.1} / {got:.1}"),
+                ));
             }
             if let Some(l) = b.mean_send_lag_ms {
                 facts.push(("mean send lag".into(), fmt_ms(Some(l))));
@@ -483,7 +522,11 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
                     PctRow::of("time per output token", &b.tpot_ms),
                     PctRow::of("end-to-end latency", &b.e2e_ms),
                 ],
-                errors: b.errors_by_kind.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                errors: b
+                    .errors_by_kind
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
                 histogram: svg::histogram(&b.e2e_histogram, " ms"),
             });
         }
@@ -494,14 +537,19 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
     let page = RunPage {
         job: run.job.clone(),
         kind: run.kind.clone(),
-        ended: run.ended_ms.map(fmt_time).unwrap_or_else(|| "still running".into()),
+        ended: run
+            .ended_ms
+            .map(fmt_time)
+            .unwrap_or_else(|| "still running".into()),
         run: RunRow::of(&run),
         targets,
         target_rows,
         matrix,
         benches,
     };
-    page.render().map(Some).map_err(|e| ReadError(e.to_string()))
+    page.render()
+        .map(Some)
+        .map_err(|e| ReadError(e.to_string()))
 }
 
 fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
@@ -511,7 +559,9 @@ fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
         if !cases.contains(&r.case_id) {
             cases.push(r.case_id.clone());
         }
-        by.entry((r.case_id.clone(), r.target())).or_default().push(r);
+        by.entry((r.case_id.clone(), r.target()))
+            .or_default()
+            .push(r);
     }
     let mut extra_targets: Vec<String> = Vec::new();
     for r in records {
@@ -550,7 +600,9 @@ fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
                             preview: clip(&response, 200),
                             response,
                             error: r.error.clone().unwrap_or_default(),
-                            latency: fmt_ms(crate::model::mean(rs.iter().filter_map(|r| r.response_time_ms))),
+                            latency: fmt_ms(crate::model::mean(
+                                rs.iter().filter_map(|r| r.response_time_ms),
+                            )),
                             tokens: match (r.prompt_tokens, r.completion_tokens) {
                                 (Some(p), Some(c)) => format!("{p}→{c} tok"),
                                 _ => String::new(),
@@ -580,8 +632,13 @@ fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
                     if ok.is_empty() {
                         return None;
                     }
-                    let score = crate::model::mean(ok.iter().filter_map(|r| crate::model::weighted_mean(&r.scores))).unwrap_or(0.0);
-                    let lat = crate::model::mean(ok.iter().filter_map(|r| r.response_time_ms)).unwrap_or(f64::MAX);
+                    let score = crate::model::mean(
+                        ok.iter()
+                            .filter_map(|r| crate::model::weighted_mean(&r.scores)),
+                    )
+                    .unwrap_or(0.0);
+                    let lat = crate::model::mean(ok.iter().filter_map(|r| r.response_time_ms))
+                        .unwrap_or(f64::MAX);
                     Some((score, lat))
                 })
                 .collect();
@@ -614,7 +671,8 @@ mod tests {
     #[test]
     fn the_escaper_uses_named_entities() {
         let mut out = String::new();
-        Html.write_escaped_str(&mut out, "<a href=\"x\">'&'</a>").unwrap();
+        Html.write_escaped_str(&mut out, "<a href=\"x\">'&'</a>")
+            .unwrap();
         assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
     }
 }
@@ -629,7 +687,11 @@ struct ErrorPage<'a> {
 
 /// A plain error page (404, 405, 401, 500).
 pub fn error_page(status: u16, title: &str, detail: &str) -> String {
-    ErrorPage { status, title, detail }
-        .render()
-        .unwrap_or_else(|_| format!("{status} {title}"))
+    ErrorPage {
+        status,
+        title,
+        detail,
+    }
+    .render()
+    .unwrap_or_else(|_| format!("{status} {title}"))
 }

@@ -52,7 +52,11 @@ fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// A line chart over runs with a y-axis of `unit`; `series` = (css class, values).
-pub fn line_chart(series: &[(&str, Vec<Option<f64>>)], unit: &str, fixed: Option<(f64, f64)>) -> String {
+pub fn line_chart(
+    series: &[(&str, Vec<Option<f64>>)],
+    unit: &str,
+    fixed: Option<(f64, f64)>,
+) -> String {
     let (w, h, left, bottom) = (640.0, 180.0, 48.0, 18.0);
     let all = series.iter().flat_map(|s| s.1.iter().flatten().copied());
     let (lo, hi) = fixed.unwrap_or_else(|| {
@@ -63,9 +67,17 @@ pub fn line_chart(series: &[(&str, Vec<Option<f64>>)], unit: &str, fixed: Option
     if n == 0 {
         return "<p class=\"muted\">No runs yet.</p>".into();
     }
-    let x = |i: usize| left + (w - left - 8.0) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
+    let x = |i: usize| {
+        left + (w - left - 8.0)
+            * if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.5
+            }
+    };
     let y = |v: f64| 6.0 + (h - bottom - 6.0) * (1.0 - (v - lo) / (hi - lo));
-    let mut s = format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="chart">"#);
+    let mut s =
+        format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="chart">"#);
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
         let yy = y(v);
@@ -84,9 +96,20 @@ pub fn line_chart(series: &[(&str, Vec<Option<f64>>)], unit: &str, fixed: Option
         for (i, v) in vals.iter().enumerate() {
             match v {
                 Some(v) if v.is_finite() => {
-                    let _ = write!(path, "{}{:.1},{:.1} ", if pen { "L" } else { "M" }, x(i), y(*v));
+                    let _ = write!(
+                        path,
+                        "{}{:.1},{:.1} ",
+                        if pen { "L" } else { "M" },
+                        x(i),
+                        y(*v)
+                    );
                     pen = true;
-                    let _ = write!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" class="{class}"/>"#, x(i), y(*v));
+                    let _ = write!(
+                        s,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" class="{class}"/>"#,
+                        x(i),
+                        y(*v)
+                    );
                 }
                 _ => pen = false,
             }
@@ -105,7 +128,8 @@ pub fn histogram(buckets: &[(f64, u64)], unit: &str) -> String {
     let (w, h, bottom) = (640.0, 160.0, 18.0);
     let max = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
     let bw = w / buckets.len() as f64;
-    let mut s = format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="histogram">"#);
+    let mut s =
+        format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="histogram">"#);
     for (i, (_, c)) in buckets.iter().enumerate() {
         let bh = (h - bottom - 4.0) * *c as f64 / max;
         let _ = write!(
