@@ -322,8 +322,8 @@ mod tests {
             Some("5"),
         )
         .unwrap();
-        assert_eq!(f.since_ms, Some(1_761_955_200_000));
-        assert_eq!(f.until_ms, Some(1_761_955_200_000 + 2 * 86_400_000));
+        assert_eq!(f.since_ms, Some(1_793_491_200_000));
+        assert_eq!(f.until_ms, Some(1_793_491_200_000 + 2 * 86_400_000));
         assert_eq!(f.limit, Some(5));
         assert_eq!(f.job.as_deref(), Some("j"));
         let e = parse_filter(Some("not-a-date"), None, None, None, None).unwrap_err();
