@@ -397,7 +397,11 @@ impl Phase {
             {
                 break;
             }
-            tokio::time::sleep_until(due).await;
+            // A slow rate can leave seconds between sends: a stop must not wait for them.
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.ctx.stop.cancelled() => break,
+            }
             // At the in-flight cap the send waits, and the wait shows as lag.
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;

@@ -744,18 +744,32 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
                 limit: filter.limit,
             };
             let (_, mut rest) = ask(&sock, &req, |_| {}).await?;
-            let mut buf = vec![0u8; 1 << 16];
-            let mut n_bytes = 0u64;
+            // Frames (see control::Frames), then a zero length and the daemon's verdict.
+            let mut buf = Vec::new();
             loop {
-                let n = rest.read(&mut buf).await?;
-                if n == 0 {
+                let len = rest
+                    .read_u32_le()
+                    .await
+                    .map_err(|e| Failure(format!("the export from the daemon broke off: {e}")))?;
+                if len == 0 {
                     break;
                 }
-                n_bytes += n as u64;
-                out.write_all(&buf[..n])?;
+                buf.resize(len as usize, 0);
+                rest.read_exact(&mut buf)
+                    .await
+                    .map_err(|e| Failure(format!("the export from the daemon broke off: {e}")))?;
+                out.write_all(&buf)?;
             }
             out.flush()?;
-            (n_bytes, "bytes")
+            let mut status = String::new();
+            rest.read_line(&mut status).await?;
+            match serde_json::from_str::<Reply>(&status)? {
+                Reply::Ok(rows) => (rows.as_u64().unwrap_or(0), "records"),
+                Reply::Error(e) => return Err(Failure(e)),
+                Reply::Progress { .. } => {
+                    return Err(Failure("unexpected reply from the daemon".into()));
+                }
+            }
         }
     };
     if let Some(p) = &a.output {

@@ -415,9 +415,21 @@ impl Config {
         let mut out: Vec<Secret> = self
             .endpoints
             .values()
-            .filter_map(|e| match &e.kind {
-                EndpointKind::OpenAi { api_key, .. } => api_key.clone(),
-                EndpointKind::Simulated(_) => None,
+            .flat_map(|e| match &e.kind {
+                EndpointKind::OpenAi {
+                    api_key, headers, ..
+                } => {
+                    // Headers that carry credentials are secrets too.
+                    let creds = headers
+                        .iter()
+                        .filter(|(k, _)| {
+                            let k = k.to_ascii_lowercase();
+                            k.contains("key") || k.contains("auth") || k.contains("token")
+                        })
+                        .map(|(_, v)| Secret::new(v.clone()));
+                    api_key.clone().into_iter().chain(creds).collect::<Vec<_>>()
+                }
+                EndpointKind::Simulated(_) => vec![],
             })
             .collect();
         out.extend(self.web_token.clone());

@@ -11,11 +11,14 @@ use std::sync::Arc;
 use evald_web::export::{ExportWriter, Format};
 use evald_web::model::{RecordFilter, Trigger};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::daemon::Daemon;
 use crate::runner::{Progress, RunReport};
+
+/// Largest request line accepted.
+const MAX_REQUEST: u64 = 1024 * 1024;
 
 /// A request from the CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +80,60 @@ pub enum Reply {
     Error(String),
 }
 
+/// The framing of an export's bytes: chunks of `[u32 length, little-endian][bytes]`, then a
+/// zero length and a final [`Reply`] line, so a reader can tell a complete export from one that
+/// broke off.
+pub struct Frames<W: std::io::Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> Frames<W> {
+    const CHUNK: usize = 64 * 1024;
+
+    /// Frames written to `out`.
+    pub fn new(out: W) -> Frames<W> {
+        Frames {
+            out,
+            buf: Vec::with_capacity(Self::CHUNK),
+        }
+    }
+
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Ends the stream with its status.
+    pub fn end(mut self, status: Reply) -> std::io::Result<()> {
+        self.emit()?;
+        self.out.write_all(&0u32.to_le_bytes())?;
+        let mut line = serde_json::to_vec(&status).unwrap_or_default();
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        self.out.flush()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Frames<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.emit()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit()
+    }
+}
+
 /// Listens on the daemon's control socket until the daemon stops.
 pub async fn listen(daemon: Arc<Daemon>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = daemon.config().socket_path();
@@ -92,8 +149,14 @@ pub async fn listen(daemon: Arc<Daemon>) -> anyhow::Result<tokio::task::JoinHand
     }
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             let d = daemon.clone();
             tokio::spawn(async move {
@@ -113,8 +176,15 @@ async fn send(w: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> std::io::R
 
 async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
     let mut line = String::new();
-    // The client sends one line and then only reads, so nothing is buffered past it.
-    BufReader::new(&mut w).read_line(&mut line).await?;
+    // The client sends one line and then only reads, so nothing is buffered past it. A request
+    // is small and prompt: its size and the wait for it are capped.
+    let mut reader = BufReader::new((&mut w).take(MAX_REQUEST));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_line(&mut line),
+    )
+    .await??;
+    drop(reader);
     let req: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
@@ -159,12 +229,13 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
             let config = daemon.config();
             match crate::cli::adhoc_job(&config, &toml) {
                 Err(e) => send(&mut w, &Reply::Error(e)).await?,
-                Ok(job) => {
-                    let ctx = daemon.run_context();
-                    let report: RunReport =
-                        crate::runner::run_job(&ctx, &job, Trigger::Manual, None).await;
-                    send(&mut w, &Reply::Ok(serde_json::to_value(&report)?)).await?;
-                }
+                Ok(job) => match daemon.start_adhoc(job) {
+                    Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
+                    Ok(handle) => {
+                        let report: RunReport = handle.await?;
+                        send(&mut w, &Reply::Ok(serde_json::to_value(&report)?)).await?;
+                    }
+                },
             }
         }
         Request::Stats { days } => {
@@ -209,13 +280,32 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
             // The export reader is blocking (one redb snapshot): hand it a blocking stream.
             let std_stream = w.into_std()?;
             std_stream.set_nonblocking(false)?;
+            // A client that stops reading must not pin a blocking thread for ever.
+            std_stream.set_write_timeout(Some(std::time::Duration::from_secs(60)))?;
             let store = daemon.store.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let out = std::io::BufWriter::with_capacity(1 << 16, std_stream);
-                let mut ew = ExportWriter::new(format, out)?;
-                store.export(&filter, &mut |r| ew.write(&r).is_ok())?;
-                let mut out = ew.finish()?;
-                std::io::Write::flush(&mut out)?;
+                let mut frames = Frames::new(std_stream);
+                let result = (|| -> anyhow::Result<u64> {
+                    let mut ew = ExportWriter::new(format, &mut frames)?;
+                    let mut failed = None;
+                    store.export(&filter, &mut |r| match ew.write(&r) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                    let rows = ew.rows();
+                    ew.finish()?;
+                    Ok(rows)
+                })();
+                frames.end(match result {
+                    Ok(rows) => Reply::Ok(rows.into()),
+                    Err(e) => Reply::Error(format!("export failed part-way: {e}")),
+                })?;
                 Ok(())
             })
             .await??;

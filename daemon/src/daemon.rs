@@ -49,6 +49,15 @@ pub struct Daemon {
     slots: Arc<Semaphore>,
 }
 
+/// Clears a job's running mark when dropped.
+struct Running(Arc<Registry>, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.finish(&self.1);
+    }
+}
+
 /// Why a run could not be started by hand.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -113,7 +122,8 @@ impl Daemon {
         };
         if !self.registry.try_start(name) {
             if trigger == Trigger::Schedule {
-                let s = runner::record_skipped(&self.writer, &state.job, trigger).await;
+                let why = "the previous run of this job was still going";
+                let s = runner::record_skipped(&self.writer, &state.job, trigger, why).await;
                 self.metrics.run_ended(&s);
                 tracing::info!(job = name, "skipped: the previous run is still going");
             }
@@ -122,9 +132,9 @@ impl Daemon {
         let me = self.clone();
         let job = state.job.clone();
         Ok(self.tracker.spawn(async move {
-            let report = me.run_guarded(&job, trigger, progress).await;
-            me.registry.finish(&job.name);
-            report
+            // Whatever happens to the run (even a panic), the job is not left marked running.
+            let _running = Running(me.registry.clone(), job.name.clone());
+            me.run_guarded(&job, trigger, progress).await
         }))
     }
 
@@ -134,15 +144,42 @@ impl Daemon {
         trigger: Trigger,
         progress: Option<Box<ProgressFn>>,
     ) -> RunReport {
-        // Wait for a slot under max_concurrent_runs; a shutdown while waiting ends the wait.
+        // Wait for a slot under max_concurrent_runs; a shutdown while waiting ends the wait,
+        // and the run is then not started.
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
             _ = self.stop.cancelled() => None,
+        };
+        let Some(permit) = permit else {
+            let why = "evald was stopping before a slot came free";
+            let summary = runner::record_skipped(&self.writer, job, trigger, why).await;
+            self.metrics.run_ended(&summary);
+            return RunReport {
+                summary,
+                records: vec![],
+                cases: vec![],
+                targets: vec![],
+            };
         };
         let ctx = self.run_context();
         let report = runner::run_job(&ctx, job, trigger, progress.as_deref()).await;
         drop(permit);
         report
+    }
+
+    /// Runs an ad hoc job (`evald compare` through the socket) like any other run: under the
+    /// run limit, waited for and cut off at shutdown.
+    pub fn start_adhoc(
+        self: &Arc<Self>,
+        job: Job,
+    ) -> Result<tokio::task::JoinHandle<RunReport>, StartError> {
+        if self.stop.is_cancelled() {
+            return Err(StartError::Stopping);
+        }
+        let me = self.clone();
+        Ok(self
+            .tracker
+            .spawn(async move { me.run_guarded(&job, Trigger::Manual, None).await }))
     }
 
     /// (Re)loads one job file after a change on disk: a valid file (re)schedules its job; a
@@ -260,10 +297,22 @@ impl Daemon {
 
     /// Applies retention now (or says what it would remove).
     pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, crate::store::StoreError> {
-        let config = self.config();
-        let cutoffs = cutoffs(&config, &self.store)?;
-        if dry_run {
-            return self.store.prune_plan(&cutoffs);
+        let (config, store) = (self.config(), self.store.clone());
+        // Counting what is old scans the store: off the async threads.
+        let plan = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+            let c = cutoffs(&config, &store)?;
+            let plan = if dry_run {
+                Some(store.prune_plan(&c)?)
+            } else {
+                None
+            };
+            Ok((c, plan))
+        })
+        .await
+        .map_err(|e| crate::store::StoreError(e.to_string()))??;
+        let (cutoffs, plan) = plan;
+        if let Some(plan) = plan {
+            return Ok(plan);
         }
         let r = self.writer.prune(cutoffs, PRUNE_BATCH).await?;
         self.metrics.pruned.inc_by(r.records);
@@ -283,13 +332,13 @@ pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::st
         runs_before_ms: crate::rollup::hour_of(now - config.retention.runs.as_millis() as i64),
     };
     if let Some(cap) = config.retention.max_db_size {
-        let bytes = store.file_bytes();
+        // The file does not shrink (redb reuses freed pages), so the cap is on the pages in
+        // use, which do shrink after a prune: once under the cap, nothing more is removed.
+        let live = store.live_bytes()?;
         let n = store.record_count()?;
-        if bytes > cap && n > 0 {
-            // The file does not shrink (redb reuses freed pages), so size is steered through
-            // the record count: keep as many records as fit in 90 % of the cap at today's
-            // bytes per record.
-            let per = bytes as f64 / n as f64;
+        if live > cap && n > 0 {
+            // Keep as many records as fit in 90 % of the cap at today's bytes per record.
+            let per = live as f64 / n as f64;
             let keep = ((cap as f64 * 0.9) / per) as u64;
             if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
                 c.records_before_ms = c.records_before_ms.max(crate::rollup::hour_of(ts));
@@ -452,7 +501,10 @@ pub async fn serve(
     }
     control.abort();
     watchdog.abort();
-    let _ = server.await;
+    // A client that stopped reading an export would hold the graceful shutdown forever.
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("web connections still open after the grace period; closing them");
+    }
     daemon.writer.clone().close().await;
     let _ = std::fs::remove_file(daemon.config().socket_path());
     tracing::info!("stopped; the store is closed");

@@ -187,7 +187,8 @@ impl Client {
                 return out;
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
-            tracing::debug!(endpoint = %ep.name, attempt, ?wait, error = ?out.error, "retrying");
+            let why = out.error.as_deref().map(|e| redact(e, &self.secrets));
+            tracing::debug!(endpoint = %ep.name, attempt, ?wait, error = ?why, "retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -295,10 +296,10 @@ impl Client {
             id: String,
         }
         let list: List = serde_json::from_slice(&body).map_err(|e| {
-            format!(
+            scrub(format!(
                 "listing models of {}: GET /models did not return {{\"data\": [{{\"id\": …}}]}}: {e}",
                 ep.name
-            )
+            ))
         })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|i| i.id).collect();
         ids.sort();
@@ -323,7 +324,11 @@ fn backoff(attempt: u32) -> Duration {
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     let d = if let Ok(secs) = v.parse::<f64>() {
-        Duration::from_secs_f64(secs.max(0.0))
+        // `inf`, `NaN` or 1e30 would panic Duration: clamp first.
+        if !secs.is_finite() {
+            return Some(MAX_RETRY_AFTER);
+        }
+        Duration::from_secs_f64(secs.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64()))
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
         let delta = at.timestamp_millis() - chrono::Utc::now().timestamp_millis();
@@ -486,7 +491,21 @@ fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
 /// received so far when the stream breaks.
 async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, endpoint: &str) {
     use eventsource_stream::Eventsource;
-    let mut events = resp.bytes_stream().eventsource();
+    // Count raw bytes before they reach the event parser, which buffers an event until its
+    // blank line: an endless line must not grow memory past the cap.
+    let mut seen = 0usize;
+    let capped = resp.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len();
+        if seen > MAX_BODY_BYTES {
+            return Err(std::io::Error::other(format!(
+                "stream exceeded {} MiB",
+                MAX_BODY_BYTES >> 20
+            )));
+        }
+        Ok(chunk)
+    });
+    let mut events = capped.eventsource();
     let mut text = String::new();
     let mut last_token: Option<Instant> = None;
     let mut chunks = 0u32;
@@ -636,6 +655,10 @@ mod tests {
         assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
         assert_eq!(parse_retry_after("9999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("inf"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("1e30"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("NaN"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-5"), Some(Duration::ZERO));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::job::Job;
 pub struct JobState {
     /// The last valid version of the job.
     pub job: Arc<Job>,
-    /// A run of it is going.
+    /// A run of it is going (filled in when read).
     pub running: bool,
     /// The file broke after this version loaded: its current problems.
     pub broken: Vec<Diagnostic>,
@@ -25,6 +25,17 @@ pub struct JobState {
 struct Inner {
     jobs: BTreeMap<String, JobState>,
     invalid: BTreeMap<PathBuf, Vec<Diagnostic>>,
+    /// Jobs with a run going. Kept apart from `jobs`, so a job file deleted and restored (or a
+    /// reload) while its run goes cannot start a second run beside it.
+    running: std::collections::HashSet<String>,
+}
+
+impl Inner {
+    fn state(&self, s: &JobState) -> JobState {
+        let mut s = s.clone();
+        s.running = self.running.contains(&s.job.name);
+        s
+    }
 }
 
 /// What a change to a job file did.
@@ -137,12 +148,14 @@ impl Registry {
 
     /// One job.
     pub fn get(&self, name: &str) -> Option<JobState> {
-        self.read().jobs.get(name).cloned()
+        let g = self.read();
+        g.jobs.get(name).map(|s| g.state(s))
     }
 
     /// Every job, by name.
     pub fn jobs(&self) -> Vec<JobState> {
-        self.read().jobs.values().cloned().collect()
+        let g = self.read();
+        g.jobs.values().map(|s| g.state(s)).collect()
     }
 
     /// Broken job files (never loaded), with their problems.
@@ -154,22 +167,15 @@ impl Registry {
             .collect()
     }
 
-    /// Marks a job running; false if it already was (the firing must be skipped).
+    /// Marks a loaded job running; false if it already was (the firing must be skipped) or
+    /// is not loaded.
     pub fn try_start(&self, name: &str) -> bool {
         let mut g = self.write();
-        match g.jobs.get_mut(name) {
-            Some(s) if !s.running => {
-                s.running = true;
-                true
-            }
-            _ => false,
-        }
+        g.jobs.contains_key(name) && g.running.insert(name.to_string())
     }
 
     /// Marks a job's run ended.
     pub fn finish(&self, name: &str) {
-        if let Some(s) = self.write().jobs.get_mut(name) {
-            s.running = false;
-        }
+        self.write().running.remove(name);
     }
 }

@@ -135,8 +135,9 @@ pub async fn resolve_targets(
     (out, problems)
 }
 
-/// Stores a skipped run: the job fired while its previous run was still going.
-pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger) -> RunSummary {
+/// Stores a skipped run: the job fired while its previous run was still going (or the daemon
+/// was stopping); `why` says which.
+pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger, why: &str) -> RunSummary {
     let now = chrono::Utc::now().timestamp_millis();
     let s = RunSummary {
         id: new_run_id(now),
@@ -146,7 +147,7 @@ pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger) -> Run
         started_ms: now,
         ended_ms: Some(now),
         status: RunStatus::Skipped,
-        message: Some("skipped: the previous run of this job was still going".into()),
+        message: Some(format!("skipped: {why}")),
         requests: 0,
         errors: 0,
         cases: 0,
@@ -195,7 +196,11 @@ pub async fn run_job(
         summary
     };
 
-    let (targets, mut problems) = resolve_targets(&ctx.config, &ctx.client, &job.targets).await;
+    // Listing an endpoint's models can take its whole timeout: a shutdown cuts it short.
+    let (targets, mut problems) = tokio::select! {
+        r = resolve_targets(&ctx.config, &ctx.client, &job.targets) => r,
+        _ = ctx.abort.cancelled() => (vec![], vec!["interrupted while listing models".to_string()]),
+    };
     let cases = match generate_cases(ctx, job).await {
         Ok(c) => c,
         Err(e) => {

@@ -352,14 +352,14 @@ impl Store {
         Ok(out)
     }
 
-    /// The records of one run, in the order they were sent.
-    pub fn run_records(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+    /// The records of one run, in the order they were sent, at most `limit`.
+    pub fn run_records(&self, run_id: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
         let tx = self.db.begin_read()?;
         let idx = tx.open_multimap_table(RUN_RECORDS)?;
         let records = tx.open_table(RECORDS)?;
         let payloads = tx.open_table(PAYLOADS)?;
         let mut out = Vec::new();
-        for k in idx.get(run_id)? {
+        for k in idx.get(run_id)?.take(limit) {
             let key = k?.value();
             if let Some(v) = records.get(key)?
                 && let Some(r) = decode(key, v.value(), Some(&payloads))
@@ -477,6 +477,16 @@ impl Store {
             Some(e) => Ok(Some(e?.0.value().0 as i64)),
             None => Ok(None),
         }
+    }
+
+    /// Bytes in pages the store uses now (the file may be larger: freed pages are reused, not
+    /// returned). Opens a write transaction, so it waits for a commit in progress.
+    pub fn live_bytes(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write()?;
+        let stats = tx.stats()?;
+        let live = stats.allocated_pages() * stats.page_size() as u64;
+        tx.abort()?;
+        Ok(live)
     }
 
     /// The file's size on disk, bytes.
@@ -661,13 +671,21 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
     };
     let mut batch = Vec::new();
     let mut cache = PayloadCache::default();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        // Group commit: a record arriving alone waits a few ms for company, so a busy run
-        // costs one fsync per few thousand records and the senders do not wake this thread
-        // for every one of them; a flush or close is taken at once.
-        if matches!(batch[0], Command::Record(_)) && rx.len() < 1024 {
-            std::thread::sleep(BATCH_WINDOW);
+    // Prunes go one small batch at a time, between the commits of queued writes, so a large
+    // prune never holds the writers up for more than one short transaction.
+    let mut prunes: std::collections::VecDeque<PruneJob> = std::collections::VecDeque::new();
+    loop {
+        if prunes.is_empty() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            // Group commit: a record arriving alone waits a few ms for company, so a busy run
+            // costs one fsync per few thousand records and the senders do not wake this
+            // thread for every one of them; a flush or close is taken at once.
+            if matches!(first, Command::Record(_)) && rx.len() < 1024 {
+                std::thread::sleep(BATCH_WINDOW);
+            }
+            batch.push(first);
         }
         while batch.len() < 8192 {
             match rx.try_recv() {
@@ -676,37 +694,91 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
             }
         }
         let mut acks = Vec::new();
-        let mut prunes = Vec::new();
         let mut writes = Vec::new();
         let mut closing = false;
         for c in batch.drain(..) {
             match c {
                 Command::Close => closing = true,
                 Command::Flush(ack) => acks.push(ack),
-                Command::Prune(c, n, ack) => prunes.push((c, n, ack)),
+                Command::Prune(cutoffs, n, ack) => prunes.push_back(PruneJob {
+                    cutoffs,
+                    batch: n.max(1),
+                    ack,
+                    report: PruneReport::default(),
+                    records_done: false,
+                }),
                 other => writes.push(other),
             }
         }
         if !writes.is_empty() {
-            match commit(db, &mut next_id, &mut cache, writes) {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "store commit failed; the batch was not stored");
-                    if let Ok(n) = read_next_id(db) {
-                        next_id = n;
-                    }
+            // Run summaries are few and small: kept aside, so a batch that fails (a disk full,
+            // a record that cannot be encoded) still ends its runs.
+            let summaries: Vec<Command> = writes
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Run(s) => Some(Command::Run(s.clone())),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = commit(db, &mut next_id, &mut cache, writes) {
+                tracing::error!(error = %e, "store commit failed; the batch's records were not stored");
+                if let Ok(n) = read_next_id(db) {
+                    next_id = n;
+                }
+                if !summaries.is_empty()
+                    && let Err(e) = commit(db, &mut next_id, &mut cache, summaries)
+                {
+                    tracing::error!(error = %e, "storing run summaries failed too");
                 }
             }
-        }
-        for (cutoffs, n, ack) in prunes {
-            let _ = ack.send(prune(db, cutoffs, n.max(1)));
         }
         for a in acks {
             let _ = a.send(());
         }
         if closing {
+            // A prune still going stops here; what it removed so far is reported.
+            for p in prunes.drain(..) {
+                let _ = p.ack.send(Ok(p.report));
+            }
             break;
         }
+        if let Some(p) = prunes.front_mut() {
+            match p.step(db) {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Some(p) = prunes.pop_front() {
+                        let _ = p.ack.send(Ok(p.report));
+                    }
+                }
+                Err(e) => {
+                    if let Some(p) = prunes.pop_front() {
+                        let _ = p.ack.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A prune in progress in the writer.
+struct PruneJob {
+    cutoffs: PruneCutoffs,
+    batch: usize,
+    ack: oneshot::Sender<Result<PruneReport, StoreError>>,
+    report: PruneReport,
+    records_done: bool,
+}
+
+impl PruneJob {
+    /// One transaction of deletions; true when nothing is left to delete.
+    fn step(&mut self, db: &Database) -> Result<bool, StoreError> {
+        if !self.records_done {
+            let n = prune_records(db, &self.cutoffs, self.batch, &mut self.report)?;
+            self.records_done = n < self.batch;
+            return Ok(false);
+        }
+        let (n, m) = prune_runs(db, &self.cutoffs, self.batch, &mut self.report)?;
+        Ok(n < self.batch && m < self.batch)
     }
 }
 
@@ -829,105 +901,111 @@ fn commit(
     Ok(())
 }
 
-/// Deletes what is older than the cutoffs, `batch` items per transaction.
-fn prune(db: &Database, cutoffs: PruneCutoffs, batch: usize) -> Result<PruneReport, StoreError> {
-    let mut report = PruneReport::default();
+/// Deletes up to `batch` records older than the cutoff, and the payloads no record refers
+/// to any more, in one transaction. Returns how many records went.
+fn prune_records(
+    db: &Database,
+    cutoffs: &PruneCutoffs,
+    batch: usize,
+    report: &mut PruneReport,
+) -> Result<usize, StoreError> {
     let rec_hi = (cutoffs.records_before_ms.max(0) as u64, 0u64);
-    loop {
-        let tx = db.begin_write()?;
-        let n = {
-            let mut records = tx.open_table(RECORDS)?;
-            let mut run_records = tx.open_multimap_table(RUN_RECORDS)?;
-            let mut payloads = tx.open_table(PAYLOADS)?;
-            let doomed: Vec<((u64, u64), String, u128)> = records
-                .range(..rec_hi)?
-                .take(batch)
-                .filter_map(|e| e.ok())
-                .map(|(k, v)| {
-                    let key = k.value();
-                    let (run, hash) = v
-                        .value()
-                        .split_first()
-                        .and_then(|(_, b)| postcard::from_bytes::<StoredRecord>(b).ok())
-                        .map(|s| (s.run_id, s.messages))
-                        .unwrap_or_default();
-                    (key, run, hash)
-                })
-                .collect();
-            for (key, run, hash) in &doomed {
-                records.remove(*key)?;
-                run_records.remove(run.as_str(), *key)?;
-                let refs = payloads
-                    .get(*hash)?
-                    .map(|v| (v.value().0, v.value().1.to_vec()));
-                match refs {
-                    Some((r, _)) if r <= 1 => {
-                        payloads.remove(*hash)?;
-                        report.payloads += 1;
-                    }
-                    Some((r, bytes)) => {
-                        payloads.insert(*hash, (r - 1, bytes.as_slice()))?;
-                    }
-                    None => {}
+    let tx = db.begin_write()?;
+    let n = {
+        let mut records = tx.open_table(RECORDS)?;
+        let mut run_records = tx.open_multimap_table(RUN_RECORDS)?;
+        let mut payloads = tx.open_table(PAYLOADS)?;
+        let doomed: Vec<((u64, u64), String, u128)> = records
+            .range(..rec_hi)?
+            .take(batch)
+            .filter_map(|e| e.ok())
+            .map(|(k, v)| {
+                let key = k.value();
+                let (run, hash) = v
+                    .value()
+                    .split_first()
+                    .and_then(|(_, b)| postcard::from_bytes::<StoredRecord>(b).ok())
+                    .map(|s| (s.run_id, s.messages))
+                    .unwrap_or_default();
+                (key, run, hash)
+            })
+            .collect();
+        for (key, run, hash) in &doomed {
+            records.remove(*key)?;
+            run_records.remove(run.as_str(), *key)?;
+            let refs = payloads
+                .get(*hash)?
+                .map(|v| (v.value().0, v.value().1.to_vec()));
+            match refs {
+                Some((r, _)) if r <= 1 => {
+                    payloads.remove(*hash)?;
+                    report.payloads += 1;
                 }
+                Some((r, bytes)) => {
+                    payloads.insert(*hash, (r - 1, bytes.as_slice()))?;
+                }
+                None => {}
             }
-            doomed.len()
-        };
-        tx.commit()?;
-        report.records += n as u64;
-        if n < batch {
-            break;
         }
-    }
+        doomed.len()
+    };
+    tx.commit()?;
+    report.records += n as u64;
+    Ok(n)
+}
+
+/// Deletes up to `batch` run summaries and `batch` rollups older than the cutoff in one
+/// transaction. Returns how many of each went.
+fn prune_runs(
+    db: &Database,
+    cutoffs: &PruneCutoffs,
+    batch: usize,
+    report: &mut PruneReport,
+) -> Result<(usize, usize), StoreError> {
     let run_hi = run_id_floor(cutoffs.runs_before_ms);
-    loop {
-        let tx = db.begin_write()?;
-        let n = {
-            let mut runs = tx.open_table(RUNS)?;
-            let mut job_runs = tx.open_table(JOB_RUNS)?;
-            let mut running = tx.open_table(RUNNING)?;
-            let doomed: Vec<(String, String)> = runs
-                .range(..run_hi.as_str())?
-                .take(batch)
-                .filter_map(|e| e.ok())
-                .map(|(k, v)| {
-                    let job = serde_json::from_slice::<RunSummary>(v.value())
-                        .map(|s| s.job)
-                        .unwrap_or_default();
-                    (k.value().to_string(), job)
-                })
-                .collect();
-            for (id, job) in &doomed {
-                runs.remove(id.as_str())?;
-                job_runs.remove((job.as_str(), id.as_str()))?;
-                running.remove(id.as_str())?;
-            }
-            doomed.len()
-        };
-        let m = {
-            let mut rollups = tx.open_table(ROLLUPS)?;
-            let doomed: Vec<(u64, String)> = rollups
-                .range(..(cutoffs.runs_before_ms.max(0) as u64, ""))?
-                .take(batch)
-                .filter_map(|e| e.ok())
-                .map(|(k, _)| {
-                    let (h, s) = k.value();
-                    (h, s.to_string())
-                })
-                .collect();
-            for (h, s) in &doomed {
-                rollups.remove((*h, s.as_str()))?;
-            }
-            doomed.len()
-        };
-        tx.commit()?;
-        report.runs += n as u64;
-        report.rollups += m as u64;
-        if n < batch && m < batch {
-            break;
+    let tx = db.begin_write()?;
+    let n = {
+        let mut runs = tx.open_table(RUNS)?;
+        let mut job_runs = tx.open_table(JOB_RUNS)?;
+        let mut running = tx.open_table(RUNNING)?;
+        let doomed: Vec<(String, String)> = runs
+            .range(..run_hi.as_str())?
+            .take(batch)
+            .filter_map(|e| e.ok())
+            .map(|(k, v)| {
+                let job = serde_json::from_slice::<RunSummary>(v.value())
+                    .map(|s| s.job)
+                    .unwrap_or_default();
+                (k.value().to_string(), job)
+            })
+            .collect();
+        for (id, job) in &doomed {
+            runs.remove(id.as_str())?;
+            job_runs.remove((job.as_str(), id.as_str()))?;
+            running.remove(id.as_str())?;
         }
-    }
-    Ok(report)
+        doomed.len()
+    };
+    let m = {
+        let mut rollups = tx.open_table(ROLLUPS)?;
+        let doomed: Vec<(u64, String)> = rollups
+            .range(..(cutoffs.runs_before_ms.max(0) as u64, ""))?
+            .take(batch)
+            .filter_map(|e| e.ok())
+            .map(|(k, _)| {
+                let (h, s) = k.value();
+                (h, s.to_string())
+            })
+            .collect();
+        for (h, s) in &doomed {
+            rollups.remove((*h, s.as_str()))?;
+        }
+        doomed.len()
+    };
+    tx.commit()?;
+    report.runs += n as u64;
+    report.rollups += m as u64;
+    Ok((n, m))
 }
 
 /// Makes a run id: the start time in hex (so ids sort by start) and a random tail.

@@ -96,8 +96,8 @@ impl ReadModel for View {
         self.store.run(id).map_err(rerr)
     }
 
-    fn run_records(&self, id: &str) -> Result<Vec<Record>, ReadError> {
-        self.store.run_records(id).map_err(rerr)
+    fn run_records(&self, id: &str, limit: usize) -> Result<Vec<Record>, ReadError> {
+        self.store.run_records(id, limit).map_err(rerr)
     }
 
     fn recent_records(&self, filter: &RecordFilter) -> Result<Vec<Record>, ReadError> {

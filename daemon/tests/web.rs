@@ -244,7 +244,7 @@ async fn a_plugin_error_message_is_shown_as_text() {
     // A scorer error message is whatever a plugin said: store one with markup and render it.
     let f = fixture(&[("xss", &hostile_compare())]);
     let s = f.run("xss").await;
-    let mut records = f.view.store.run_records(&s.id).unwrap();
+    let mut records = f.view.store.run_records(&s.id, 100).unwrap();
     let w = f.view.store.writer();
     let mut r = records.remove(0);
     r.run_id = "1111111111100000".into();

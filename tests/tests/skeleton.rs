@@ -325,6 +325,18 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
     let run_id = echoed["run_id"].as_str().unwrap();
     let (_, run_page) = site.get(&format!("/runs/{run_id}")).await;
     let (_, csv) = site.get("/export.csv").await;
+    // The CLI's export goes through the daemon (it holds the store) and says the same.
+    let cli = site.evald(&["export", "--format", "csv"]);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stdout),
+        csv,
+        "CLI export through the daemon = HTTP export"
+    );
     d.signal("TERM");
     let _ = d.wait(20).await;
     for (what, hay) in [

@@ -296,6 +296,9 @@ async fn export(
         .into_response()
 }
 
+/// Records of one run that `/api/v1/runs/{id}` and the run page show at most.
+pub const MAX_RUN_RECORDS: usize = 10_000;
+
 /// Bytes per chunk of a streamed export.
 const CHUNK: usize = 64 * 1024;
 
@@ -394,8 +397,18 @@ async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response
         let Some(run) = m.run(&id)? else {
             return Ok(None);
         };
-        let records = m.run_records(&id)?;
-        Ok(Some(serde_json::json!({ "run": run, "records": records })))
+        // A benchmark's records can number millions: they leave through the exports. A compare
+        // run's come along, up to a cap that says when it was reached.
+        let records = if run.kind == "benchmark" {
+            vec![]
+        } else {
+            m.run_records(&id, MAX_RUN_RECORDS + 1)?
+        };
+        let truncated = records.len() > MAX_RUN_RECORDS;
+        let records = &records[..records.len().min(MAX_RUN_RECORDS)];
+        Ok(Some(
+            serde_json::json!({ "run": run, "records": records, "records_truncated": truncated }),
+        ))
     })
     .await;
     match res {

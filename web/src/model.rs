@@ -462,8 +462,8 @@ pub trait ReadModel: Send + Sync + 'static {
     fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, ReadError>;
     /// One run.
     fn run(&self, id: &str) -> Result<Option<RunSummary>, ReadError>;
-    /// The records of one run, in the order they were sent.
-    fn run_records(&self, id: &str) -> Result<Vec<Record>, ReadError>;
+    /// The records of one run, in the order they were sent, at most `limit`.
+    fn run_records(&self, id: &str, limit: usize) -> Result<Vec<Record>, ReadError>;
     /// Request records, newest first, passing the filter (`limit` applies).
     fn recent_records(&self, filter: &RecordFilter) -> Result<Vec<Record>, ReadError>;
     /// Request records oldest first, passing the filter, from one read snapshot; `sink` returns

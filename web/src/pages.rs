@@ -531,7 +531,7 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
             });
         }
     } else {
-        let records = m.run_records(id)?;
+        let records = m.run_records(id, crate::MAX_RUN_RECORDS)?;
         matrix = build_matrix(&records, &targets);
     }
     let page = RunPage {
