@@ -43,7 +43,8 @@ fn record(i: u64, ts: i64) -> Record {
         id: 0,
         timestamp_ms: ts,
         model: models[(h % 6) as usize].into(),
-        provider: ["litellm", "vllm", "ollama"][(h % 3) as usize].into(),
+        // A model is served by one provider, as behind a real gateway.
+        provider: ["litellm", "vllm", "ollama"][(h % 6 % 3) as usize].into(),
         messages: vec![
             Message {
                 role: "system".into(),
@@ -187,6 +188,7 @@ fn main() {
     });
     let redb_ingest = n as f64 / t.elapsed().as_secs_f64();
     let redb_bytes = size(&db);
+    let redb_live = store.live_bytes().unwrap_or(0);
 
     eprintln!(
         "storing the same records in SQLite (WAL, origin schema, 3 indexes, 1000 per transaction)…"
@@ -456,6 +458,11 @@ fn main() {
         mib(sq_after_prune),
         mib(redb_refill),
         mib(sq_refill)
+    );
+    println!(
+        "evald pages in use after ingest: {:.1} MiB ({:.0} B per record; the file grows in doubling steps ahead of use)",
+        mib(redb_live),
+        redb_live as f64 / n as f64
     );
     println!(
         "records: evald {}, SQLite {}",

@@ -225,15 +225,7 @@ pub async fn run(
     scorers: &Scorers,
     progress: Option<&ProgressFn>,
 ) -> Vec<TargetSummary> {
-    let load = job.load.clone().unwrap_or(LoadSpec {
-        concurrency: 1,
-        rate: None,
-        requests: Some(100),
-        duration: None,
-        warmup: 0,
-        slo_ttft_ms: None,
-        slo_e2e_ms: None,
-    });
+    let load = job.load.clone().unwrap_or_default();
     let total = match (load.requests, load.duration) {
         (Some(n), None) => n * targets.len() as u64,
         _ => 0,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
-use evald_web::export::{ExportWriter, Format};
+use evald_web::export::Format;
 use evald_web::model::{Percentiles, RecordFilter, RunStatus, Stats, StatsGroup, Trigger};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -511,6 +511,15 @@ pub fn print_report(report: &RunReport) {
     if let Some(m) = &s.message {
         println!("note: {m}");
     }
+    if let Some(ms) = s.scoring_ms
+        && secs > 0.0
+    {
+        println!(
+            "scoring: {ms:.1} ms in scorers, {:.2}% of the run's {:.1} s",
+            ms / (secs * 10.0),
+            secs
+        );
+    }
     if s.kind == "compare" && !report.records.is_empty() {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED)
@@ -713,26 +722,13 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
     };
     let rows = match backend(&config)? {
         Backend::Local(store) => {
-            let res =
-                tokio::task::spawn_blocking(move || -> Result<(u64, &'static str), Failure> {
-                    let mut w = ExportWriter::new(format, out)?;
-                    let mut failed = None;
-                    store.export(&filter, &mut |r| match w.write(&r) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    })?;
-                    if let Some(e) = failed {
-                        return Err(e.into());
-                    }
-                    let rows = w.rows();
-                    w.finish()?.flush()?;
-                    Ok((rows, "records"))
-                })
-                .await?;
-            res?
+            let res = tokio::task::spawn_blocking(move || -> Result<u64, Failure> {
+                let (rows, mut out) = store.export_to(&filter, format, out)?;
+                out.flush()?;
+                Ok(rows)
+            })
+            .await?;
+            (res?, "records")
         }
         Backend::Daemon(sock) => {
             let req = Request::Export {

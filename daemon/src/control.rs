@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use evald_web::export::{ExportWriter, Format};
+use evald_web::export::Format;
 use evald_web::model::{RecordFilter, Trigger};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -285,23 +285,9 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
             let store = daemon.store.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let mut frames = Frames::new(std_stream);
-                let result = (|| -> anyhow::Result<u64> {
-                    let mut ew = ExportWriter::new(format, &mut frames)?;
-                    let mut failed = None;
-                    store.export(&filter, &mut |r| match ew.write(&r) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    })?;
-                    if let Some(e) = failed {
-                        return Err(e.into());
-                    }
-                    let rows = ew.rows();
-                    ew.finish()?;
-                    Ok(rows)
-                })();
+                let result = store
+                    .export_to(&filter, format, &mut frames)
+                    .map(|(rows, _)| rows);
                 frames.end(match result {
                     Ok(rows) => Reply::Ok(rows.into()),
                     Err(e) => Reply::Error(format!("export failed part-way: {e}")),

@@ -308,6 +308,21 @@ pub struct LoadSpec {
     pub slo_e2e_ms: Option<f64>,
 }
 
+impl Default for LoadSpec {
+    /// A benchmark without `[load]`: one worker, 100 requests per target.
+    fn default() -> Self {
+        LoadSpec {
+            concurrency: 1,
+            rate: None,
+            requests: Some(100),
+            duration: None,
+            warmup: 0,
+            slo_ttft_ms: None,
+            slo_e2e_ms: None,
+        }
+    }
+}
+
 /// A validated job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -960,15 +975,7 @@ impl Validator<'_> {
 
     fn load(&mut self, raw: Option<&Spanned<RawLoad>>) -> LoadSpec {
         let Some(l) = raw else {
-            return LoadSpec {
-                concurrency: 1,
-                rate: None,
-                requests: Some(100),
-                duration: None,
-                warmup: 0,
-                slo_ttft_ms: None,
-                slo_e2e_ms: None,
-            };
+            return LoadSpec::default();
         };
         let span = l.span();
         let l = l.get_ref();

@@ -293,16 +293,24 @@ impl Group {
     }
 }
 
-/// Rollups accumulated over one write batch, merged into the table before commit. A batch
-/// touches a handful of groups, so a linear scan finds them without building keys.
+/// Rollups accumulated over one write batch, merged into the table before commit. Groups are
+/// found by a hash of their fields, so a record costs no key allocation.
 #[derive(Default)]
-pub struct Pending(Vec<(RollupKey, Rollup)>);
+pub struct Pending {
+    groups: Vec<(RollupKey, Rollup)>,
+    index: std::collections::HashMap<u64, Vec<usize>>,
+}
 
 impl Pending {
     /// Counts a record in.
     pub fn add(&mut self, r: &Record) {
+        use std::hash::{Hash, Hasher};
         let hour = hour_of(r.timestamp_ms);
-        let found = self.0.iter_mut().find(|(k, _)| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (hour, &r.job, &r.endpoint, &r.model, &r.provider).hash(&mut h);
+        let slot = self.index.entry(h.finish()).or_default();
+        let found = slot.iter().copied().find(|&i| {
+            let k = &self.groups[i].0;
             k.hour_ms == hour
                 && k.job == r.job
                 && k.endpoint == r.endpoint
@@ -310,11 +318,12 @@ impl Pending {
                 && k.provider == r.provider
         });
         match found {
-            Some((_, roll)) => roll.add(r),
+            Some(i) => self.groups[i].1.add(r),
             None => {
                 let mut roll = Rollup::default();
                 roll.add(r);
-                self.0.push((RollupKey::of(r), roll));
+                slot.push(self.groups.len());
+                self.groups.push((RollupKey::of(r), roll));
             }
         }
     }
@@ -325,7 +334,7 @@ impl Pending {
         table: &mut redb::Table<(u64, &str), &[u8]>,
     ) -> Result<(), redb::StorageError> {
         use redb::ReadableTable;
-        for (k, r) in self.0 {
+        for (k, r) in self.groups {
             let group = k.group();
             let key = (k.hour_ms.max(0) as u64, group.as_str());
             let mut cur = table

@@ -139,20 +139,10 @@ pub async fn resolve_targets(
 /// was stopping); `why` says which.
 pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger, why: &str) -> RunSummary {
     let now = chrono::Utc::now().timestamp_millis();
-    let s = RunSummary {
-        id: new_run_id(now),
-        job: job.name.clone(),
-        kind: job.kind.as_str().into(),
-        trigger,
-        started_ms: now,
-        ended_ms: Some(now),
-        status: RunStatus::Skipped,
-        message: Some(format!("skipped: {why}")),
-        requests: 0,
-        errors: 0,
-        cases: 0,
-        targets: vec![],
-    };
+    let mut s = RunSummary::start(new_run_id(now), &job.name, job.kind.as_str(), trigger, now);
+    s.ended_ms = Some(now);
+    s.status = RunStatus::Skipped;
+    s.message = Some(format!("skipped: {why}"));
     writer.run(s.clone()).await;
     s
 }
@@ -165,20 +155,13 @@ pub async fn run_job(
     progress: Option<&ProgressFn>,
 ) -> RunReport {
     let started = chrono::Utc::now().timestamp_millis();
-    let mut summary = RunSummary {
-        id: new_run_id(started),
-        job: job.name.clone(),
-        kind: job.kind.as_str().into(),
+    let mut summary = RunSummary::start(
+        new_run_id(started),
+        &job.name,
+        job.kind.as_str(),
         trigger,
-        started_ms: started,
-        ended_ms: None,
-        status: RunStatus::Running,
-        message: None,
-        requests: 0,
-        errors: 0,
-        cases: 0,
-        targets: vec![],
-    };
+        started,
+    );
     let span = tracing::info_span!("run", job = %job.name, run_id = %summary.id);
     ctx.writer.run(summary.clone()).await;
     tracing::info!(parent: &span, trigger = trigger_word(trigger), "run started");
@@ -229,9 +212,10 @@ pub async fn run_job(
 
     let records = match job.kind {
         JobKind::Compare => {
-            let records =
+            let (records, scoring_ms) =
                 compare(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
             summarize_into(&mut summary, &records);
+            summary.scoring_ms = (!scorers.is_empty()).then_some(scoring_ms);
             records
         }
         JobKind::Benchmark => {
@@ -390,6 +374,7 @@ async fn compare_one(
     job: &Job,
     run_id: &str,
     scorers: &Scorers,
+    scoring_us: &std::sync::atomic::AtomicU64,
     rep: u32,
     case: &Case,
     target: &Target,
@@ -404,7 +389,12 @@ async fn compare_one(
             m.repeat = Some(rep);
         }
     });
+    let t = std::time::Instant::now();
     r.scores = scorers.score(case, &r).await;
+    scoring_us.fetch_add(
+        t.elapsed().as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     ctx.metrics.observe(&r);
     ctx.writer.record(r.clone()).await;
     Some(r)
@@ -418,12 +408,22 @@ async fn compare(
     cases: &[Case],
     scorers: &Scorers,
     progress: Option<&ProgressFn>,
-) -> Vec<Record> {
+) -> (Vec<Record>, f64) {
+    let scoring_us = std::sync::atomic::AtomicU64::new(0);
     let mut work = Vec::new();
     for rep in 0..job.repeat {
         for case in cases {
             for t in targets {
-                work.push(compare_one(ctx, job, run_id, scorers, rep, case, t));
+                work.push(compare_one(
+                    ctx,
+                    job,
+                    run_id,
+                    scorers,
+                    &scoring_us,
+                    rep,
+                    case,
+                    t,
+                ));
             }
         }
     }
@@ -445,7 +445,8 @@ async fn compare(
         }
         records.push(r);
     }
-    records
+    drop(stream);
+    (records, scoring_us.into_inner() as f64 / 1000.0)
 }
 
 /// Recomputes a summary's counts and per-target figures from its records.

@@ -59,6 +59,9 @@ type RangeItem<'a> = Result<
 /// Version byte in front of every stored record.
 const RECORD_V1: u8 = 1;
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// How long a lone record waits for others before the writer commits.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -182,13 +185,18 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let db = Database::builder().create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
-            other => OpenError::Db {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
-        })?;
+        // redb's page cache defaults to 1 GiB, which a full export would fill: a modest cache
+        // keeps the daemon's memory flat (the OS page cache still holds the hot file).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
+                other => OpenError::Db {
+                    path: path.to_path_buf(),
+                    message: other.to_string(),
+                },
+            })?;
         let store = Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
@@ -358,11 +366,12 @@ impl Store {
         let idx = tx.open_multimap_table(RUN_RECORDS)?;
         let records = tx.open_table(RECORDS)?;
         let payloads = tx.open_table(PAYLOADS)?;
+        let mut reader = PayloadReader::new(&payloads);
         let mut out = Vec::new();
         for k in idx.get(run_id)?.take(limit) {
             let key = k?.value();
             if let Some(v) = records.get(key)?
-                && let Some(r) = decode(key, v.value(), Some(&payloads))
+                && let Some(r) = decode(key, v.value(), Some(&mut reader))
             {
                 out.push(r);
             }
@@ -399,6 +408,31 @@ impl Store {
         })
     }
 
+    /// Writes the records that pass the filter to `out` in `format`, from one snapshot;
+    /// returns the rows written and the sink.
+    pub fn export_to<W: std::io::Write>(
+        &self,
+        filter: &RecordFilter,
+        format: evald_web::export::Format,
+        out: W,
+    ) -> Result<(u64, W), StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("writing the export: {e}"));
+        let mut w = evald_web::export::ExportWriter::new(format, out).map_err(io)?;
+        let mut failed = None;
+        self.export(filter, &mut |r| match w.write(&r) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(io(e));
+        }
+        let rows = w.rows();
+        Ok((rows, w.finish().map_err(io)?))
+    }
+
     fn scan(
         &self,
         filter: &RecordFilter,
@@ -414,9 +448,10 @@ impl Store {
             0u64,
         );
         let range = records.range(lo..hi)?;
+        let mut reader = PayloadReader::new(&payloads);
         let mut each = |e: RangeItem| -> Result<bool, StoreError> {
             let (k, v) = e?;
-            let Some(r) = decode(k.value(), v.value(), Some(&payloads)) else {
+            let Some(r) = decode(k.value(), v.value(), Some(&mut reader)) else {
                 return Ok(true);
             };
             if !filter.matches(&r) {
@@ -544,20 +579,47 @@ pub struct PruneReport {
 }
 
 /// Turns a stored key and value back into a record; `None` for a value this binary cannot read.
-fn decode(
-    key: (u64, u64),
-    bytes: &[u8],
-    payloads: Option<&redb::ReadOnlyTable<u128, (u64, &[u8])>>,
-) -> Option<Record> {
+/// Reads prompt payloads within one read transaction, parsing each distinct one once: an
+/// export of a million records of a few hundred prompts parses a few hundred payloads.
+struct PayloadReader<'a> {
+    table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>,
+    parsed: std::collections::HashMap<u128, Vec<Message>>,
+}
+
+impl<'a> PayloadReader<'a> {
+    fn new(table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>) -> Self {
+        PayloadReader {
+            table,
+            parsed: std::collections::HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, hash: u128) -> Vec<Message> {
+        if let Some(m) = self.parsed.get(&hash) {
+            return m.clone();
+        }
+        let m: Vec<Message> = self
+            .table
+            .get(hash)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(v.value().1).ok())
+            .unwrap_or_default();
+        if self.parsed.len() >= 4096 {
+            self.parsed.clear();
+        }
+        self.parsed.insert(hash, m.clone());
+        m
+    }
+}
+
+fn decode(key: (u64, u64), bytes: &[u8], payloads: Option<&mut PayloadReader>) -> Option<Record> {
     let (&version, body) = bytes.split_first()?;
     if version != RECORD_V1 {
         return None;
     }
     let s: StoredRecord = postcard::from_bytes(body).ok()?;
-    let messages: Vec<Message> = payloads
-        .and_then(|p| p.get(s.messages).ok().flatten())
-        .and_then(|v| serde_json::from_slice(v.value().1).ok())
-        .unwrap_or_default();
+    let messages: Vec<Message> = payloads.map(|p| p.get(s.messages)).unwrap_or_default();
     Some(Record {
         id: key.1,
         timestamp_ms: key.0 as i64,
@@ -788,17 +850,16 @@ fn read_next_id(db: &Database) -> Result<u64, StoreError> {
     Ok(meta.get("next_record_id")?.map(|v| v.value()).unwrap_or(1))
 }
 
-/// Recently stored prompt payloads, so a busy run does not serialize and hash the same
-/// messages for every record.
+/// Prompt payloads this writer stored, so a busy run does not serialize and hash the same
+/// messages for every record. Bounded: cleared when it holds too many.
 #[derive(Default)]
-struct PayloadCache(Vec<(Vec<Message>, u128, Arc<[u8]>)>);
+struct PayloadCache(std::collections::HashMap<Vec<Message>, (u128, Arc<[u8]>)>);
 
 impl PayloadCache {
-    const SIZE: usize = 64;
+    const SIZE: usize = 4096;
 
     fn get(&mut self, messages: &[Message]) -> Result<(u128, Arc<[u8]>), StoreError> {
-        if let Some(i) = self.0.iter().position(|(m, _, _)| m == messages) {
-            let (_, h, j) = &self.0[i];
+        if let Some((h, j)) = self.0.get(messages) {
             return Ok((*h, j.clone()));
         }
         let json: Arc<[u8]> = serde_json::to_vec(messages)
@@ -806,9 +867,9 @@ impl PayloadCache {
             .into();
         let h = xxhash_rust::xxh3::xxh3_128(&json);
         if self.0.len() >= Self::SIZE {
-            self.0.remove(0);
+            self.0.clear();
         }
-        self.0.push((messages.to_vec(), h, json.clone()));
+        self.0.insert(messages.to_vec(), (h, json.clone()));
         Ok((h, json))
     }
 }
@@ -930,19 +991,24 @@ fn prune_records(
                 (key, run, hash)
             })
             .collect();
+        // References dropped per payload: one read-modify-write per payload, not per record.
+        let mut dropped: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
         for (key, run, hash) in &doomed {
             records.remove(*key)?;
             run_records.remove(run.as_str(), *key)?;
+            *dropped.entry(*hash).or_default() += 1;
+        }
+        for (hash, n) in dropped {
             let refs = payloads
-                .get(*hash)?
+                .get(hash)?
                 .map(|v| (v.value().0, v.value().1.to_vec()));
             match refs {
-                Some((r, _)) if r <= 1 => {
-                    payloads.remove(*hash)?;
+                Some((r, _)) if r <= n => {
+                    payloads.remove(hash)?;
                     report.payloads += 1;
                 }
                 Some((r, bytes)) => {
-                    payloads.insert(*hash, (r - 1, bytes.as_slice()))?;
+                    payloads.insert(hash, (r - n, bytes.as_slice()))?;
                 }
                 None => {}
             }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One chat message of a case, as sent to a target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -275,9 +275,37 @@ pub struct RunSummary {
     pub cases: u64,
     /// Per target results.
     pub targets: Vec<TargetSummary>,
+    /// Time spent in scorers (built-in and plugins), summed over requests, ms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scoring_ms: Option<f64>,
 }
 
 impl RunSummary {
+    /// A run that starts now (status `running`, no counts yet).
+    pub fn start(
+        id: String,
+        job: &str,
+        kind: &str,
+        trigger: Trigger,
+        started_ms: i64,
+    ) -> RunSummary {
+        RunSummary {
+            id,
+            job: job.to_string(),
+            kind: kind.to_string(),
+            trigger,
+            started_ms,
+            ended_ms: None,
+            status: RunStatus::Running,
+            message: None,
+            requests: 0,
+            errors: 0,
+            cases: 0,
+            targets: vec![],
+            scoring_ms: None,
+        }
+    }
+
     /// Mean score over targets that have one.
     pub fn mean_score(&self) -> Option<f64> {
         mean(self.targets.iter().filter_map(|t| t.mean_score))
