@@ -1,7 +1,7 @@
 //! The store benchmark: evald's redb store against SQLite holding the same records in the
 //! origin report's schema (its three indexes, WAL mode), side by side.
 //!
-//! Run: `cargo bench -p evald --bench store -- [RECORDS]` (default 1,000,000).
+//! Run: `cargo bench -p evald-bench --bench store -- [RECORDS]` (default 1,000,000).
 //! It measures ingest through the daemon's writer, 7-day stats, last-20, a full CSV export
 //! (rows/s and peak memory), pruning 30 %, and bytes on disk per record, including a
 //! prune-and-refill cycle. Results go to stdout as a table; docs/store-benchmark.md keeps them.
