@@ -361,20 +361,25 @@ pub fn adhoc_job(config: &Config, toml_text: &str) -> Result<Job, String> {
 }
 
 /// Options of `evald compare`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CompareArgs {
-    /// `endpoint/model` targets.
+    /// A target, ENDPOINT/MODEL; repeat for more.
+    #[arg(long = "model", short = 'm', required = true)]
     pub models: Vec<String>,
-    /// The prompt.
-    pub prompt: String,
-    /// An optional system message.
+    /// A system message sent first.
+    #[arg(long)]
     pub system: Option<String>,
-    /// `temperature`.
+    /// Sampling temperature (0–2).
+    #[arg(long)]
     pub temperature: Option<f64>,
-    /// `max_tokens`.
+    /// Most tokens to generate.
+    #[arg(long)]
     pub max_tokens: Option<u32>,
     /// Print JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
+    /// The prompt.
+    pub prompt: String,
 }
 
 /// `evald compare --model A --model B "prompt"`.
@@ -683,21 +688,28 @@ pub async fn models(explicit: Option<&Path>, endpoint: &str) -> Result<bool, Fai
 }
 
 /// Options of `evald export`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
     /// csv, json or jsonl.
+    #[arg(long, default_value = "csv")]
     pub format: String,
-    /// Filters as typed.
+    /// From this time on (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
     pub since: Option<String>,
-    /// Upper bound.
+    /// Up to this time (RFC 3339, or YYYY-MM-DD for the whole day).
+    #[arg(long)]
     pub until: Option<String>,
-    /// Job.
+    /// Only this job.
+    #[arg(long)]
     pub job: Option<String>,
-    /// Model.
+    /// Only this model.
+    #[arg(long)]
     pub model: Option<String>,
-    /// Limit.
+    /// At most this many records.
+    #[arg(long)]
     pub limit: Option<String>,
-    /// Output file; stdout without.
+    /// Write here instead of stdout.
+    #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
 }
 

@@ -49,49 +49,9 @@ enum Command {
         json: bool,
     },
     /// Sends one prompt to several targets and prints the answers side by side.
-    Compare {
-        /// A target, ENDPOINT/MODEL; repeat for more.
-        #[arg(long = "model", short = 'm', required = true)]
-        models: Vec<String>,
-        /// A system message sent first.
-        #[arg(long)]
-        system: Option<String>,
-        /// Sampling temperature (0–2).
-        #[arg(long)]
-        temperature: Option<f64>,
-        /// Most tokens to generate.
-        #[arg(long)]
-        max_tokens: Option<u32>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// The prompt.
-        prompt: String,
-    },
+    Compare(CompareArgs),
     /// Writes request records as CSV, JSON or JSONL.
-    Export {
-        /// csv, json or jsonl.
-        #[arg(long, default_value = "csv")]
-        format: String,
-        /// From this time on (RFC 3339 or YYYY-MM-DD).
-        #[arg(long)]
-        since: Option<String>,
-        /// Up to this time (RFC 3339, or YYYY-MM-DD for the whole day).
-        #[arg(long)]
-        until: Option<String>,
-        /// Only this job.
-        #[arg(long)]
-        job: Option<String>,
-        /// Only this model.
-        #[arg(long)]
-        model: Option<String>,
-        /// At most this many records.
-        #[arg(long)]
-        limit: Option<String>,
-        /// Write here instead of stdout.
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-    },
+    Export(ExportArgs),
     /// Lists the models an endpoint offers (GET /models).
     Models {
         /// The endpoint's name in evald.toml.
@@ -161,50 +121,8 @@ fn main() -> ExitCode {
             }
             Command::Check { files } => cli::check(config, &files),
             Command::Run { job, json } => cli::run(config, &job, json).await,
-            Command::Compare {
-                models,
-                system,
-                temperature,
-                max_tokens,
-                json,
-                prompt,
-            } => {
-                cli::compare(
-                    config,
-                    CompareArgs {
-                        models,
-                        prompt,
-                        system,
-                        temperature,
-                        max_tokens,
-                        json,
-                    },
-                )
-                .await
-            }
-            Command::Export {
-                format,
-                since,
-                until,
-                job,
-                model,
-                limit,
-                output,
-            } => {
-                cli::export(
-                    config,
-                    ExportArgs {
-                        format,
-                        since,
-                        until,
-                        job,
-                        model,
-                        limit,
-                        output,
-                    },
-                )
-                .await
-            }
+            Command::Compare(args) => cli::compare(config, args).await,
+            Command::Export(args) => cli::export(config, args).await,
             Command::Models { endpoint } => cli::models(config, &endpoint).await,
             Command::Stats { days, json } => cli::stats(config, days, json).await,
             Command::Prune { dry_run } => cli::prune(config, dry_run).await,

@@ -353,3 +353,46 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_sends_one_prompt_to_several_targets_with_and_without_a_daemon() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    let alone = site.evald(&[
+        "compare",
+        "-m",
+        "test/ok-a",
+        "-m",
+        "sim/echo",
+        "--max-tokens",
+        "20",
+        "hello there",
+    ]);
+    let text = stdout(&alone);
+    assert!(alone.status.success(), "{text}");
+    assert!(
+        text.contains("test/ok-a")
+            && text.contains("sim/echo")
+            && text.contains("Echo: hello there"),
+        "{text}"
+    );
+    assert_eq!(server.seen()[0].body["max_tokens"], 20);
+    let d = site.serve().await;
+    let beside = site.evald(&["compare", "-m", "test/ok-b", "again"]);
+    assert!(beside.status.success(), "{}", stdout(&beside));
+    let runs: Value =
+        serde_json::from_str(&site.get("/api/v1/runs?job=compare&limit=10").await.1).unwrap();
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        2,
+        "both ad hoc runs are stored as job `compare`"
+    );
+    let bad = site.evald(&["compare", "-m", "nowhere/x", "hi"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stdout(&bad).contains("unknown endpoint `nowhere`"),
+        "{}",
+        stdout(&bad)
+    );
+    drop(d);
+}
