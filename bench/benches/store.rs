@@ -17,6 +17,11 @@ use evald::store::{PruneCutoffs, Store};
 use evald_web::export::{ExportWriter, Format};
 use evald_web::model::{Message, Metadata, Record, RecordFilter, Score};
 
+/// The daemon's allocator (daemon/src/main.rs), so the writer thread and the producers allocate
+/// as they do in `evald serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DAY: i64 = 86_400_000;
 
 /// A realistic record: one of 200 distinct prompts (~300 B of messages, as scheduled jobs
@@ -95,17 +100,6 @@ fn record(i: u64, ts: i64) -> Record {
     }
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -117,9 +111,32 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Resets the peak-RSS mark (Linux: writing 5 to clear_refs).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Samples the resident set every 2 ms until stopped; returns the highest seen (KiB). (The
+/// kernel's own peak mark cannot be reset everywhere: writing to clear_refs may be refused.)
+struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn start() -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = rss_kib();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib());
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak.max(rss_kib())
+        });
+        PeakRss { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }
 
 fn size(p: &Path) -> u64 {
@@ -169,15 +186,21 @@ fn main() {
     let t = Instant::now();
     rt.block_on(async {
         let w = store.writer();
-        // Several producers, as concurrent runs are.
+        // Several producers, as concurrent runs are. Each record is stamped when its producer
+        // takes it, as a request is stamped when it is sent: records reach the writer nearly,
+        // not exactly, in time order.
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for p in 0..4u64 {
+        for _ in 0..4 {
             let w = w.clone();
+            let next = next.clone();
             tasks.push(tokio::spawn(async move {
-                let mut i = p;
-                while i < n {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
                     w.record(record(i, ts(i))).await;
-                    i += 4;
                 }
             }));
         }
@@ -187,6 +210,24 @@ fn main() {
         w.close().await;
     });
     let redb_ingest = n as f64 / t.elapsed().as_secs_f64();
+    // EVALD_BENCH_EVALD_ONLY: ingest and export evald's side only (for profiling).
+    if std::env::var_os("EVALD_BENCH_EVALD_ONLY").is_some() {
+        let t = Instant::now();
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+        let out =
+            std::io::BufWriter::with_capacity(64 * 1024, null.unwrap_or_else(|e| panic!("{e}")));
+        let mut w = ExportWriter::new(Format::Csv, out).unwrap_or_else(|e| panic!("{e}"));
+        let _ = store.export(&RecordFilter::default(), &mut |r| w.write_row(r).is_ok());
+        println!(
+            "export {:.0} rows/s",
+            w.rows() as f64 / t.elapsed().as_secs_f64()
+        );
+        println!(
+            "ingest {redb_ingest:.0} records/s; pages in use {:.0} B per record",
+            store.live_bytes().unwrap_or(0) as f64 / n as f64
+        );
+        return;
+    }
     let redb_bytes = size(&db);
     let redb_live = store.live_bytes().unwrap_or(0);
 
@@ -327,24 +368,25 @@ fn main() {
 
     // Full CSV export to /dev/null, peak memory above the resident set before it.
     let sink = || {
-        std::io::BufWriter::new(
+        std::io::BufWriter::with_capacity(
+            64 * 1024,
             std::fs::OpenOptions::new()
                 .write(true)
                 .open("/dev/null")
                 .unwrap_or_else(|e| panic!("{e}")),
         )
     };
-    reset_peak();
     let base = rss_kib();
+    let peak = PeakRss::start();
     let t = Instant::now();
     let mut w = ExportWriter::new(Format::Csv, sink()).unwrap_or_else(|e| panic!("{e}"));
-    let _ = store.export(&RecordFilter::default(), &mut |r| w.write(&r).is_ok());
+    let _ = store.export(&RecordFilter::default(), &mut |r| w.write_row(r).is_ok());
     let exported = w.rows();
     let _ = w.finish();
     let redb_export = exported as f64 / t.elapsed().as_secs_f64();
-    let redb_peak = peak_rss_kib().saturating_sub(base);
-    reset_peak();
+    let redb_peak = peak.finish().saturating_sub(base);
     let base = rss_kib();
+    let peak = PeakRss::start();
     let t = Instant::now();
     {
         let mut out = csv::Writer::from_writer(sink());
@@ -367,7 +409,7 @@ fn main() {
         }
     }
     let sq_export = n as f64 / t.elapsed().as_secs_f64();
-    let sq_peak = peak_rss_kib().saturating_sub(base);
+    let sq_peak = peak.finish().saturating_sub(base);
     rows.push(Row {
         what: "CSV export",
         evald: redb_export,

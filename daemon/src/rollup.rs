@@ -1,29 +1,39 @@
-//! Hourly rollups: per hour and per (job, endpoint, model, provider), the counts, token sums and
-//! a mergeable latency histogram of the request records. They are written in the same
-//! transaction as the records, so analytics over any window read a few hundred small rows
-//! instead of scanning millions of records, and always agree with the records.
+//! Rollups: per group — (job, endpoint, model, provider) — per hour and per day, the counts,
+//! token sums and a mergeable latency histogram of the request records. They are written in
+//! the same transaction as the records, so they always agree with them, and analytics over any
+//! window read a few hundred small rows instead of scanning millions of records: a week is
+//! seven daily rows per group plus the hourly rows of the partial days at its edges.
 //!
 //! Latency statistics count successful requests (no error) that have a response time: a
 //! refused connection's 0 ms would otherwise flatter an endpoint that is down. Percentiles come
 //! from log-linear buckets, so they are within 0.8 % of the exact nearest-rank value.
+//!
+//! Rows are stored in a compact form of our own ([`Rollup::encode`]): varints, the histogram's
+//! buckets delta-coded, so a week of rows is summed ([`Totals::add_row`]) without allocating.
 
 use std::collections::BTreeMap;
 
 use evald_web::model::{Record, Stats, StatsGroup, TokenStats};
-use serde::{Deserialize, Serialize};
 
 /// One hour in ms.
 pub const HOUR_MS: i64 = 3_600_000;
+/// One day in ms.
+pub const DAY_MS: i64 = 86_400_000;
 
 /// The start of the hour containing `ms`.
 pub fn hour_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
 }
 
+/// The start of the (UTC) day containing `ms`.
+pub fn day_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(DAY_MS)
+}
+
 /// Latency histogram buckets: values in µs; below 128 µs one bucket per µs, above that 64
 /// buckets per power of two (log-linear, at most 1/64 = 1.6 % wide, so a bucket's midpoint is
 /// within 0.8 % of any value in it). Stored sparse: an hour of one target has a few dozen
-/// non-empty buckets, so merging a week of rollups adds a few thousand numbers.
+/// non-empty buckets.
 pub mod buckets {
     /// Buckets up to 2^40 µs (12 days): more than any timeout.
     pub const COUNT: usize = 40 * 64 + 128;
@@ -53,27 +63,26 @@ pub mod buckets {
 }
 
 /// A mergeable latency histogram, sparse: (bucket, count) sorted by bucket.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Latencies(Vec<(u16, u64)>);
 
 impl Latencies {
     /// Counts a latency in.
     pub fn record(&mut self, ms: f64) {
-        let us = (ms * 1000.0).round().max(0.0) as u64;
-        let b = buckets::index(us);
+        self.add(bucket_of_ms(ms), 1);
+    }
+
+    fn add(&mut self, b: u16, c: u64) {
         match self.0.binary_search_by_key(&b, |e| e.0) {
-            Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (b, 1)),
+            Ok(i) => self.0[i].1 += c,
+            Err(i) => self.0.insert(i, (b, c)),
         }
     }
 
     /// Adds another histogram's counts.
     pub fn merge(&mut self, o: &Latencies) {
         for &(b, c) in &o.0 {
-            match self.0.binary_search_by_key(&b, |e| e.0) {
-                Ok(i) => self.0[i].1 += c,
-                Err(i) => self.0.insert(i, (b, c)),
-            }
+            self.add(b, c);
         }
     }
 
@@ -88,47 +97,76 @@ impl Latencies {
     }
 }
 
-/// A dense accumulator for merging many sparse histograms quickly.
-pub struct Dense(Vec<u64>);
+fn bucket_of_ms(ms: f64) -> u16 {
+    buckets::index((ms * 1000.0).round().max(0.0) as u64)
+}
+
+/// A dense accumulator for summing many sparse histograms quickly; it remembers the range of
+/// buckets it touched so merging and quantiles skip the empty rest.
+pub struct Dense {
+    counts: Vec<u64>,
+    lo: usize,
+    hi: usize,
+}
 
 impl Default for Dense {
     fn default() -> Self {
-        Dense(vec![0; buckets::COUNT])
+        Dense {
+            counts: vec![0; buckets::COUNT],
+            lo: buckets::COUNT,
+            hi: 0,
+        }
     }
 }
 
 impl Dense {
-    /// Adds a sparse histogram.
-    pub fn add(&mut self, l: &Latencies) {
-        for &(b, c) in &l.0 {
-            self.0[b as usize] += c;
+    fn add(&mut self, b: usize, c: u64) {
+        let b = b.min(buckets::COUNT - 1);
+        self.counts[b] += c;
+        self.lo = self.lo.min(b);
+        self.hi = self.hi.max(b + 1);
+    }
+
+    fn merge(&mut self, o: &Dense) {
+        if o.lo >= o.hi {
+            return;
         }
+        for (a, b) in self.counts[o.lo..o.hi]
+            .iter_mut()
+            .zip(&o.counts[o.lo..o.hi])
+        {
+            *a += b;
+        }
+        self.lo = self.lo.min(o.lo);
+        self.hi = self.hi.max(o.hi);
     }
 
     /// Nearest-rank quantile (the smallest value with at least `q` of the samples at or below
     /// it), in ms; 0 without samples.
     pub fn quantile(&self, q: f64) -> f64 {
-        let n: u64 = self.0.iter().sum();
+        if self.lo >= self.hi {
+            return 0.0;
+        }
+        let span = &self.counts[self.lo..self.hi];
+        let n: u64 = span.iter().sum();
         if n == 0 {
             return 0.0;
         }
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
         let mut seen = 0;
-        for (i, c) in self.0.iter().enumerate() {
+        for (i, c) in span.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return buckets::value(i as u16) / 1000.0;
+                return buckets::value((self.lo + i) as u16) / 1000.0;
             }
         }
         0.0
     }
 }
 
-/// What one rollup row groups by.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RollupKey {
-    /// Hour start, Unix ms.
-    pub hour_ms: i64,
+/// What one rollup group stands for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GroupName {
     /// Job name.
     pub job: String,
     /// Endpoint name.
@@ -141,11 +179,10 @@ pub struct RollupKey {
 
 const SEP: char = '\u{1f}';
 
-impl RollupKey {
+impl GroupName {
     /// The group of a record.
-    pub fn of(r: &Record) -> RollupKey {
-        RollupKey {
-            hour_ms: hour_of(r.timestamp_ms),
+    pub fn of(r: &Record) -> GroupName {
+        GroupName {
             job: r.job.clone(),
             endpoint: r.endpoint.clone(),
             model: r.model.clone(),
@@ -153,22 +190,15 @@ impl RollupKey {
         }
     }
 
-    /// The string half of the table key.
-    pub fn group(&self) -> String {
-        [
-            self.job.as_str(),
-            &self.endpoint,
-            &self.model,
-            &self.provider,
-        ]
-        .join(&SEP.to_string())
+    /// The stored form: the four names joined by U+001F.
+    pub fn key(&self) -> String {
+        key_of(&self.job, &self.endpoint, &self.model, &self.provider)
     }
 
-    /// Back from a table key.
-    pub fn parse(hour_ms: i64, group: &str) -> Option<RollupKey> {
-        let mut it = group.split(SEP);
-        Some(RollupKey {
-            hour_ms,
+    /// Back from the stored form.
+    pub fn parse(key: &str) -> Option<GroupName> {
+        let mut it = key.split(SEP);
+        Some(GroupName {
             job: it.next()?.to_string(),
             endpoint: it.next()?.to_string(),
             model: it.next()?.to_string(),
@@ -177,8 +207,50 @@ impl RollupKey {
     }
 }
 
-/// Aggregates of one group in one hour.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The stored group key of four names.
+pub fn key_of(job: &str, endpoint: &str, model: &str, provider: &str) -> String {
+    let mut s =
+        String::with_capacity(job.len() + endpoint.len() + model.len() + provider.len() + 3);
+    for (i, part) in [job, endpoint, model, provider].into_iter().enumerate() {
+        if i > 0 {
+            s.push(SEP);
+        }
+        s.push_str(part);
+    }
+    s
+}
+
+/// What one record adds to its rollups; taken from the record before it is encoded, so the
+/// writer thread does not need the record itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// The record has an error.
+    pub error: bool,
+    /// Response time of a successful request, ms.
+    pub latency_ms: Option<f64>,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Total tokens.
+    pub total_tokens: u64,
+}
+
+impl Sample {
+    /// A record's contribution.
+    pub fn of(r: &Record) -> Sample {
+        Sample {
+            error: r.error.is_some(),
+            latency_ms: r.response_time_ms.filter(|_| r.error.is_none()),
+            prompt_tokens: r.prompt_tokens.unwrap_or(0) as u64,
+            completion_tokens: r.completion_tokens.unwrap_or(0) as u64,
+            total_tokens: r.total_tokens.unwrap_or(0) as u64,
+        }
+    }
+}
+
+/// Aggregates of one group over one hour or one day.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
     /// Requests.
     pub requests: u64,
@@ -196,19 +268,22 @@ pub struct Rollup {
     pub latency: Latencies,
 }
 
+/// The first byte of a stored rollup: the format of what follows.
+const ROLLUP_V2: u8 = 2;
+
 impl Rollup {
     /// Counts one record in.
-    pub fn add(&mut self, r: &Record) {
+    pub fn add(&mut self, s: &Sample) {
         self.requests += 1;
-        if r.error.is_some() {
+        if s.error {
             self.errors += 1;
-        } else if let Some(ms) = r.response_time_ms {
+        } else if let Some(ms) = s.latency_ms {
             self.latency_sum_ms += ms;
             self.latency.record(ms);
         }
-        self.prompt_tokens += r.prompt_tokens.unwrap_or(0) as u64;
-        self.completion_tokens += r.completion_tokens.unwrap_or(0) as u64;
-        self.total_tokens += r.total_tokens.unwrap_or(0) as u64;
+        self.prompt_tokens += s.prompt_tokens;
+        self.completion_tokens += s.completion_tokens;
+        self.total_tokens += s.total_tokens;
     }
 
     /// Adds another rollup's counts to this one.
@@ -222,47 +297,188 @@ impl Rollup {
         self.total_tokens += o.total_tokens;
     }
 
-    /// The stored form (postcard).
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
+    /// The stored form: a format byte, varints, the latency sum as f64, then the histogram's
+    /// non-empty buckets as (gap from the previous bucket, count) varint pairs.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(ROLLUP_V2);
+        for v in [self.requests, self.errors] {
+            put_varint(out, v);
+        }
+        out.extend_from_slice(&self.latency_sum_ms.to_le_bytes());
+        for v in [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+        ] {
+            put_varint(out, v);
+        }
+        put_varint(out, self.latency.0.len() as u64);
+        let mut prev = 0u64;
+        for &(b, c) in &self.latency.0 {
+            put_varint(out, b as u64 - prev);
+            put_varint(out, c);
+            prev = b as u64;
+        }
     }
 
-    /// Back from the stored form.
+    /// Back from the stored form; `None` for a form this binary does not know.
     pub fn decode(b: &[u8]) -> Option<Rollup> {
-        postcard::from_bytes(b).ok()
+        let (mut r, buckets) = read(b)?;
+        r.latency.0.reserve(buckets.left as usize);
+        for e in buckets {
+            r.latency.0.push(e?);
+        }
+        Some(r)
     }
 }
 
-/// Counts and a dense latency accumulator: what a stats group sums rollups into.
+/// Reads a schema 1 rollup (postcard of the same fields, the histogram as (bucket, count)
+/// pairs); for the migration to schema 2.
+pub fn decode_v1(b: &[u8]) -> Option<Rollup> {
+    #[derive(serde::Deserialize)]
+    struct V1 {
+        requests: u64,
+        errors: u64,
+        latency_sum_ms: f64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        total_tokens: u64,
+        latency: Vec<(u16, u64)>,
+    }
+    let v: V1 = postcard::from_bytes(b).ok()?;
+    let mut latency = v.latency;
+    latency.sort_unstable();
+    latency.dedup_by(|b, a| {
+        let same = a.0 == b.0;
+        if same {
+            a.1 += b.1;
+        }
+        same
+    });
+    Some(Rollup {
+        requests: v.requests,
+        errors: v.errors,
+        latency_sum_ms: v.latency_sum_ms,
+        prompt_tokens: v.prompt_tokens,
+        completion_tokens: v.completion_tokens,
+        total_tokens: v.total_tokens,
+        latency: Latencies(latency),
+    })
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Reads a stored rollup's counts, and returns them with an iterator over its histogram's
+/// buckets: nothing is allocated.
+fn read(mut b: &[u8]) -> Option<(Rollup, Buckets<'_>)> {
+    let (&format, rest) = b.split_first()?;
+    if format != ROLLUP_V2 {
+        return None;
+    }
+    b = rest;
+    let requests = get_varint(&mut b)?;
+    let errors = get_varint(&mut b)?;
+    let (sum, rest) = b.split_first_chunk::<8>()?;
+    b = rest;
+    let head = Rollup {
+        requests,
+        errors,
+        latency_sum_ms: f64::from_le_bytes(*sum),
+        prompt_tokens: get_varint(&mut b)?,
+        completion_tokens: get_varint(&mut b)?,
+        total_tokens: get_varint(&mut b)?,
+        latency: Latencies::default(),
+    };
+    let left = get_varint(&mut b)?;
+    Some((head, Buckets { b, left, prev: 0 }))
+}
+
+/// The (bucket, count) pairs of a stored histogram; an item is `None` where the bytes end
+/// early.
+struct Buckets<'a> {
+    b: &'a [u8],
+    left: u64,
+    prev: u64,
+}
+
+impl Iterator for Buckets<'_> {
+    type Item = Option<(u16, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let pair = (|| {
+            self.prev += get_varint(&mut self.b)?;
+            let c = get_varint(&mut self.b)?;
+            Some((self.prev.min(buckets::COUNT as u64 - 1) as u16, c))
+        })();
+        if pair.is_none() {
+            self.left = 0;
+        }
+        Some(pair)
+    }
+}
+
+/// Counts and a dense latency accumulator: what a group's rows, and then a stats group, sum
+/// into.
 #[derive(Default)]
-struct Group {
+struct Acc {
     requests: u64,
     errors: u64,
     latency_sum_ms: f64,
     latency_n: u64,
-    latency: Option<Dense>,
+    latency: Option<Box<Dense>>,
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
 }
 
-impl Group {
-    fn add(&mut self, r: &Rollup) {
+impl Acc {
+    fn add_counts(&mut self, r: &Rollup) {
         self.requests += r.requests;
         self.errors += r.errors;
         self.latency_sum_ms += r.latency_sum_ms;
-        self.latency_n += r.latency.len();
-        if !r.latency.is_empty() {
-            self.latency
-                .get_or_insert_with(Dense::default)
-                .add(&r.latency);
-        }
         self.prompt_tokens += r.prompt_tokens;
         self.completion_tokens += r.completion_tokens;
         self.total_tokens += r.total_tokens;
     }
 
-    fn finish(self, name: String) -> StatsGroup {
+    fn merge(&mut self, o: &Acc) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.latency_sum_ms += o.latency_sum_ms;
+        self.latency_n += o.latency_n;
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.total_tokens += o.total_tokens;
+        if let Some(d) = &o.latency {
+            self.latency.get_or_insert_with(Box::default).merge(d);
+        }
+    }
+
+    fn finish(&self, name: String) -> StatsGroup {
         let q = |p: f64| self.latency.as_ref().map(|d| d.quantile(p)).unwrap_or(0.0);
         let per = |x: u64| {
             if self.requests == 0 {
@@ -293,74 +509,132 @@ impl Group {
     }
 }
 
-/// Rollups accumulated over one write batch, merged into the table before commit. Groups are
-/// found by a hash of their fields, so a record costs no key allocation.
+/// Group ids above this are taken for damage, not data (ids are handed out from 0 up).
+const MAX_GROUP_ID: u32 = 1 << 20;
+
+/// Stored rollup rows summed per group as a window's rows are read, without materialising
+/// them.
+#[derive(Default)]
+pub struct Totals {
+    groups: Vec<Acc>,
+}
+
+impl Totals {
+    /// Adds one stored row of group `gid`; false for a row this binary cannot read.
+    pub fn add_row(&mut self, gid: u32, bytes: &[u8]) -> bool {
+        let Some((head, buckets)) = read(bytes) else {
+            return false;
+        };
+        if gid > MAX_GROUP_ID {
+            return false;
+        }
+        let i = gid as usize;
+        if self.groups.len() <= i {
+            self.groups.resize_with(i + 1, Acc::default);
+        }
+        let acc = &mut self.groups[i];
+        acc.add_counts(&head);
+        if buckets.left > 0 {
+            let dense = acc.latency.get_or_insert_with(Box::default);
+            for e in buckets {
+                let Some((b, c)) = e else {
+                    return false;
+                };
+                dense.add(b as usize, c);
+                acc.latency_n += c;
+            }
+        }
+        true
+    }
+}
+
+/// Rollups accumulated over one write batch, by (hour, group id), merged into the tables before
+/// commit.
 #[derive(Default)]
 pub struct Pending {
-    groups: Vec<(RollupKey, Rollup)>,
-    index: std::collections::HashMap<u64, Vec<usize>>,
+    hours: std::collections::HashMap<(i64, u32), Rollup>,
 }
 
 impl Pending {
     /// Counts a record in.
-    pub fn add(&mut self, r: &Record) {
-        use std::hash::{Hash, Hasher};
-        let hour = hour_of(r.timestamp_ms);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (hour, &r.job, &r.endpoint, &r.model, &r.provider).hash(&mut h);
-        let slot = self.index.entry(h.finish()).or_default();
-        let found = slot.iter().copied().find(|&i| {
-            let k = &self.groups[i].0;
-            k.hour_ms == hour
-                && k.job == r.job
-                && k.endpoint == r.endpoint
-                && k.model == r.model
-                && k.provider == r.provider
-        });
-        match found {
-            Some(i) => self.groups[i].1.add(r),
-            None => {
-                let mut roll = Rollup::default();
-                roll.add(r);
-                slot.push(self.groups.len());
-                self.groups.push((RollupKey::of(r), roll));
-            }
-        }
+    pub fn add(&mut self, timestamp_ms: i64, gid: u32, s: &Sample) {
+        self.hours
+            .entry((hour_of(timestamp_ms), gid))
+            .or_default()
+            .add(s);
     }
 
-    /// Merges into the rollups table (read, add, write back).
+    /// Counts a whole hour's rollup in.
+    pub fn add_rollup(&mut self, hour_ms: i64, gid: u32, r: &Rollup) {
+        self.hours
+            .entry((hour_of(hour_ms), gid))
+            .or_default()
+            .merge(r);
+    }
+
+    /// Merges into the hourly and daily tables (read, add, write back).
     pub fn merge_into(
         self,
-        table: &mut redb::Table<(u64, &str), &[u8]>,
+        hours: &mut redb::Table<(u64, u32), &[u8]>,
+        days: &mut redb::Table<(u64, u32), &[u8]>,
     ) -> Result<(), redb::StorageError> {
-        use redb::ReadableTable;
-        for (k, r) in self.groups {
-            let group = k.group();
-            let key = (k.hour_ms.max(0) as u64, group.as_str());
-            let mut cur = table
-                .get(key)?
-                .and_then(|v| Rollup::decode(v.value()))
-                .unwrap_or_default();
-            cur.merge(&r);
-            table.insert(key, cur.encode().as_slice())?;
+        let mut daily: std::collections::HashMap<(i64, u32), Rollup> = Default::default();
+        for (&(h, g), r) in &self.hours {
+            daily.entry((day_of(h), g)).or_default().merge(r);
+        }
+        let mut buf = Vec::with_capacity(512);
+        for ((h, g), r) in self.hours {
+            add_to(hours, (h.max(0) as u64, g), &r, &mut buf)?;
+        }
+        for ((d, g), r) in daily {
+            add_to(days, (d.max(0) as u64, g), &r, &mut buf)?;
         }
         Ok(())
     }
 }
 
-/// The analytics summary of rollups within a window: overall, by model, provider and job.
-pub fn stats(days: u32, rows: &[(RollupKey, Rollup)]) -> Stats {
-    let mut all = Group::default();
-    let mut by_model: BTreeMap<&str, Group> = BTreeMap::new();
-    let mut by_provider: BTreeMap<&str, Group> = BTreeMap::new();
-    let mut by_job: BTreeMap<&str, Group> = BTreeMap::new();
-    for (k, r) in rows {
-        all.add(r);
-        by_model.entry(&k.model).or_default().add(r);
-        by_provider.entry(&k.provider).or_default().add(r);
-        by_job.entry(&k.job).or_default().add(r);
+/// Adds `r` to the stored row at `key`.
+pub fn add_to(
+    table: &mut redb::Table<(u64, u32), &[u8]>,
+    key: (u64, u32),
+    r: &Rollup,
+    buf: &mut Vec<u8>,
+) -> Result<(), redb::StorageError> {
+    use redb::ReadableTable;
+    let mut cur = table
+        .get(key)?
+        .and_then(|v| Rollup::decode(v.value()))
+        .unwrap_or_default();
+    cur.merge(r);
+    cur.encode(buf);
+    table.insert(key, buf.as_slice())?;
+    Ok(())
+}
+
+/// The analytics summary of a window's totals: overall, by model, provider and job. `names`
+/// maps group ids to what they stand for.
+pub fn stats(
+    days: u32,
+    names: &std::collections::HashMap<u32, GroupName>,
+    totals: &Totals,
+) -> Stats {
+    let mut all = Acc::default();
+    let mut by_model: BTreeMap<&str, Acc> = BTreeMap::new();
+    let mut by_provider: BTreeMap<&str, Acc> = BTreeMap::new();
+    let mut by_job: BTreeMap<&str, Acc> = BTreeMap::new();
+    for (gid, acc) in totals.groups.iter().enumerate() {
+        if acc.requests == 0 {
+            continue;
+        }
+        let Some(name) = names.get(&(gid as u32)) else {
+            continue;
+        };
+        all.merge(acc);
+        by_model.entry(&name.model).or_default().merge(acc);
+        by_provider.entry(&name.provider).or_default().merge(acc);
+        by_job.entry(&name.job).or_default().merge(acc);
     }
-    let groups = |m: BTreeMap<&str, Group>| -> Vec<StatsGroup> {
+    let groups = |m: BTreeMap<&str, Acc>| -> Vec<StatsGroup> {
         let mut v: Vec<StatsGroup> = m
             .into_iter()
             .map(|(k, g)| g.finish(k.to_string()))
@@ -381,9 +655,39 @@ pub fn stats(days: u32, rows: &[(RollupKey, Rollup)]) -> Stats {
     }
 }
 
+/// The hour and day ranges whose rows make up the window `[from_ms, to_ms)`: whole days from
+/// the daily rows, the partial days at either edge from the hourly rows. `from_ms` is the top
+/// of an hour.
+pub fn plan(from_ms: i64, to_ms: i64) -> WindowPlan {
+    let first_day = day_of(from_ms + DAY_MS - 1);
+    let last_day = day_of(to_ms);
+    if first_day < last_day {
+        WindowPlan {
+            hours: vec![(from_ms, first_day), (last_day, to_ms)],
+            days: Some((first_day, last_day)),
+        }
+    } else {
+        WindowPlan {
+            hours: vec![(from_ms, to_ms)],
+            days: None,
+        }
+    }
+}
+
+/// Which rollup rows a window reads: hourly rows with an hour in each `[start, end)` of
+/// `hours`, daily rows with a day in `[start, end)` of `days`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowPlan {
+    /// Ranges of hours.
+    pub hours: Vec<(i64, i64)>,
+    /// A range of whole days.
+    pub days: Option<(i64, i64)>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::buckets::{index, value};
+    use super::*;
 
     #[test]
     fn buckets_are_continuous_and_within_0_8_percent() {
@@ -413,5 +717,57 @@ mod tests {
         for b in 128..200u16 {
             assert_eq!(index(value(b) as u64), b, "bucket {b} round-trips");
         }
+    }
+
+    #[test]
+    fn rollups_round_trip_and_bad_bytes_are_refused() {
+        let mut r = Rollup::default();
+        for (i, ms) in [0.5, 3.0, 3.0, 250.0, 99_999.0, 1e12]
+            .into_iter()
+            .enumerate()
+        {
+            r.add(&Sample {
+                error: i == 2,
+                latency_ms: Some(ms),
+                prompt_tokens: 300 + i as u64,
+                completion_tokens: u64::MAX / 8,
+                total_tokens: 7,
+            });
+        }
+        let mut buf = Vec::new();
+        r.encode(&mut buf);
+        assert_eq!(Rollup::decode(&buf), Some(r.clone()));
+        for cut in 0..buf.len() {
+            assert_eq!(Rollup::decode(&buf[..cut]), None, "cut at {cut}");
+            let mut t = Totals::default();
+            assert!(!t.add_row(0, &buf[..cut]), "cut at {cut}");
+        }
+        let mut other = buf.clone();
+        other[0] = 9;
+        assert_eq!(Rollup::decode(&other), None, "unknown format");
+    }
+
+    #[test]
+    fn a_window_is_whole_days_between_partial_ones() {
+        let day = 20_000 * DAY_MS;
+        // Three hours into a day, to ten hours into the day after the next.
+        let p = plan(day + 3 * HOUR_MS, day + 2 * DAY_MS + 10 * HOUR_MS);
+        assert_eq!(p.days, Some((day + DAY_MS, day + 2 * DAY_MS)));
+        assert_eq!(
+            p.hours,
+            vec![
+                (day + 3 * HOUR_MS, day + DAY_MS),
+                (day + 2 * DAY_MS, day + 2 * DAY_MS + 10 * HOUR_MS)
+            ]
+        );
+        // A window from midnight takes that day whole.
+        let p = plan(day, day + DAY_MS + 1);
+        assert_eq!(p.days, Some((day, day + DAY_MS)));
+        // Within one day: hours only.
+        let p = plan(day + HOUR_MS, day + 5 * HOUR_MS);
+        assert_eq!(
+            (p.days, p.hours),
+            (None, vec![(day + HOUR_MS, day + 5 * HOUR_MS)])
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use evald_web::model::{
-    InvalidJob, JobInfo, ReadError, ReadModel, Record, RecordFilter, RunSummary, Stats,
+    InvalidJob, JobInfo, ReadError, ReadModel, Record, RecordFilter, RowRef, RunSummary, Stats,
 };
 
 use crate::metrics::Metrics;
@@ -26,12 +26,12 @@ fn rerr(e: StoreError) -> ReadError {
     ReadError(e.to_string())
 }
 
-/// The analytics summary of the last `days` days, from the hourly rollups. The window starts
-/// at the top of the hour `days` × 24 hours ago, so it is made of whole hours.
+/// The analytics summary of the last `days` days, from the rollups. The window starts at the
+/// top of the hour `days` × 24 hours ago, so it is made of whole hours.
 pub fn stats(store: &Store, days: u32, now_ms: i64) -> Result<Stats, StoreError> {
-    let from = rollup::hour_of(now_ms - days as i64 * 86_400_000);
-    let rows = store.rollups(from, now_ms + 1)?;
-    Ok(rollup::stats(days, &rows))
+    let from = rollup::hour_of(now_ms - days as i64 * rollup::DAY_MS);
+    let (names, totals) = store.rollup_totals(from, now_ms + 1)?;
+    Ok(rollup::stats(days, &names, &totals))
 }
 
 impl ReadModel for View {
@@ -107,7 +107,7 @@ impl ReadModel for View {
     fn export_records(
         &self,
         filter: &RecordFilter,
-        sink: &mut dyn FnMut(Record) -> bool,
+        sink: &mut dyn FnMut(&RowRef<'_>) -> bool,
     ) -> Result<(), ReadError> {
         self.store.export(filter, sink).map_err(rerr)
     }

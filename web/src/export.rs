@@ -8,7 +8,7 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::model::{Message, Metadata, Record, RecordFilter, Score};
+use crate::model::{Record, RecordFilter, RecordJson, RowRef};
 
 /// The CSV columns, in order.
 pub const COLUMNS: [&str; 22] = [
@@ -132,59 +132,28 @@ pub fn timestamp(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A record in the export's shape (JSON keys = CSV columns).
-#[derive(Serialize)]
-struct Row<'a> {
-    id: u64,
-    timestamp: String,
-    model: &'a str,
-    provider: &'a str,
-    messages: &'a [Message],
-    temperature: Option<f64>,
-    max_tokens: Option<u32>,
-    top_p: Option<f64>,
-    response: Option<&'a str>,
-    response_time_ms: Option<f64>,
-    prompt_tokens: Option<u32>,
-    completion_tokens: Option<u32>,
-    total_tokens: Option<u32>,
-    finish_reason: Option<&'a str>,
-    error: Option<&'a str>,
-    metadata: &'a Metadata,
-    job: &'a str,
-    run_id: &'a str,
-    case_id: &'a str,
-    endpoint: &'a str,
-    ttft_ms: Option<f64>,
-    scores: &'a [Score],
+/// RFC 3339 timestamps of consecutive rows, formatted by chrono once per second.
+#[derive(Default)]
+struct Timestamps {
+    second: Option<i64>,
+    prefix: String,
+    out: String,
 }
 
-impl<'a> Row<'a> {
-    fn of(r: &'a Record) -> Row<'a> {
-        Row {
-            id: r.id,
-            timestamp: timestamp(r.timestamp_ms),
-            model: &r.model,
-            provider: &r.provider,
-            messages: &r.messages,
-            temperature: r.temperature,
-            max_tokens: r.max_tokens,
-            top_p: r.top_p,
-            response: r.response.as_deref(),
-            response_time_ms: r.response_time_ms,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            total_tokens: r.total_tokens,
-            finish_reason: r.finish_reason.as_deref(),
-            error: r.error.as_deref(),
-            metadata: &r.metadata,
-            job: &r.job,
-            run_id: &r.run_id,
-            case_id: &r.case_id,
-            endpoint: &r.endpoint,
-            ttft_ms: r.ttft_ms,
-            scores: &r.scores,
+impl Timestamps {
+    fn format(&mut self, ms: i64) -> &str {
+        use std::fmt::Write as _;
+        let second = ms.div_euclid(1000);
+        if self.second != Some(second) {
+            let full = timestamp(second * 1000);
+            // `….000Z`: keep what comes before the milliseconds.
+            self.prefix = full.strip_suffix(".000Z").unwrap_or(&full).to_string();
+            self.second = Some(second);
         }
+        self.out.clear();
+        self.out.push_str(&self.prefix);
+        let _ = write!(self.out, ".{:03}Z", ms.rem_euclid(1000));
+        &self.out
     }
 }
 
@@ -194,6 +163,9 @@ pub struct ExportWriter<W: Write> {
     csv: Option<csv::Writer<W>>,
     out: Option<W>,
     rows: u64,
+    times: Timestamps,
+    num: String,
+    json: RecordJson,
 }
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
@@ -208,6 +180,9 @@ impl<W: Write> ExportWriter<W> {
             csv: None,
             out: None,
             rows: 0,
+            times: Timestamps::default(),
+            num: String::new(),
+            json: RecordJson::default(),
         };
         match format {
             Format::Csv => {
@@ -232,50 +207,25 @@ impl<W: Write> ExportWriter<W> {
 
     /// Writes one record.
     pub fn write(&mut self, r: &Record) -> std::io::Result<()> {
+        let mut json = std::mem::take(&mut self.json);
+        let res = self.write_row(&json.row(r));
+        self.json = json;
+        res
+    }
+
+    /// Writes one stored row; its JSON parts go out as they are stored.
+    pub fn write_row(&mut self, r: &RowRef<'_>) -> std::io::Result<()> {
         let first = self.rows == 0;
         self.rows += 1;
+        let ts = self.times.format(r.timestamp_ms);
         match (self.format, &mut self.csv, &mut self.out) {
-            (Format::Csv, Some(c), _) => {
-                let opt = |v: Option<String>| v.unwrap_or_default();
-                let num = |v: Option<f64>| opt(v.map(|x| x.to_string()));
-                let int = |v: Option<u32>| opt(v.map(|x| x.to_string()));
-                let json = |v: &dyn erased::Json| v.json();
-                c.write_record([
-                    r.id.to_string(),
-                    timestamp(r.timestamp_ms),
-                    r.model.clone(),
-                    r.provider.clone(),
-                    json(&r.messages),
-                    num(r.temperature),
-                    int(r.max_tokens),
-                    num(r.top_p),
-                    opt(r.response.clone()),
-                    num(r.response_time_ms),
-                    int(r.prompt_tokens),
-                    int(r.completion_tokens),
-                    int(r.total_tokens),
-                    opt(r.finish_reason.clone()),
-                    opt(r.error.clone()),
-                    json(&r.metadata),
-                    r.job.clone(),
-                    r.run_id.clone(),
-                    r.case_id.clone(),
-                    r.endpoint.clone(),
-                    num(r.ttft_ms),
-                    json(&r.scores),
-                ])
-                .map_err(io_err)
-            }
+            (Format::Csv, Some(c), _) => write_csv(c, &mut self.num, ts, r).map_err(io_err),
             (Format::Json, _, Some(o)) => {
-                if !first {
-                    o.write_all(b",\n")?;
-                } else {
-                    o.write_all(b"\n")?;
-                }
-                serde_json::to_writer(&mut *o, &Row::of(r)).map_err(io_err)
+                o.write_all(if first { b"\n" } else { b",\n" })?;
+                write_json(o, ts, r)
             }
             (Format::Jsonl, _, Some(o)) => {
-                serde_json::to_writer(&mut *o, &Row::of(r)).map_err(io_err)?;
+                write_json(o, ts, r)?;
                 o.write_all(b"\n")
             }
             _ => Err(io_err("export writer in a bad state")),
@@ -296,16 +246,85 @@ impl<W: Write> ExportWriter<W> {
     }
 }
 
-mod erased {
-    /// JSON text of a value, for the CSV cells that hold JSON.
-    pub trait Json {
-        fn json(&self) -> String;
+/// A number's CSV cell (empty when absent), formatted into `buf`.
+fn cell(buf: &mut String, v: Option<impl std::fmt::Display>) -> &str {
+    use std::fmt::Write as _;
+    buf.clear();
+    if let Some(v) = v {
+        let _ = write!(buf, "{v}");
     }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
+    buf
+}
+
+/// One CSV row, the cells in [`COLUMNS`] order.
+fn write_csv<W: Write>(
+    c: &mut csv::Writer<W>,
+    num: &mut String,
+    ts: &str,
+    r: &RowRef<'_>,
+) -> csv::Result<()> {
+    c.write_field(cell(num, Some(r.id)))?;
+    c.write_field(ts)?;
+    c.write_field(r.model)?;
+    c.write_field(r.provider)?;
+    c.write_field(r.messages_json)?;
+    c.write_field(cell(num, r.temperature))?;
+    c.write_field(cell(num, r.max_tokens))?;
+    c.write_field(cell(num, r.top_p))?;
+    c.write_field(r.response.unwrap_or(""))?;
+    c.write_field(cell(num, r.response_time_ms))?;
+    c.write_field(cell(num, r.prompt_tokens))?;
+    c.write_field(cell(num, r.completion_tokens))?;
+    c.write_field(cell(num, r.total_tokens))?;
+    c.write_field(r.finish_reason.unwrap_or(""))?;
+    c.write_field(r.error.unwrap_or(""))?;
+    c.write_field(r.metadata_json)?;
+    c.write_field(r.job)?;
+    c.write_field(r.run_id)?;
+    c.write_field(r.case_id)?;
+    c.write_field(r.endpoint)?;
+    c.write_field(cell(num, r.ttft_ms))?;
+    c.write_field(r.scores_json)?;
+    c.write_record(None::<&[u8]>)
+}
+
+/// One JSON object, the keys in [`COLUMNS`] order; the stored JSON parts are copied in.
+fn write_json<W: Write>(o: &mut W, ts: &str, r: &RowRef<'_>) -> std::io::Result<()> {
+    fn val<W: Write, T: Serialize + ?Sized>(o: &mut W, key: &str, v: &T) -> std::io::Result<()> {
+        o.write_all(key.as_bytes())?;
+        serde_json::to_writer(&mut *o, v).map_err(io_err)
     }
+    fn raw<W: Write>(o: &mut W, key: &str, json: &str) -> std::io::Result<()> {
+        o.write_all(key.as_bytes())?;
+        o.write_all(if json.is_empty() {
+            b"null"
+        } else {
+            json.as_bytes()
+        })
+    }
+    val(o, "{\"id\":", &r.id)?;
+    val(o, ",\"timestamp\":", ts)?;
+    val(o, ",\"model\":", r.model)?;
+    val(o, ",\"provider\":", r.provider)?;
+    raw(o, ",\"messages\":", r.messages_json)?;
+    val(o, ",\"temperature\":", &r.temperature)?;
+    val(o, ",\"max_tokens\":", &r.max_tokens)?;
+    val(o, ",\"top_p\":", &r.top_p)?;
+    val(o, ",\"response\":", &r.response)?;
+    val(o, ",\"response_time_ms\":", &r.response_time_ms)?;
+    val(o, ",\"prompt_tokens\":", &r.prompt_tokens)?;
+    val(o, ",\"completion_tokens\":", &r.completion_tokens)?;
+    val(o, ",\"total_tokens\":", &r.total_tokens)?;
+    val(o, ",\"finish_reason\":", &r.finish_reason)?;
+    val(o, ",\"error\":", &r.error)?;
+    raw(o, ",\"metadata\":", r.metadata_json)?;
+    val(o, ",\"job\":", r.job)?;
+    val(o, ",\"run_id\":", r.run_id)?;
+    val(o, ",\"case_id\":", r.case_id)?;
+    val(o, ",\"endpoint\":", r.endpoint)?;
+    val(o, ",\"ttft_ms\":", &r.ttft_ms)?;
+    raw(o, ",\"scores\":", r.scores_json)?;
+    o.write_all(b"}")
 }
 
 #[cfg(test)]

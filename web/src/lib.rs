@@ -265,7 +265,7 @@ async fn export(
                 return;
             }
         };
-        let res = model.export_records(&filter, &mut |r| w.write(&r).is_ok());
+        let res = model.export_records(&filter, &mut |r| w.write_row(r).is_ok());
         if let Err(e) = res {
             tracing::warn!(error = %e, "export failed part-way");
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e.to_string())));

@@ -455,14 +455,143 @@ pub struct RecordFilter {
 }
 
 impl RecordFilter {
-    /// Whether a record passes the filter's field tests (the time window and limit are applied by
+    /// Whether a row passes the filter's field tests (the time window and limit are applied by
     /// the reader).
-    pub fn matches(&self, r: &Record) -> bool {
+    pub fn matches(&self, r: &RowRef<'_>) -> bool {
         self.since_ms.is_none_or(|s| r.timestamp_ms >= s)
             && self.until_ms.is_none_or(|u| r.timestamp_ms < u)
             && self.job.as_deref().is_none_or(|j| r.job == j)
             && self.model.as_deref().is_none_or(|m| r.model == m)
             && self.run_id.as_deref().is_none_or(|id| r.run_id == id)
+    }
+}
+
+/// A request record as the store reads it: text borrowed from the stored bytes, the messages,
+/// metadata and scores as the JSON they are stored as. The exports write it without parsing
+/// anything; [`RowRef::to_record`] parses it for the pages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRef<'a> {
+    /// [`Record::id`].
+    pub id: u64,
+    /// [`Record::timestamp_ms`].
+    pub timestamp_ms: i64,
+    /// [`Record::model`].
+    pub model: &'a str,
+    /// [`Record::provider`].
+    pub provider: &'a str,
+    /// [`Record::messages`] as a JSON array.
+    pub messages_json: &'a str,
+    /// [`Record::temperature`].
+    pub temperature: Option<f64>,
+    /// [`Record::max_tokens`].
+    pub max_tokens: Option<u32>,
+    /// [`Record::top_p`].
+    pub top_p: Option<f64>,
+    /// [`Record::response`].
+    pub response: Option<&'a str>,
+    /// [`Record::response_time_ms`].
+    pub response_time_ms: Option<f64>,
+    /// [`Record::prompt_tokens`].
+    pub prompt_tokens: Option<u32>,
+    /// [`Record::completion_tokens`].
+    pub completion_tokens: Option<u32>,
+    /// [`Record::total_tokens`].
+    pub total_tokens: Option<u32>,
+    /// [`Record::finish_reason`].
+    pub finish_reason: Option<&'a str>,
+    /// [`Record::error`].
+    pub error: Option<&'a str>,
+    /// [`Record::metadata`] as a JSON object.
+    pub metadata_json: &'a str,
+    /// [`Record::job`].
+    pub job: &'a str,
+    /// [`Record::run_id`].
+    pub run_id: &'a str,
+    /// [`Record::case_id`].
+    pub case_id: &'a str,
+    /// [`Record::endpoint`].
+    pub endpoint: &'a str,
+    /// [`Record::ttft_ms`].
+    pub ttft_ms: Option<f64>,
+    /// [`Record::scores`] as a JSON array.
+    pub scores_json: &'a str,
+}
+
+impl RowRef<'_> {
+    /// The owned record; JSON that does not parse reads as empty.
+    pub fn to_record(&self) -> Record {
+        Record {
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
+            model: self.model.into(),
+            provider: self.provider.into(),
+            messages: serde_json::from_str(self.messages_json).unwrap_or_default(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            top_p: self.top_p,
+            response: self.response.map(String::from),
+            response_time_ms: self.response_time_ms,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            finish_reason: self.finish_reason.map(String::from),
+            error: self.error.map(String::from),
+            metadata: serde_json::from_str(self.metadata_json).unwrap_or_default(),
+            job: self.job.into(),
+            run_id: self.run_id.into(),
+            case_id: self.case_id.into(),
+            endpoint: self.endpoint.into(),
+            ttft_ms: self.ttft_ms,
+            scores: serde_json::from_str(self.scores_json).unwrap_or_default(),
+        }
+    }
+}
+
+/// The JSON texts a [`RowRef`] of an owned [`Record`] borrows.
+#[derive(Debug, Default)]
+pub struct RecordJson {
+    messages: String,
+    metadata: String,
+    scores: String,
+}
+
+impl RecordJson {
+    /// Serialises the record's messages, metadata and scores, and returns the row.
+    pub fn row<'a>(&'a mut self, r: &'a Record) -> RowRef<'a> {
+        fn fill<T: Serialize + ?Sized>(buf: &mut String, v: &T) {
+            buf.clear();
+            // Serialising these plain types cannot fail; an empty string would read as empty.
+            if let Ok(s) = serde_json::to_string(v) {
+                *buf = s;
+            }
+        }
+        fill(&mut self.messages, &r.messages);
+        fill(&mut self.metadata, &r.metadata);
+        fill(&mut self.scores, &r.scores);
+        RowRef {
+            id: r.id,
+            timestamp_ms: r.timestamp_ms,
+            model: &r.model,
+            provider: &r.provider,
+            messages_json: &self.messages,
+            temperature: r.temperature,
+            max_tokens: r.max_tokens,
+            top_p: r.top_p,
+            response: r.response.as_deref(),
+            response_time_ms: r.response_time_ms,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
+            finish_reason: r.finish_reason.as_deref(),
+            error: r.error.as_deref(),
+            metadata_json: &self.metadata,
+            job: &r.job,
+            run_id: &r.run_id,
+            case_id: &r.case_id,
+            endpoint: &r.endpoint,
+            ttft_ms: r.ttft_ms,
+            scores_json: &self.scores,
+        }
     }
 }
 
@@ -499,7 +628,7 @@ pub trait ReadModel: Send + Sync + 'static {
     fn export_records(
         &self,
         filter: &RecordFilter,
-        sink: &mut dyn FnMut(Record) -> bool,
+        sink: &mut dyn FnMut(&RowRef<'_>) -> bool,
     ) -> Result<(), ReadError>;
     /// The analytics summary over the last `days` days.
     fn stats(&self, days: u32) -> Result<Stats, ReadError>;
