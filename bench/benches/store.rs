@@ -111,7 +111,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Samples the resident set every 2 ms until stopped; returns the highest seen (KiB). (The
+/// Samples the resident set every 20 ms until stopped; returns the highest seen (KiB). (The
 /// kernel's own peak mark cannot be reset everywhere: writing to clear_refs may be refused.)
 struct PeakRss {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -126,7 +126,7 @@ impl PeakRss {
             let mut peak = rss_kib();
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 peak = peak.max(rss_kib());
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             peak.max(rss_kib())
         });
@@ -223,8 +223,9 @@ fn main() {
             w.rows() as f64 / t.elapsed().as_secs_f64()
         );
         println!(
-            "ingest {redb_ingest:.0} records/s; pages in use {:.0} B per record",
-            store.live_bytes().unwrap_or(0) as f64 / n as f64
+            "ingest {redb_ingest:.0} records/s; pages in use {:.0} B per record; file {:.0} B per record",
+            store.live_bytes().unwrap_or(0) as f64 / n as f64,
+            size(&db) as f64 / n as f64
         );
         return;
     }

@@ -1,5 +1,5 @@
 //! The store: one redb file, `data_dir/evald.redb` (mode 0600), holding request records, run
-//! summaries, content-addressed prompts and hourly rollups.
+//! summaries, content-addressed prompts and hourly and daily rollups.
 //!
 //! Writes go through one writer thread ([`Writer`]) that commits whatever has queued while the
 //! previous commit was syncing (group commit): a busy run costs one fsync per batch, not one

@@ -186,7 +186,9 @@ impl<W: Write> ExportWriter<W> {
         };
         match format {
             Format::Csv => {
-                let mut c = csv::WriterBuilder::new().from_writer(out);
+                let mut c = csv::WriterBuilder::new()
+                    .buffer_capacity(64 * 1024)
+                    .from_writer(out);
                 c.write_record(COLUMNS).map_err(io_err)?;
                 w.csv = Some(c);
             }
