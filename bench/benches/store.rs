@@ -464,11 +464,12 @@ fn main() {
     sq.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").ok();
     let sq_after_prune = size(&sq_path);
 
-    // Refill what was pruned: freed pages are reused, the file should not grow much.
+    // Refill what was pruned with the records of the following days (the same ones SQLite
+    // gets): freed pages are reused, the file should not grow much.
     rt.block_on(async {
         let w = store.writer();
         for i in n..n + pruned {
-            w.record(record(i, now - (i - n) as i64)).await;
+            w.record(record(i, ts(i))).await;
         }
         w.close().await;
     });
@@ -503,9 +504,10 @@ fn main() {
         mib(sq_refill)
     );
     println!(
-        "evald pages in use after ingest: {:.1} MiB ({:.0} B per record; the file grows in doubling steps ahead of use)",
+        "evald pages in use after ingest: {:.1} MiB ({:.0} B per record; the file grows in doubling steps ahead of use); after refilling {:.1} MiB",
         mib(redb_live),
-        redb_live as f64 / n as f64
+        redb_live as f64 / n as f64,
+        mib(store.live_bytes().unwrap_or(0))
     );
     println!(
         "records: evald {}, SQLite {}",

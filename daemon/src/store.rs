@@ -15,7 +15,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use evald_web::model::{Record, RecordFilter, RowRef, RunStatus, RunSummary};
+use evald_web::model::{Record, RecordFilter, RowRef, RunStatus, RunSummary, ScoreRef};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -63,10 +63,12 @@ const ROLLUPS_V1: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("ro
 
 /// A run's records are looked for this far outside its start and end, in case the wall clock
 /// stepped back while it ran.
-const RUN_SLACK_MS: u64 = 10 * 60 * 1000;
+const RUN_SLACK_MS: i64 = 10 * 60 * 1000;
 
-/// Version byte in front of every stored record.
+/// Version byte in front of a stored record: scores as JSON text (schema 1 wrote these).
 const RECORD_V1: u8 = 1;
+/// Version byte in front of a stored record: scores in postcard (~half the bytes).
+const RECORD_V2: u8 = 2;
 
 /// redb's page cache.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -135,9 +137,10 @@ impl_from_redb!(
 );
 
 /// A request record as stored: the record minus its key (timestamp, id), with the messages
-/// replaced by the hash of their payload, and the open-ended parts (metadata, scores) as JSON
-/// so they can grow without a migration. Text is borrowed both ways: encoding copies nothing
-/// out of the record, and reading decodes nothing into owned strings.
+/// replaced by the hash of their payload, the metadata as JSON (open-ended: it can grow without
+/// a migration) and the scores in postcard ([`ScoreRef`]s; schema 1's records hold them as JSON
+/// text, which postcard frames the same way). Text is borrowed both ways: encoding copies
+/// nothing out of the record, and reading decodes nothing into owned strings.
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored<'a> {
     model: &'a str,
@@ -159,21 +162,21 @@ struct Stored<'a> {
     case_id: &'a str,
     endpoint: &'a str,
     ttft_ms: Option<f64>,
-    scores: &'a str,
+    scores: &'a [u8],
 }
 
 impl<'a> Stored<'a> {
-    /// Reads a stored value; `None` for a version this binary cannot read.
-    fn decode(bytes: &'a [u8]) -> Option<Stored<'a>> {
+    /// Reads a stored value and its version; `None` for a version this binary cannot read.
+    fn decode(bytes: &'a [u8]) -> Option<(u8, Stored<'a>)> {
         let (&version, body) = bytes.split_first()?;
-        if version != RECORD_V1 {
+        if version != RECORD_V1 && version != RECORD_V2 {
             return None;
         }
-        postcard::from_bytes(body).ok()
+        Some((version, postcard::from_bytes(body).ok()?))
     }
 
-    /// The row, with the messages JSON found by the caller.
-    fn row(&self, key: (u64, u64), messages_json: &'a str) -> RowRef<'a> {
+    /// The row, with the messages and scores JSON found by the caller.
+    fn row(&self, key: (u64, u64), messages_json: &'a str, scores_json: &'a str) -> RowRef<'a> {
         RowRef {
             id: key.1,
             timestamp_ms: key.0 as i64,
@@ -196,8 +199,24 @@ impl<'a> Stored<'a> {
             case_id: self.case_id,
             endpoint: self.endpoint,
             ttft_ms: self.ttft_ms,
-            scores_json: self.scores,
+            scores_json,
         }
+    }
+}
+
+/// The scores of a stored record as JSON text: [`RECORD_V1`] holds the text, later versions
+/// postcard, written out as JSON into `buf`. Damaged scores read as `[]`.
+fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>) -> &'b str {
+    if version == RECORD_V1 {
+        return std::str::from_utf8(bytes).unwrap_or("[]");
+    }
+    buf.clear();
+    let written = postcard::from_bytes::<Vec<ScoreRef>>(bytes)
+        .ok()
+        .and_then(|v| serde_json::to_writer(&mut *buf, &v).ok());
+    match written {
+        Some(()) => std::str::from_utf8(buf).unwrap_or("[]"),
+        None => "[]",
     }
 }
 
@@ -219,7 +238,8 @@ impl Encoded {
         let payload_json = serde_json::to_vec(&r.messages).map_err(|e| enc(&e))?;
         let payload = xxhash_rust::xxh3::xxh3_128(&payload_json);
         let metadata = serde_json::to_string(&r.metadata).map_err(|e| enc(&e))?;
-        let scores = serde_json::to_string(&r.scores).map_err(|e| enc(&e))?;
+        let scores: Vec<ScoreRef> = r.scores.iter().map(ScoreRef::from).collect();
+        let scores = postcard::to_allocvec(&scores).map_err(|e| enc(&e))?;
         let s = Stored {
             model: &r.model,
             provider: &r.provider,
@@ -245,7 +265,7 @@ impl Encoded {
         let mut value = Vec::with_capacity(
             64 + r.response.as_ref().map_or(0, String::len) + metadata.len() + scores.len(),
         );
-        value.push(RECORD_V1);
+        value.push(RECORD_V2);
         let value = postcard::to_extend(&s, value).map_err(|e| enc(&e))?;
         Ok(Encoded {
             timestamp_ms: r.timestamp_ms.max(0) as u64,
@@ -481,18 +501,18 @@ impl Store {
         let Some(run) = self.run(run_id)? else {
             return Ok(Vec::new());
         };
-        let from = (run.started_ms.max(0) as u64).saturating_sub(RUN_SLACK_MS);
-        let until = run
-            .ended_ms
-            .map(|e| (e.max(0) as u64).saturating_add(RUN_SLACK_MS));
+        let filter = RecordFilter {
+            since_ms: Some(run.started_ms.saturating_sub(RUN_SLACK_MS)),
+            until_ms: run.ended_ms.map(|e| e.saturating_add(RUN_SLACK_MS)),
+            run_id: Some(run_id.to_string()),
+            ..RecordFilter::default()
+        };
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
         }
-        self.scan(from, until, false, &mut |r| {
-            if r.run_id == run_id {
-                out.push(r.to_record());
-            }
+        self.scan(&filter, false, &mut |r| {
+            out.push(r.to_record());
             out.len() < limit
         })?;
         Ok(out)
@@ -505,7 +525,7 @@ impl Store {
         if limit == 0 {
             return Ok(out);
         }
-        self.scan_filtered(filter, true, &mut |r| {
+        self.scan(filter, true, &mut |r| {
             out.push(r.to_record());
             out.len() < limit
         })?;
@@ -523,7 +543,7 @@ impl Store {
         if left == 0 {
             return Ok(());
         }
-        self.scan_filtered(filter, false, &mut |r| {
+        self.scan(filter, false, &mut |r| {
             left -= 1;
             sink(r) && left > 0
         })
@@ -565,41 +585,35 @@ impl Store {
         Ok((rows, w.finish().map_err(io)?))
     }
 
-    fn scan_filtered(
+    /// Every row that passes the filter (its time window a key range), in key order (or
+    /// reversed), from one read snapshot, until `sink` returns false. The filter is tried before
+    /// a row's prompt and scores are looked up; each distinct prompt payload is read once.
+    fn scan(
         &self,
         filter: &RecordFilter,
         newest_first: bool,
         sink: &mut dyn FnMut(&RowRef<'_>) -> bool,
     ) -> Result<(), StoreError> {
         let from = filter.since_ms.unwrap_or(0).max(0) as u64;
-        let until = filter.until_ms.map(|u| u.max(0) as u64);
-        self.scan(from, until, newest_first, &mut |r| {
-            !filter.matches(r) || sink(r)
-        })
-    }
-
-    /// Every row with a timestamp in `[from, until)`, in key order (or reversed), from one read
-    /// snapshot, until `sink` returns false. Each distinct prompt payload is read once.
-    fn scan(
-        &self,
-        from: u64,
-        until: Option<u64>,
-        newest_first: bool,
-        sink: &mut dyn FnMut(&RowRef<'_>) -> bool,
-    ) -> Result<(), StoreError> {
+        let until = filter.until_ms.map_or(u64::MAX, |u| u.max(0) as u64);
         let tx = self.db.begin_read()?;
         let records = tx.open_table(RECORDS)?;
         let payloads = tx.open_table(PAYLOADS)?;
-        let range = records.range((from, 0u64)..(until.unwrap_or(u64::MAX), 0u64))?;
+        let range = records.range((from, 0u64)..(until, 0u64))?;
         let mut reader = PayloadReader::new(&payloads);
+        let mut scores_buf = Vec::with_capacity(256);
         let mut each = |e: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
             let (k, v): (redb::AccessGuard<(u64, u64)>, redb::AccessGuard<&[u8]>) = e?;
             let value = v.value();
-            let Some(s) = Stored::decode(value) else {
+            let Some((version, s)) = Stored::decode(value) else {
                 return Ok(true);
             };
+            if !filter.matches(&s.row(k.value(), "[]", "[]")) {
+                return Ok(true);
+            }
             let messages = reader.get(s.messages);
-            Ok(sink(&s.row(k.value(), messages)))
+            let scores = scores_json(version, s.scores, &mut scores_buf);
+            Ok(sink(&s.row(k.value(), messages, scores)))
         };
         if newest_first {
             for e in range.rev() {
@@ -1179,7 +1193,7 @@ fn prune_records(
         for e in records.extract_from_if(..rec_hi, |_, _| true)?.take(batch) {
             let (_, v) = e?;
             n += 1;
-            if let Some(s) = Stored::decode(v.value()) {
+            if let Some((_, s)) = Stored::decode(v.value()) {
                 *dropped.entry(s.messages).or_default() += 1;
             }
         }

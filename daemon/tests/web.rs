@@ -255,6 +255,12 @@ async fn a_plugin_error_message_is_shown_as_text() {
     summary.id = "1111111111100000".into();
     w.run(summary).await;
     w.close().await;
+    // Two runs over the same span of time: each finds only its own records.
+    let own = f.view.store.run_records("1111111111100000", 100).unwrap();
+    assert_eq!(own.len(), 1);
+    let first = f.view.store.run_records(&s.id, 100).unwrap();
+    assert_eq!(first.len(), records.len() + 1);
+    assert!(first.iter().all(|r| r.run_id == s.id));
     let (status, html) = f.get("/runs/1111111111100000").await;
     assert_eq!(status, StatusCode::OK);
     assert_inert("run with a plugin error", &html);

@@ -34,6 +34,68 @@ pub struct Score {
     pub note: Option<String>,
 }
 
+/// A [`Score`] borrowed: what the store keeps of each verdict, in postcard. In a
+/// human-readable format (JSON) it serialises exactly as [`Score`] does, absent fields left out;
+/// in a binary one every field is written, in order, as postcard needs.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ScoreRef<'a> {
+    /// [`Score::name`].
+    pub name: &'a str,
+    /// [`Score::value`].
+    pub value: Option<f64>,
+    /// [`Score::passed`].
+    pub passed: Option<bool>,
+    /// [`Score::weight`].
+    pub weight: f64,
+    /// [`Score::error`].
+    #[serde(borrow)]
+    pub error: Option<&'a str>,
+    /// [`Score::note`].
+    #[serde(borrow)]
+    pub note: Option<&'a str>,
+}
+
+impl<'a> From<&'a Score> for ScoreRef<'a> {
+    fn from(s: &'a Score) -> Self {
+        ScoreRef {
+            name: &s.name,
+            value: s.value,
+            passed: s.passed,
+            weight: s.weight,
+            error: s.error.as_deref(),
+            note: s.note.as_deref(),
+        }
+    }
+}
+
+impl Serialize for ScoreRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// An optional field: always written in a binary format, only when set in JSON.
+        fn opt<S: SerializeStruct, T: Serialize>(
+            st: &mut S,
+            all: bool,
+            key: &'static str,
+            v: &Option<T>,
+        ) -> Result<(), S::Error> {
+            if all || v.is_some() {
+                st.serialize_field(key, v)
+            } else {
+                st.skip_field(key)
+            }
+        }
+        let all = !ser.is_human_readable();
+        let mut st = ser.serialize_struct("Score", 6)?;
+        st.serialize_field("name", self.name)?;
+        opt(&mut st, all, "value", &self.value)?;
+        opt(&mut st, all, "passed", &self.passed)?;
+        st.serialize_field("weight", &self.weight)?;
+        opt(&mut st, all, "error", &self.error)?;
+        opt(&mut st, all, "note", &self.note)?;
+        st.end()
+    }
+}
+
 /// Facts about a request that have no column of their own, exported as the `metadata` JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -634,4 +696,41 @@ pub trait ReadModel: Send + Sync + 'static {
     fn stats(&self, days: u32) -> Result<Stats, ReadError>;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_score_ref_writes_json_as_a_score_does() {
+        let full = Score {
+            name: "judge \"q\"".into(),
+            value: Some(0.25),
+            passed: Some(false),
+            weight: 2.0,
+            error: Some("trap: unreachable".into()),
+            note: Some("ünïcödé\nline".into()),
+        };
+        let bare = Score {
+            name: "contains".into(),
+            value: None,
+            passed: None,
+            weight: 1.0,
+            error: None,
+            note: None,
+        };
+        for s in [&full, &bare] {
+            assert_eq!(
+                serde_json::to_string(&ScoreRef::from(s)).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+        let both = [&full, &bare];
+        let refs: Vec<ScoreRef> = both.iter().map(|s| ScoreRef::from(*s)).collect();
+        assert_eq!(
+            serde_json::to_string(&refs).unwrap(),
+            serde_json::to_string(&both).unwrap()
+        );
+    }
 }
