@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Secrets};
 use crate::control::{Reply, Request};
 use crate::endpoint::Client;
 use crate::job::{self, Job};
@@ -34,10 +34,20 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Removes a folder (if it exists) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Loads the config or explains every problem.
 pub fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
     let path = config_path(explicit)?;
-    Config::load(&path).map_err(|d| {
+    // Commands run from an operator's shell: the service's credentials may not be at hand.
+    Config::load_with(&path, Secrets::Optional).map_err(|d| {
         Failure(format!(
             "{}\n{} has problems",
             d.iter()
@@ -127,7 +137,7 @@ async fn ask(
 /// `evald check [FILES…]`: every problem as `path:line:col: message`; false if any.
 pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure> {
     let path = config_path(explicit)?;
-    let config = match Config::load(&path) {
+    let config = match Config::load_with(&path, Secrets::Optional) {
         Ok(c) => c,
         Err(d) => {
             for p in d {
@@ -166,18 +176,31 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
         }
     }
     // Plugins are compiled now, so a broken or wrong-world plugin shows before a run needs it.
-    let plugins = Plugins::new(&config.data_dir.join("plugin-cache"))?;
-    for j in &jobs {
-        for p in plugin_problems(j, &plugins) {
-            println!("{p}");
-            problems += 1;
+    // The service's data_dir may not be writable from an operator's shell: then they are
+    // compiled into a scratch folder that goes when the check ends.
+    let uses_plugins = jobs.iter().any(|j| {
+        !j.generators.is_empty()
+            || j.scorers
+                .iter()
+                .any(|s| matches!(s.kind, job::ScorerKind::Plugin { .. }))
+    });
+    let mut bad_files = invalid.len();
+    if uses_plugins {
+        let scratch = std::env::temp_dir().join(format!("evald-check-{}", std::process::id()));
+        let _cleanup = RemoveOnDrop(scratch.clone());
+        let plugins = match Plugins::new(&config.data_dir.join("plugin-cache")) {
+            Ok(p) => p,
+            Err(_) => Plugins::new(&scratch)?,
+        };
+        for j in &jobs {
+            let found = plugin_problems(j, &plugins);
+            bad_files += usize::from(!found.is_empty());
+            for p in found {
+                println!("{p}");
+                problems += 1;
+            }
         }
     }
-    let bad_files = invalid.len()
-        + jobs
-            .iter()
-            .filter(|j| !plugin_problems(j, &plugins).is_empty())
-            .count();
     if problems == 0 {
         eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
     } else {
@@ -705,6 +728,9 @@ pub struct ExportArgs {
     /// Only this model.
     #[arg(long)]
     pub model: Option<String>,
+    /// Only this run (its id, as `evald run` and the page show it).
+    #[arg(long)]
+    pub run: Option<String>,
     /// At most this many records.
     #[arg(long)]
     pub limit: Option<String>,
@@ -721,6 +747,7 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
         a.until.as_deref(),
         a.job.as_deref(),
         a.model.as_deref(),
+        a.run.as_deref(),
         a.limit.as_deref(),
     )
     .map_err(Failure)?;
@@ -745,11 +772,7 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
         Backend::Daemon(sock) => {
             let req = Request::Export {
                 format: a.format.clone(),
-                since_ms: filter.since_ms,
-                until_ms: filter.until_ms,
-                job: filter.job.clone(),
-                model: filter.model.clone(),
-                limit: filter.limit,
+                filter: filter.clone(),
             };
             let (_, mut rest) = ask(&sock, &req, |_| {}).await?;
             // Frames (see control::Frames), then a zero length and the daemon's verdict.

@@ -267,15 +267,40 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// Whether secrets the daemon needs must be at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// `evald serve`: a `web.token_env` that is not set, or an `api_key_file` under a
+    /// `$CREDENTIALS_DIRECTORY` that is not set, is an error.
+    Required,
+    /// The other commands: they run from an operator's shell, where systemd's credentials and
+    /// the service's environment are absent; those secrets are left out with a warning.
+    Optional,
+}
+
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file for `evald serve` (secrets required).
     pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+        Config::load_with(path, Secrets::Required)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, Vec<Diagnostic>> {
         let text = read_text(path, MAX_FILE_BYTES).map_err(|d| vec![d])?;
-        Config::parse(path, &text)
+        Config::parse_with(path, &text, secrets)
+    }
+
+    /// Validates config text (secrets required); `path` locates it and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::parse_with(path, text, Secrets::Required)
     }
 
     /// Validates config text; `path` locates it and anchors relative paths.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        secrets: Secrets,
+    ) -> Result<Config, Vec<Diagnostic>> {
         let src = Source::new(path, text);
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![src.from_toml(&e)])?;
         let dir = path
@@ -351,6 +376,7 @@ impl Config {
         let web_token = raw.web.and_then(|w| w.token_env).and_then(|var| {
             match std::env::var(var.get_ref()) {
                 Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ if secrets == Secrets::Optional => None,
                 _ => {
                     errs.push(src.at(
                         Some(var.span()),
@@ -367,7 +393,7 @@ impl Config {
         let mut endpoints = BTreeMap::new();
         for (name, ep) in raw.endpoints {
             let span = ep.span();
-            match validate_endpoint(&src, dir, name.get_ref(), span, ep.into_inner()) {
+            match validate_endpoint(&src, dir, name.get_ref(), span, ep.into_inner(), secrets) {
                 Ok(e) => {
                     endpoints.insert(name.into_inner(), Arc::new(e));
                 }
@@ -443,6 +469,7 @@ fn validate_endpoint(
     name: &str,
     span: std::ops::Range<usize>,
     raw: RawEndpoint,
+    secrets: Secrets,
 ) -> Result<Endpoint, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     let key = |k: &str| format!("endpoints.{name}.{k}");
@@ -557,6 +584,16 @@ fn validate_endpoint(
                     .ok()
                     .filter(|v| !v.trim().is_empty())
                     .map(|v| Secret::new(v.trim())),
+                (None, Some(file))
+                    if secrets == Secrets::Optional
+                        && file.get_ref().contains("CREDENTIALS_DIRECTORY")
+                        && std::env::var_os("CREDENTIALS_DIRECTORY").is_none() =>
+                {
+                    tracing::warn!(
+                        "endpoints.{name}: api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has; requests from this command go without a key"
+                    );
+                    None
+                }
                 (None, Some(file)) => match read_key_file(dir, file.get_ref()) {
                     Ok(k) => Some(k),
                     Err(e) => {

@@ -4,7 +4,8 @@
 //!
 //! Protocol: the client writes one JSON request line. The daemon answers with JSON lines —
 //! `{"progress": …}` while a run goes, then `{"ok": …}` or `{"error": "…"}`. An export answers
-//! `{"ok": null}` and then the raw export bytes until the connection closes.
+//! `{"ok": null}`, then the export in length-prefixed frames (see `Frames`), a zero length and
+//! the daemon's verdict, so a client can tell a complete export from one that broke off.
 
 use std::sync::Arc;
 
@@ -43,16 +44,8 @@ pub enum Request {
     Export {
         /// `csv`, `json` or `jsonl`.
         format: String,
-        /// Inclusive lower bound, Unix ms.
-        since_ms: Option<i64>,
-        /// Exclusive upper bound, Unix ms.
-        until_ms: Option<i64>,
-        /// Only this job.
-        job: Option<String>,
-        /// Only this model.
-        model: Option<String>,
-        /// At most this many records.
-        limit: Option<u64>,
+        /// Which records.
+        filter: RecordFilter,
     },
     /// Apply retention.
     Prune {
@@ -253,14 +246,7 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
             Ok(r) => send(&mut w, &Reply::Ok(serde_json::to_value(r)?)).await?,
             Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
         },
-        Request::Export {
-            format,
-            since_ms,
-            until_ms,
-            job,
-            model,
-            limit,
-        } => {
+        Request::Export { format, filter } => {
             let format = match Format::parse(&format) {
                 Ok(f) => f,
                 Err(e) => {
@@ -269,14 +255,6 @@ async fn handle(daemon: Arc<Daemon>, mut w: UnixStream) -> anyhow::Result<()> {
                 }
             };
             send(&mut w, &Reply::Ok(serde_json::Value::Null)).await?;
-            let filter = RecordFilter {
-                since_ms,
-                until_ms,
-                job,
-                model,
-                limit,
-                ..RecordFilter::default()
-            };
             // The export reader is blocking (one redb snapshot): hand it a blocking stream.
             let std_stream = w.into_std()?;
             std_stream.set_nonblocking(false)?;

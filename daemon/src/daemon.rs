@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use evald_web::model::Trigger;
+use evald_web::model::{RunStatus, Trigger};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -399,6 +399,17 @@ pub async fn serve(
         abort: CancellationToken::new(),
     });
     daemon.load_jobs().await;
+    // The last-run series from the store, so a restart does not blank them until each job runs
+    // again (a daily job's staleness alert would stay silent for a day).
+    for s in daemon.registry.jobs() {
+        let runs = daemon.store.runs(Some(&s.job.name), 20).unwrap_or_default();
+        if let Some(last) = runs
+            .iter()
+            .find(|r| !matches!(r.status, RunStatus::Skipped | RunStatus::Running))
+        {
+            daemon.metrics.last_run(last);
+        }
+    }
 
     // Retention at start-up, then every prune_interval.
     {

@@ -59,8 +59,8 @@ enum Command {
     },
     /// The analytics summary.
     Stats {
-        /// Window in days.
-        #[arg(long, default_value_t = 7)]
+        /// Window in days, 1 to 3660.
+        #[arg(long, default_value = "7", value_parser = |s: &str| evald_web::parse_days(Some(s)))]
         days: u32,
         /// Print JSON.
         #[arg(long)]

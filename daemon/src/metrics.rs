@@ -244,14 +244,20 @@ impl Metrics {
 
     /// Records a run's end.
     pub fn run_ended(&self, s: &RunSummary) {
-        let job: Labels = vec![("job", s.job.clone())];
         self.runs
             .get_or_create(&vec![
                 ("job", s.job.clone()),
                 ("status", s.status.as_str().to_string()),
             ])
             .inc();
-        if s.status == RunStatus::Skipped {
+        self.last_run(s);
+    }
+
+    /// Sets the last-run series of a job (its time, success and scores) from a run that ended;
+    /// also how a start-up restores them from the store.
+    pub fn last_run(&self, s: &RunSummary) {
+        let job: Labels = vec![("job", s.job.clone())];
+        if matches!(s.status, RunStatus::Skipped | RunStatus::Running) {
             return;
         }
         self.last_run_ts

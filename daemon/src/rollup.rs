@@ -237,15 +237,19 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// A record's contribution.
-    pub fn of(r: &Record) -> Sample {
-        Sample {
+    /// A record's contribution; none for a benchmark's warm-up request, which is stored but
+    /// not counted (DESIGN: warm-up requests are excluded from the results).
+    pub fn of(r: &Record) -> Option<Sample> {
+        if r.metadata.warmup {
+            return None;
+        }
+        Some(Sample {
             error: r.error.is_some(),
             latency_ms: r.response_time_ms.filter(|_| r.error.is_none()),
             prompt_tokens: r.prompt_tokens.unwrap_or(0) as u64,
             completion_tokens: r.completion_tokens.unwrap_or(0) as u64,
             total_tokens: r.total_tokens.unwrap_or(0) as u64,
-        }
+        })
     }
 }
 

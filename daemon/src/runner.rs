@@ -451,65 +451,100 @@ async fn compare(
 
 /// Recomputes a summary's counts and per-target figures from its records.
 pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
-    let mut by: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
-    for r in records.iter().filter(|r| !r.metadata.warmup) {
-        by.entry(r.target()).or_default().push(r);
+    let mut tally = Tally::default();
+    for r in records {
+        tally.add(r);
     }
-    summary.requests = by.values().map(|v| v.len() as u64).sum();
-    summary.errors = by.values().flatten().filter(|r| r.error.is_some()).count() as u64;
-    summary.targets = by
-        .into_iter()
-        .map(|(target, rs)| {
-            let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
-            let scored: Vec<&&Record> = ok
-                .iter()
-                .copied()
-                .filter(|r| !r.scores.is_empty())
-                .collect();
-            let mut scorer_sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-            for r in &scored {
-                for s in &r.scores {
-                    if let Some(v) = s.value {
-                        let e = scorer_sums.entry(s.name.clone()).or_default();
-                        e.0 += v;
-                        e.1 += 1;
-                    }
-                }
+    tally.finish(summary);
+}
+
+/// A run's counts and per-target figures, added up one record at a time, so a run of any size
+/// is summarised in bounded memory. Warm-up requests are left out.
+#[derive(Default)]
+pub struct Tally {
+    targets: BTreeMap<String, TargetTally>,
+}
+
+#[derive(Default)]
+struct TargetTally {
+    requests: u64,
+    errors: u64,
+    latency: (f64, u64),
+    score: (f64, u64),
+    passed: (f64, u64),
+    scorers: BTreeMap<String, (f64, u64)>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+fn add_to(acc: &mut (f64, u64), v: Option<f64>) {
+    if let Some(v) = v {
+        acc.0 += v;
+        acc.1 += 1;
+    }
+}
+
+fn mean_of(acc: (f64, u64)) -> Option<f64> {
+    (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
+}
+
+impl Tally {
+    /// Counts one record in.
+    pub fn add(&mut self, r: &Record) {
+        if r.metadata.warmup {
+            return;
+        }
+        let t = self.targets.entry(r.target()).or_default();
+        t.requests += 1;
+        t.prompt_tokens += r.prompt_tokens.map_or(0, u64::from);
+        t.completion_tokens += r.completion_tokens.map_or(0, u64::from);
+        if r.error.is_some() {
+            t.errors += 1;
+            return;
+        }
+        add_to(&mut t.latency, r.response_time_ms);
+        if r.scores.is_empty() {
+            return;
+        }
+        add_to(&mut t.score, weighted_mean(&r.scores));
+        add_to(
+            &mut t.passed,
+            all_passed(&r.scores).map(|b| if b { 1.0 } else { 0.0 }),
+        );
+        for s in &r.scores {
+            if let Some(v) = s.value {
+                let e = t.scorers.entry(s.name.clone()).or_default();
+                e.0 += v;
+                e.1 += 1;
             }
-            TargetSummary {
+        }
+    }
+
+    /// Writes the counts and per-target figures into the summary.
+    pub fn finish(self, summary: &mut RunSummary) {
+        summary.requests = self.targets.values().map(|t| t.requests).sum();
+        summary.errors = self.targets.values().map(|t| t.errors).sum();
+        summary.targets = self
+            .targets
+            .into_iter()
+            .map(|(target, t)| TargetSummary {
                 target,
-                requests: rs.len() as u64,
-                errors: (rs.len() - ok.len()) as u64,
-                mean_latency_ms: evald_web::model::mean(
-                    ok.iter().filter_map(|r| r.response_time_ms),
-                ),
-                mean_score: evald_web::model::mean(
-                    scored.iter().filter_map(|r| weighted_mean(&r.scores)),
-                ),
-                pass_rate: evald_web::model::mean(
-                    scored
-                        .iter()
-                        .filter_map(|r| all_passed(&r.scores))
-                        .map(|b| if b { 1.0 } else { 0.0 }),
-                ),
-                scorer_means: scorer_sums
+                requests: t.requests,
+                errors: t.errors,
+                mean_latency_ms: mean_of(t.latency),
+                mean_score: mean_of(t.score),
+                pass_rate: mean_of(t.passed),
+                scorer_means: t
+                    .scorers
                     .into_iter()
                     .map(|(k, (s, n))| (k, s / n as f64))
                     .collect(),
-                prompt_tokens: rs
-                    .iter()
-                    .filter_map(|r| r.prompt_tokens)
-                    .map(u64::from)
-                    .sum(),
-                completion_tokens: rs
-                    .iter()
-                    .filter_map(|r| r.completion_tokens)
-                    .map(u64::from)
-                    .sum(),
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
                 bench: None,
-            }
-        })
-        .collect();
+            })
+            .collect();
+    }
 }
 
 /// Puts target summaries in job order.

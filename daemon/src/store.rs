@@ -228,7 +228,7 @@ pub struct Encoded {
     payload: u128,
     payload_json: Vec<u8>,
     group: String,
-    sample: Sample,
+    sample: Option<Sample>,
 }
 
 impl Encoded {
@@ -419,13 +419,19 @@ impl Store {
             let Some(mut summary) = self.run(id)? else {
                 continue;
             };
-            let recs = self.run_records(id, usize::MAX)?;
-            let ended = recs
-                .iter()
-                .map(|r| r.timestamp_ms)
-                .max()
-                .unwrap_or(summary.started_ms);
-            crate::runner::summarize_into(&mut summary, &recs);
+            // Streamed: a long benchmark cut off may have millions of records.
+            let mut tally = crate::runner::Tally::default();
+            let mut ended = summary.started_ms;
+            let filter = RecordFilter {
+                run_id: Some(id.clone()),
+                ..RecordFilter::default()
+            };
+            self.scan(&filter, false, &mut |r| {
+                ended = ended.max(r.timestamp_ms);
+                tally.add(&r.to_record());
+                true
+            })?;
+            tally.finish(&mut summary);
             summary.status = RunStatus::Interrupted;
             summary.ended_ms = Some(ended);
             summary.message = Some(
@@ -495,15 +501,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The records of one run, in the order they were sent, at most `limit`: found by scanning
-    /// the run's time span.
+    /// The records of one run, in the order they were sent, at most `limit`.
     pub fn run_records(&self, run_id: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let Some(run) = self.run(run_id)? else {
-            return Ok(Vec::new());
-        };
         let filter = RecordFilter {
-            since_ms: Some(run.started_ms.saturating_sub(RUN_SLACK_MS)),
-            until_ms: run.ended_ms.map(|e| e.saturating_add(RUN_SLACK_MS)),
             run_id: Some(run_id.to_string()),
             ..RecordFilter::default()
         };
@@ -585,18 +585,33 @@ impl Store {
         Ok((rows, w.finish().map_err(io)?))
     }
 
-    /// Every row that passes the filter (its time window a key range), in key order (or
-    /// reversed), from one read snapshot, until `sink` returns false. The filter is tried before
-    /// a row's prompt and scores are looked up; each distinct prompt payload is read once.
+    /// Every row that passes the filter, in key order (or reversed), from one read snapshot,
+    /// until `sink` returns false. The time window is a key range, narrowed for a run filter to
+    /// the run's span when its summary is there; the filter is tried before a row's prompt and
+    /// scores are looked up; each distinct prompt payload is read once.
     fn scan(
         &self,
         filter: &RecordFilter,
         newest_first: bool,
         sink: &mut dyn FnMut(&RowRef<'_>) -> bool,
     ) -> Result<(), StoreError> {
-        let from = filter.since_ms.unwrap_or(0).max(0) as u64;
-        let until = filter.until_ms.map_or(u64::MAX, |u| u.max(0) as u64);
+        let mut from = filter.since_ms.unwrap_or(0).max(0) as u64;
+        let mut until = filter.until_ms.map_or(u64::MAX, |u| u.max(0) as u64);
         let tx = self.db.begin_read()?;
+        if let Some(id) = &filter.run_id
+            && let Some(run) = tx
+                .open_table(RUNS)?
+                .get(id.as_str())?
+                .and_then(|v| serde_json::from_slice::<RunSummary>(v.value()).ok())
+        {
+            from = from.max(run.started_ms.saturating_sub(RUN_SLACK_MS).max(0) as u64);
+            if let Some(end) = run.ended_ms {
+                until = until.min(end.saturating_add(RUN_SLACK_MS).max(0) as u64);
+            }
+        }
+        if from >= until {
+            return Ok(());
+        }
         let records = tx.open_table(RECORDS)?;
         let payloads = tx.open_table(PAYLOADS)?;
         let range = records.range((from, 0u64)..(until, 0u64))?;
@@ -1113,8 +1128,10 @@ fn commit(
                     let key = (e.timestamp_ms, id);
                     id += 1;
                     refs.entry(e.payload).or_insert((0, e.payload_json)).0 += 1;
-                    let gid = groups.id(&e.group, &mut names)?;
-                    pending.add(key.0 as i64, gid, &e.sample);
+                    if let Some(sample) = &e.sample {
+                        let gid = groups.id(&e.group, &mut names)?;
+                        pending.add(key.0 as i64, gid, sample);
+                    }
                     batch.push((key, e.value));
                 }
                 Command::Run(s) => {

@@ -401,15 +401,15 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
 
     // Each filter narrows to exactly the records it names.
     let count = |f: &RecordFilter| from_csv(&export(&store, Format::Csv, f)).len();
-    let f = parse_filter(None, None, Some("math"), None, None).unwrap();
+    let f = parse_filter(None, None, Some("math"), None, None, None).unwrap();
     assert_eq!(count(&f), stored.iter().filter(|r| r.job == "math").count());
-    let f = parse_filter(None, None, None, Some("llama"), None).unwrap();
+    let f = parse_filter(None, None, None, Some("llama"), None, None).unwrap();
     assert_eq!(
         count(&f),
         stored.iter().filter(|r| r.model == "llama").count()
     );
     let since = evald_web::export::timestamp(NOW - 400 + 20);
-    let f = parse_filter(Some(&since), None, None, None, None).unwrap();
+    let f = parse_filter(Some(&since), None, None, None, None, None).unwrap();
     assert_eq!(
         count(&f),
         stored
@@ -418,15 +418,21 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
             .count()
     );
     let until = evald_web::export::timestamp(NOW - 400 + 20);
-    let f = parse_filter(None, Some(&until), None, None, None).unwrap();
+    let f = parse_filter(None, Some(&until), None, None, None, None).unwrap();
     assert_eq!(
         count(&f),
         stored.iter().filter(|r| r.timestamp_ms < NOW - 380).count()
     );
-    let f = parse_filter(None, None, None, None, Some("7")).unwrap();
+    let f = parse_filter(None, None, None, None, None, Some("7")).unwrap();
     assert_eq!(count(&f), 7);
-    let f = parse_filter(None, None, Some("math"), Some("llama"), Some("1")).unwrap();
+    let f = parse_filter(None, None, Some("math"), Some("llama"), None, Some("1")).unwrap();
     assert!(count(&f) <= 1);
+    // A run with no summary stored (pruned, say) is still found, by a scan of everything.
+    let run = stored[3].run_id.clone();
+    let f = parse_filter(None, None, None, None, Some(&run), None).unwrap();
+    let want = stored.iter().filter(|r| r.run_id == run).count();
+    assert!(want > 0);
+    assert_eq!(count(&f), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,4 +516,14 @@ async fn records_that_arrive_out_of_order_are_kept_in_time_order() {
     );
     let s = evald::view::stats(&store, 7, NOW).unwrap();
     assert_group("shuffled", &s.overall, brute(&stored, 7, NOW));
+}
+
+#[tokio::test]
+async fn warm_up_requests_are_stored_but_not_counted() {
+    let mut warm = record(5, NOW - HOUR_MS);
+    warm.metadata.warmup = true;
+    let (_d, store) = seeded(&[record(4, NOW - HOUR_MS), warm]).await;
+    assert_eq!(all(&store).len(), 2, "both stored and exported");
+    let s = evald::view::stats(&store, 7, NOW).unwrap();
+    assert_eq!(s.overall.total_requests, 1, "the warm-up is left out");
 }

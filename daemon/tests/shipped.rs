@@ -70,3 +70,57 @@ fn the_example_config_in_contrib_is_valid() {
         "the config itself has no problem: {text}"
     );
 }
+
+#[test]
+fn stats_refuses_a_window_out_of_range() {
+    for days in ["0", "3661", "week"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+            .args(["stats", "--days", days])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--days {days}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "days: `{days}` is not a whole number from 1 to 3660"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn commands_work_from_a_shell_without_the_services_secrets() {
+    // The example config reads its key from systemd's credentials and (here) its page token
+    // from the service's environment: neither exists in an operator's shell, and `evald stats`
+    // must still answer there.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/evald.example.toml"
+    ))
+    .unwrap()
+    .replace(
+        "/var/lib/evald",
+        &dir.path().join("data").display().to_string(),
+    )
+    .replace(
+        "# token_env = \"EVALD_WEB_TOKEN\"",
+        "token_env = \"EVALD_TEST_TOKEN_NOT_SET\"",
+    );
+    assert!(text.contains("$CREDENTIALS_DIRECTORY/"));
+    assert!(text.contains("token_env = \"EVALD_TEST_TOKEN_NOT_SET\""));
+    let path = dir.path().join("evald.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("EVALD_TEST_TOKEN_NOT_SET")
+        .args(["stats", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("only the service has"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requests"));
+}

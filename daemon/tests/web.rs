@@ -261,6 +261,10 @@ async fn a_plugin_error_message_is_shown_as_text() {
     let first = f.view.store.run_records(&s.id, 100).unwrap();
     assert_eq!(first.len(), records.len() + 1);
     assert!(first.iter().all(|r| r.run_id == s.id));
+    let (status, csv) = f.get("/export.jsonl?run=1111111111100000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(csv.lines().count(), 1, "{csv}");
+    assert!(csv.contains("\"run_id\":\"1111111111100000\""));
     let (status, html) = f.get("/runs/1111111111100000").await;
     assert_eq!(status, StatusCode::OK);
     assert_inert("run with a plugin error", &html);

@@ -261,6 +261,11 @@ async fn records_survive_a_restart_and_a_killed_run_is_marked_interrupted() {
         before,
         "every record is there after a restart"
     );
+    let metrics = site.get("/metrics").await.1;
+    assert!(
+        metrics.contains("evald_job_last_run_success{job=\"quick\"} 1"),
+        "the last run's series come back from the store: {metrics}"
+    );
     site.until(20, "some records of the slow run", || async {
         site.records("?job=slow").await.len() >= 2
     })

@@ -95,6 +95,7 @@ pub fn parse_filter(
     until: Option<&str>,
     job: Option<&str>,
     model: Option<&str>,
+    run: Option<&str>,
     limit: Option<&str>,
 ) -> Result<RecordFilter, String> {
     fn nonempty(v: Option<&str>) -> Option<&str> {
@@ -109,6 +110,7 @@ pub fn parse_filter(
             .transpose()?,
         job: nonempty(job).map(String::from),
         model: nonempty(model).map(String::from),
+        run_id: nonempty(run).map(String::from),
         ..RecordFilter::default()
     };
     if let Some(l) = nonempty(limit) {
@@ -340,20 +342,40 @@ mod tests {
             Some("2026-11-02"),
             Some("j"),
             None,
+            Some(" 019ac8f1a2b00012 "),
             Some("5"),
         )
         .unwrap();
+        assert_eq!(f.run_id.as_deref(), Some("019ac8f1a2b00012"));
         assert_eq!(f.since_ms, Some(1_793_491_200_000));
         assert_eq!(f.until_ms, Some(1_793_491_200_000 + 2 * 86_400_000));
         assert_eq!(f.limit, Some(5));
         assert_eq!(f.job.as_deref(), Some("j"));
-        let e = parse_filter(Some("not-a-date"), None, None, None, None).unwrap_err();
+        let e = parse_filter(Some("not-a-date"), None, None, None, None, None).unwrap_err();
         assert!(e.starts_with("since: `not-a-date`"), "{e}");
-        let e = parse_filter(None, None, None, None, Some("-1")).unwrap_err();
+        let e = parse_filter(None, None, None, None, None, Some("-1")).unwrap_err();
         assert!(e.starts_with("limit:"), "{e}");
-        let e = parse_filter(Some("2026-11-03"), Some("2026-11-01"), None, None, None).unwrap_err();
+        let e = parse_filter(
+            Some("2026-11-03"),
+            Some("2026-11-01"),
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("before"), "{e}");
-        assert!(parse_filter(Some("2026-11-01T10:00:00+02:00"), None, None, None, None).is_ok());
+        assert!(
+            parse_filter(
+                Some("2026-11-01T10:00:00+02:00"),
+                None,
+                None,
+                None,
+                None,
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]

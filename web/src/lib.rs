@@ -218,6 +218,7 @@ struct ExportQuery {
     until: Option<String>,
     job: Option<String>,
     model: Option<String>,
+    run: Option<String>,
     limit: Option<String>,
 }
 
@@ -245,6 +246,7 @@ async fn export(
         q.until.as_deref(),
         q.job.as_deref(),
         q.model.as_deref(),
+        q.run.as_deref(),
         q.limit.as_deref(),
     ) {
         Ok(f) => f,

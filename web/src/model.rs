@@ -500,7 +500,8 @@ pub struct Stats {
 }
 
 /// Which request records an export or a listing wants.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RecordFilter {
     /// Inclusive lower bound, Unix ms.
     pub since_ms: Option<i64>,
