@@ -342,6 +342,19 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
         csv,
         "CLI export through the daemon = HTTP export"
     );
+    // A second run, then one run's records, through the daemon and over HTTP.
+    assert!(site.evald(&["run", "keyed"]).status.success());
+    let one = site.evald(&["export", "--format", "jsonl", "--run", run_id]);
+    let one = String::from_utf8_lossy(&one.stdout).into_owned();
+    assert_eq!(one.lines().count(), 2, "{one}");
+    assert!(
+        one.lines()
+            .all(|l| l.contains(&format!("\"run_id\":\"{run_id}\"")))
+    );
+    assert_eq!(
+        site.get(&format!("/export.jsonl?run={run_id}")).await.1,
+        one
+    );
     d.signal("TERM");
     let _ = d.wait(20).await;
     for (what, hay) in [
