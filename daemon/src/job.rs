@@ -382,6 +382,16 @@ pub fn job_name(path: &Path) -> String {
 impl Job {
     /// Reads and validates a job file against the config.
     pub fn load(path: &Path, config: &Config) -> Result<Job, Vec<Diagnostic>> {
+        // `evald compare` stores its ad hoc runs under this name: a job file may not take it.
+        if job_name(path) == crate::cli::ADHOC_JOB {
+            return Err(vec![whole_file(
+                path,
+                format!(
+                    "`{}` is the name `evald compare` stores its runs under: rename the file",
+                    crate::cli::ADHOC_JOB
+                ),
+            )]);
+        }
         let text = read_text(path, MAX_FILE_BYTES).map_err(|d| vec![d])?;
         Job::parse(path, &text, config)
     }
@@ -1103,6 +1113,17 @@ mod tests {
             ]
         );
         assert_eq!(j.cases[0].messages[0].role, "user");
+    }
+
+    #[test]
+    fn a_job_file_may_not_take_the_name_compare_runs_are_stored_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compare.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let e = Job::load(&path, &config()).unwrap_err();
+        assert!(e[0].to_string().contains("rename the file"), "{e:?}");
+        std::fs::write(dir.path().join("fine.toml"), GOOD).unwrap();
+        assert!(Job::load(&dir.path().join("fine.toml"), &config()).is_ok());
     }
 
     #[test]
