@@ -128,7 +128,7 @@ impl Metrics {
         );
         registry.register(
             "plugin_errors",
-            "Plugin scorer errors, by plugin",
+            "Plugin failures (scorer errors and failed generators), by plugin file",
             m.plugin_errors.clone(),
         );
         registry.register(
@@ -193,15 +193,14 @@ impl Metrics {
                     .inc_by(n as u64);
             }
         }
-        for s in &r.scores {
-            if let Some(e) = &s.error
-                && !e.is_empty()
-            {
-                self.plugin_errors
-                    .get_or_create(&vec![("plugin", s.name.clone())])
-                    .inc();
-            }
-        }
+    }
+
+    /// Counts a plugin failure (a scorer's trap, timeout, error or bad value, or a generator
+    /// that failed), labelled with the plugin's file name.
+    pub fn plugin_error(&self, plugin: &str) {
+        self.plugin_errors
+            .get_or_create(&vec![("plugin", plugin.to_string())])
+            .inc();
     }
 
     /// The series of one job and target, looked up once so a benchmark's hot path does not

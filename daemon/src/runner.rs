@@ -204,7 +204,7 @@ pub async fn run_job(
         report.summary = summary;
         return report;
     }
-    let (scorers, scorer_problems) = Scorers::for_job(job, &ctx.plugins).await;
+    let (scorers, scorer_problems) = Scorers::for_job(job, &ctx.plugins, ctx.metrics.clone()).await;
     problems.extend(scorer_problems);
     summary.cases = cases.len() as u64;
     report.cases = cases.iter().map(|c| c.id.clone()).collect();
@@ -270,20 +270,20 @@ fn trigger_word(t: Trigger) -> &'static str {
 async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String> {
     let mut cases = job.cases.clone();
     for g in &job.generators {
-        let name = g
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = crate::scorer::file_name(&g.path);
+        let failed = |e: &dyn std::fmt::Display| {
+            ctx.metrics.plugin_error(&name);
+            format!("generator {name}: {e}")
+        };
         let plugin = ctx
             .plugins
             .generator_async(&g.path)
             .await
-            .map_err(|e| format!("generator {name}: {e}"))?;
+            .map_err(|e| failed(&e))?;
         let more = plugin
             .generate(&g.config_json, g.limits)
             .await
-            .map_err(|e| format!("generator {name}: {e}"))?;
+            .map_err(|e| failed(&e))?;
         for c in more {
             if cases.iter().any(|x| x.id == c.id) {
                 return Err(format!(

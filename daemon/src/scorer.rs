@@ -11,6 +11,7 @@ use std::sync::Arc;
 use evald_web::model::{Record, Score};
 
 use crate::job::{Case, Job, ScorerKind, ScorerSpec};
+use crate::metrics::Metrics;
 use crate::plugins::{PluginError, Plugins, ScorerPlugin};
 
 /// The scorers of one run, with their plugins loaded.
@@ -18,12 +19,18 @@ use crate::plugins::{PluginError, Plugins, ScorerPlugin};
 pub struct Scorers {
     specs: Arc<Vec<ScorerSpec>>,
     plugins: Arc<HashMap<PathBuf, ScorerPlugin>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Scorers {
     /// Loads (or takes from the cache) every plugin the job's scorers name. A plugin that cannot
     /// load is reported by its scorer on every record instead of failing the run.
-    pub async fn for_job(job: &Job, plugins: &Plugins) -> (Scorers, Vec<String>) {
+    /// Plugin failures are counted in `metrics`.
+    pub async fn for_job(
+        job: &Job,
+        plugins: &Plugins,
+        metrics: Arc<Metrics>,
+    ) -> (Scorers, Vec<String>) {
         let mut loaded = HashMap::new();
         let mut problems = Vec::new();
         for s in &job.scorers {
@@ -42,6 +49,7 @@ impl Scorers {
             Scorers {
                 specs: Arc::new(job.scorers.clone()),
                 plugins: Arc::new(loaded),
+                metrics,
             },
             problems,
         )
@@ -66,12 +74,7 @@ impl Scorers {
                     limits,
                     ..
                 } => match self.plugins.get(path) {
-                    None => Err(format!(
-                        "plugin {} could not be loaded",
-                        path.file_name()
-                            .map(|n| n.to_string_lossy())
-                            .unwrap_or_default()
-                    )),
+                    None => Err(format!("plugin {} could not be loaded", file_name(path))),
                     Some(p) => p
                         .score(case, record, config_json, *limits)
                         .await
@@ -79,10 +82,21 @@ impl Scorers {
                 },
                 builtin => Ok(builtin_score(builtin, case, record)),
             };
-            out.push(verdict(s, result));
+            let score = verdict(s, result);
+            if let (ScorerKind::Plugin { path, .. }, Some(_)) = (&s.kind, &score.error) {
+                self.metrics.plugin_error(&file_name(path));
+            }
+            out.push(score);
         }
         out
     }
+}
+
+/// A plugin's file name, as its errors and metrics name it.
+pub fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Turns a scorer's result into a score: a value outside 0..=1 (or NaN) is an error.

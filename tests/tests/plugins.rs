@@ -121,6 +121,25 @@ builtin = "contains"
     let run_id = echo["run_id"].as_str().unwrap();
     let (_, page) = site.get(&format!("/runs/{run_id}")).await;
     assert!(page.contains("has-capital") && page.contains("overlap"));
+    // A plugin that refuses its config fails its scorer on every record; /metrics counts the
+    // failures by plugin file.
+    site.job(
+        "misconfigured",
+        "targets = [\"test/ok-a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[cases]]\nid = \"b\"\nprompt = \"y\"\n[[scorers]]\nplugin = \"json_keys.wasm\"\nconfig = { bogus = 1 }\n",
+    );
+    site.until(10, "the daemon loads the new job", || async {
+        site.get("/api/v1/jobs")
+            .await
+            .1
+            .contains("\"name\":\"misconfigured\"")
+    })
+    .await;
+    assert!(site.evald(&["run", "misconfigured"]).status.success());
+    let metrics = site.get("/metrics").await.1;
+    assert!(
+        metrics.contains("evald_plugin_errors_total{plugin=\"json_keys.wasm\"} 2"),
+        "{metrics}"
+    );
     drop(d);
     // A second process loads the plugins from the compiled cache: nothing is recompiled.
     let out = site.evald_env(&["run", "plugged"], &[("RUST_LOG", "evald=debug")]);

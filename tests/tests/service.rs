@@ -97,6 +97,20 @@ async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_runnin
     .await;
     assert!(runs(&site, "hot").await.len() <= settled + 1);
     assert!(site.records("?job=hot").await.len() <= before + 1);
+    // Reloading a file opens it, and inotify reports opens: the watcher must not take its own
+    // reads for changes (it did: a broken file was reloaded, and its problem logged, every few
+    // hundred ms for as long as it stayed broken).
+    let log = d.log_text();
+    let told = log.lines().filter(|l| l.contains("unclosed array")).count();
+    assert!(
+        told <= 2,
+        "the broken file was reloaded {told} times:\n{log}"
+    );
+    let loads = log
+        .lines()
+        .filter(|l| l.contains("job loaded") && l.contains("job=tick"))
+        .count();
+    assert_eq!(loads, 1, "tick was loaded {loads} times:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
