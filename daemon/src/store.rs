@@ -743,11 +743,16 @@ impl Store {
 /// hourly and daily rows; the run → records index goes. Returns the rollup rows converted.
 fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
     let mut groups = Groups::default();
-    let mut pending = rollup::Pending::default();
     let mut n = 0;
     {
         let old = tx.open_table(ROLLUPS_V1)?;
         let mut names = tx.open_table(GROUPS)?;
+        let mut hours = tx.open_table(HOURS)?;
+        let mut days = tx.open_table(DAYS)?;
+        // Schema 1's rows come in hour order: converted a day at a time, so memory holds one
+        // day's rows however long the history.
+        let mut day = None;
+        let mut pending = rollup::Pending::default();
         for e in old.iter()? {
             let (k, v) = e?;
             let (hour, key) = k.value();
@@ -759,12 +764,15 @@ fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
                 );
                 continue;
             };
+            let this_day = rollup::day_of(hour as i64);
+            if day != Some(this_day) {
+                std::mem::take(&mut pending).merge_into(&mut hours, &mut days)?;
+                day = Some(this_day);
+            }
             let gid = groups.id(key, &mut names)?;
             pending.add_rollup(hour as i64, gid, &r);
             n += 1;
         }
-        let mut hours = tx.open_table(HOURS)?;
-        let mut days = tx.open_table(DAYS)?;
         pending.merge_into(&mut hours, &mut days)?;
     }
     tx.delete_table(ROLLUPS_V1)?;
