@@ -584,18 +584,14 @@ fn validate_endpoint(
                     .ok()
                     .filter(|v| !v.trim().is_empty())
                     .map(|v| Secret::new(v.trim())),
-                (None, Some(file))
-                    if secrets == Secrets::Optional
-                        && file.get_ref().contains("CREDENTIALS_DIRECTORY")
-                        && std::env::var_os("CREDENTIALS_DIRECTORY").is_none() =>
-                {
-                    tracing::warn!(
-                        "endpoints.{name}: api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has; requests from this command go without a key"
-                    );
-                    None
-                }
                 (None, Some(file)) => match read_key_file(dir, file.get_ref()) {
                     Ok(k) => Some(k),
+                    Err(KeyFileError::NoCredentialsDirectory) if secrets == Secrets::Optional => {
+                        tracing::warn!(
+                            "endpoints.{name}: api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has; requests from this command go without a key"
+                        );
+                        None
+                    }
                     Err(e) => {
                         errs.push(
                             src.at(Some(file.span()), format!("{}: {e}", key("api_key_file"))),
@@ -650,17 +646,40 @@ fn validate_endpoint(
     })
 }
 
+/// Why an API key file could not be read.
+enum KeyFileError {
+    /// It is under `$CREDENTIALS_DIRECTORY`, which is not set: only the service has it.
+    NoCredentialsDirectory,
+    /// Missing, unreadable, readable by others, or empty.
+    Bad(String),
+}
+
+impl From<String> for KeyFileError {
+    fn from(s: String) -> Self {
+        KeyFileError::Bad(s)
+    }
+}
+
+impl std::fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyFileError::NoCredentialsDirectory => f.write_str(
+                "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)",
+            ),
+            KeyFileError::Bad(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Reads an API key file. `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`) is expanded; a
 /// file that group or others can read is refused, since the key would not be secret.
-fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, String> {
+fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, KeyFileError> {
     let expanded = if let Some(rest) = raw
         .strip_prefix("$CREDENTIALS_DIRECTORY/")
         .or_else(|| raw.strip_prefix("${CREDENTIALS_DIRECTORY}/"))
     {
-        let creds = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
-            "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)"
-                .to_string()
-        })?;
+        let creds = std::env::var("CREDENTIALS_DIRECTORY")
+            .map_err(|_| KeyFileError::NoCredentialsDirectory)?;
         PathBuf::from(creds).join(rest)
     } else {
         let p = PathBuf::from(raw);
@@ -673,18 +692,21 @@ fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, String> {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
+            return Err(KeyFileError::Bad(format!(
                 "{} is readable by others (mode {:o}); chmod 600 it",
                 expanded.display(),
                 mode & 0o777
-            ));
+            )));
         }
     }
     let text = std::fs::read_to_string(&expanded)
         .map_err(|e| format!("cannot read {}: {e}", expanded.display()))?;
     let key = text.trim();
     if key.is_empty() {
-        return Err(format!("{} is empty", expanded.display()));
+        return Err(KeyFileError::Bad(format!(
+            "{} is empty",
+            expanded.display()
+        )));
     }
     Ok(Secret::new(key))
 }
@@ -781,12 +803,17 @@ mod tests {
         std::fs::write(&key, "sk-123\n").unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
             .unwrap_or_else(|e| panic!("{e}"));
-        let err = read_key_file(dir.path(), "key").err().unwrap_or_default();
+        let err = read_key_file(dir.path(), "key")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("readable by others"), "{err}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            read_key_file(dir.path(), "key").map(|s| s.expose().to_string()),
+            read_key_file(dir.path(), "key")
+                .map(|s| s.expose().to_string())
+                .map_err(|e| e.to_string()),
             Ok("sk-123".to_string())
         );
     }

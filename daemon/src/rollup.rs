@@ -85,16 +85,6 @@ impl Latencies {
             self.add(b, c);
         }
     }
-
-    /// Samples counted.
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|e| e.1).sum()
-    }
-
-    /// No samples.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 fn bucket_of_ms(ms: f64) -> u16 {
@@ -180,21 +170,6 @@ pub struct GroupName {
 const SEP: char = '\u{1f}';
 
 impl GroupName {
-    /// The group of a record.
-    pub fn of(r: &Record) -> GroupName {
-        GroupName {
-            job: r.job.clone(),
-            endpoint: r.endpoint.clone(),
-            model: r.model.clone(),
-            provider: r.provider.clone(),
-        }
-    }
-
-    /// The stored form: the four names joined by U+001F.
-    pub fn key(&self) -> String {
-        key_of(&self.job, &self.endpoint, &self.model, &self.provider)
-    }
-
     /// Back from the stored form.
     pub fn parse(key: &str) -> Option<GroupName> {
         let mut it = key.split(SEP);

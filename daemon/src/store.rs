@@ -222,7 +222,7 @@ fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>) -> &'b st
 
 /// A record ready for the writer: encoded by the task that made it, so the one writer thread
 /// only inserts bytes.
-pub struct Encoded {
+struct Encoded {
     timestamp_ms: u64,
     value: Vec<u8>,
     payload: u128,
@@ -233,7 +233,7 @@ pub struct Encoded {
 
 impl Encoded {
     /// Encodes a record (its `id` is assigned by the writer).
-    pub fn new(r: &Record) -> Result<Encoded, StoreError> {
+    fn new(r: &Record) -> Result<Encoded, StoreError> {
         let enc = |e: &dyn std::fmt::Display| StoreError(format!("encoding a record: {e}"));
         let payload_json = serde_json::to_vec(&r.messages).map_err(|e| enc(&e))?;
         let payload = xxhash_rust::xxh3::xxh3_128(&payload_json);
@@ -916,16 +916,13 @@ impl Writer {
     /// Queues a request record (its `id` is assigned by the writer). Waits only when the queue
     /// is full, which is the back-pressure that keeps memory bounded.
     pub async fn record(&self, r: Record) {
-        match Encoded::new(&r) {
-            Ok(e) => self.encoded(e).await,
+        let e = match Encoded::new(&r) {
+            Ok(e) => e,
             Err(e) => {
-                tracing::error!(error = %e, run = %r.run_id, "a request record was not stored")
+                tracing::error!(error = %e, run = %r.run_id, "a request record was not stored");
+                return;
             }
-        }
-    }
-
-    /// Queues a record encoded with [`Encoded::new`].
-    pub async fn encoded(&self, e: Encoded) {
+        };
         if self.tx.send(Command::Record(Box::new(e))).await.is_err() {
             tracing::error!("store writer is gone; a request record was lost");
         }
