@@ -112,6 +112,11 @@ fn display_bytes(bytes: u64) -> String {
     }
 }
 
+/// Error text on one line, for messages stored on request records.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use wasmtime::{Config, Engine};
 use crate::bindings::generator::GeneratorPre;
 use crate::bindings::scorer::ScorerPre;
 use crate::cache::{Cache, Key};
-use crate::error::{HostError, LoadError};
-use crate::plugin::{Plugin, Pre};
+use crate::error::{HostError, LoadError, one_line};
+use crate::plugin::{EngineHandle, Plugin, Pre};
 use crate::sandbox::Sandbox;
 use crate::{PluginKind, WIT_VERSION};
 
@@ -188,7 +188,12 @@ impl Host {
             }
         };
         let name = file.strip_suffix(".wasm").unwrap_or(file);
-        Ok(Plugin::new(Arc::clone(shared), name, from_cache, pre))
+        Ok(Plugin::new(
+            Arc::clone(shared) as Arc<dyn EngineHandle>,
+            name,
+            from_cache,
+            pre,
+        ))
     }
 
     /// The compiled component for `bytes`: from this process's memory, from
@@ -325,9 +330,10 @@ fn compatible(version: &str) -> bool {
     parts.next() == Some("0") && parts.next() == Some("1")
 }
 
-/// Error text on one line, for messages stored on request records.
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+impl EngineHandle for Shared {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
 }
 
 /// The thread that advances the engine's epoch every [`EPOCH_TICK`]. It

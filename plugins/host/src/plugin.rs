@@ -19,7 +19,7 @@ use crate::bindings::generator::{Generator, GeneratorPre};
 use crate::bindings::scorer::evald::plugin::types as wit;
 use crate::bindings::scorer::{Scorer, ScorerPre};
 use crate::error::PluginError;
-use crate::host::{Shared, one_line};
+use crate::error::one_line;
 use crate::sandbox::{self, Sandbox, Stop};
 use crate::{Case, Limits, Message, Observation, PluginKind, Score};
 
@@ -57,7 +57,14 @@ struct Inner {
     /// Instances whose last call returned normally, ready for the next.
     idle: Mutex<Vec<Warm>>,
     /// Keeps the engine and its epoch ticker alive as long as the plugin.
-    shared: Arc<Shared>,
+    shared: Arc<dyn EngineHandle>,
+}
+
+/// The host's side a plugin holds on to: the engine its stores are made in. Holding it keeps
+/// the host's epoch ticker running for as long as the plugin can be called.
+pub(crate) trait EngineHandle: Send + Sync {
+    /// The one engine of the host.
+    fn engine(&self) -> &wasmtime::Engine;
 }
 
 /// A component linked and type-checked against one world.
@@ -90,7 +97,12 @@ enum Response {
 }
 
 impl Plugin {
-    pub(crate) fn new(shared: Arc<Shared>, name: &str, from_cache: bool, pre: Pre) -> Plugin {
+    pub(crate) fn new(
+        shared: Arc<dyn EngineHandle>,
+        name: &str,
+        from_cache: bool,
+        pre: Pre,
+    ) -> Plugin {
         Plugin {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
@@ -181,7 +193,7 @@ impl Plugin {
         let (mut store, mut exports) = match self.take_idle(limits.memory_bytes) {
             Some(warm) => (warm.store, Some(warm.exports)),
             None => (
-                sandbox::new_store(&self.inner.shared.engine, limits.memory_bytes),
+                sandbox::new_store(self.inner.shared.engine(), limits.memory_bytes),
                 None,
             ),
         };

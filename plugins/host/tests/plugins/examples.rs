@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use evald_plugin_host::{Limits, LoadError, PluginError, PluginKind};
 
-use super::{example, host, observation, quick_limits};
+use super::{assert_stopped_at, example, host, observation, quick_limits};
 
 #[tokio::test]
 async fn json_keys_scores_the_share_of_required_keys() {
@@ -232,6 +232,7 @@ async fn a_plugin_sleeping_in_a_host_call_is_stopped_at_its_time_limit() {
     let (host, _dir) = host();
     let nosy = host.load(&example("nosy"), PluginKind::Scorer).unwrap();
     let limits = quick_limits();
+    let start = std::time::Instant::now();
     let err = nosy
         .score(
             &observation("x", None),
@@ -240,6 +241,7 @@ async fn a_plugin_sleeping_in_a_host_call_is_stopped_at_its_time_limit() {
         )
         .await
         .unwrap_err();
+    assert_stopped_at(start, limits.timeout);
     assert_eq!(err, PluginError::Timeout(limits.timeout));
 }
 

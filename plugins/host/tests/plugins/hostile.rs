@@ -4,7 +4,7 @@
 
 use evald_plugin_host::{Limits, LoadError, PluginError, PluginKind};
 
-use super::{host, observation, quick_limits};
+use super::{assert_stopped_at, host, observation, quick_limits};
 
 /// A component of the `scorer` world whose core `score` function (taking a
 /// pointer to its lowered arguments, returning a pointer to its result) has
@@ -100,10 +100,18 @@ async fn the_fixture_itself_scores() {
 async fn an_endless_loop_stops_at_its_time_limit() {
     let limits = quick_limits();
     let wat = scorer("(loop $forever (br $forever)) (i32.const 16)");
-    assert_eq!(
-        score_with(&wat, limits).await,
-        Err(PluginError::Timeout(limits.timeout))
-    );
+    let (host, _dir) = host();
+    let plugin = host
+        .load_bytes("fixture.wasm", wat.as_bytes(), PluginKind::Scorer)
+        .unwrap();
+    // Timed around the call alone: loading (compiling) is not part of the limit.
+    let start = std::time::Instant::now();
+    let outcome = plugin
+        .score(&observation("x", Some("y")), "{}", limits)
+        .await
+        .map(|score| score.value);
+    assert_stopped_at(start, limits.timeout);
+    assert_eq!(outcome, Err(PluginError::Timeout(limits.timeout)));
 }
 
 #[tokio::test]
