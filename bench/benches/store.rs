@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p evald-bench --bench store -- [RECORDS]` (default 1,000,000).
 //! It measures ingest through the daemon's writer, 7-day stats, last-20, a full CSV export
 //! (rows/s and peak memory), pruning 30 %, and bytes on disk per record, including a
-//! prune-and-refill cycle. Results go to stdout as a table; docs/store-benchmark.md keeps them.
+//! prune-and-refill cycle. Results go to stdout as a table; docs/store.md keeps them.
 
 // A benchmark that cannot set itself up should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,10 +12,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use evald::rollup::hour_of;
+use evald::store::rollup::hour_of;
 use evald::store::{PruneCutoffs, Store};
+use evald_model::{Message, Metadata, Record, RecordFilter, Score};
 use evald_web::export::{ExportWriter, Format};
-use evald_web::model::{Message, Metadata, Record, RecordFilter, Score};
 
 /// The daemon's allocator (daemon/src/main.rs), so the writer thread and the producers allocate
 /// as they do in `evald serve`.
@@ -438,7 +438,7 @@ fn main() {
                         records_before_ms: cutoff,
                         runs_before_ms: 0,
                     },
-                    evald::daemon::PRUNE_BATCH,
+                    evald::store::PRUNE_BATCH,
                 )
                 .await;
             w.close().await;

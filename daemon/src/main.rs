@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 // cut that cost measurably under load (see docs/benchmark.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use evald::cli::{self, CompareArgs, ExportArgs, Failure};
+mod cli;
+
+use cli::{CompareArgs, ExportArgs, Failure};
 
 /// Scheduled LLM comparison and benchmark jobs, scored and stored, behind a read-only page.
 #[derive(Parser)]
@@ -113,19 +115,19 @@ fn main() -> ExitCode {
     let result: Result<bool, Failure> = rt.block_on(async {
         match args.command {
             Command::Serve => {
-                let path = evald::config::locate(config).map_err(Failure)?;
-                evald::daemon::serve(&path, None, std::future::pending())
+                let path = cli::config_path(config)?;
+                evald::serve::serve(&path, None, std::future::pending())
                     .await
                     .map(|()| true)
-                    .map_err(|e| Failure(format!("{e:#}")))
+                    .map_err(|e| Failure::Other(format!("{e:#}")))
             }
-            Command::Check { files } => cli::check(config, &files),
-            Command::Run { job, json } => cli::run(config, &job, json).await,
-            Command::Compare(args) => cli::compare(config, args).await,
-            Command::Export(args) => cli::export(config, args).await,
-            Command::Models { endpoint } => cli::models(config, &endpoint).await,
-            Command::Stats { days, json } => cli::stats(config, days, json).await,
-            Command::Prune { dry_run } => cli::prune(config, dry_run).await,
+            Command::Check { files } => cli::check::check(config, &files),
+            Command::Run { job, json } => cli::run::run(config, &job, json).await,
+            Command::Compare(args) => cli::run::compare(config, args).await,
+            Command::Export(args) => cli::data::export(config, args).await,
+            Command::Models { endpoint } => cli::data::models(config, &endpoint).await,
+            Command::Stats { days, json } => cli::data::stats(config, days, json).await,
+            Command::Prune { dry_run } => cli::data::prune(config, dry_run).await,
         }
     });
     // Background tasks (a progress bar's ticker, the runtime's blocking pool) must not keep a
@@ -134,9 +136,9 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(Failure(msg)) => {
-            eprintln!("evald: {msg}");
-            ExitCode::FAILURE
+        Err(e) => {
+            eprintln!("evald: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

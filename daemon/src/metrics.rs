@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use evald_web::model::{Record, RunStatus, RunSummary};
+use evald_model::{Record, RunStatus, RunSummary};
 
 type Labels = Vec<(&'static str, String)>;
 type Hist = Family<Labels, Histogram, fn() -> Histogram>;
@@ -196,10 +196,14 @@ impl Metrics {
     }
 
     /// Counts a plugin failure (a scorer's trap, timeout, error or bad value, or a generator
-    /// that failed), labelled with the plugin's file name.
-    pub fn plugin_error(&self, plugin: &str) {
+    /// that failed), labelled with the plugin's file name and the cause (`trap`, `timeout`,
+    /// `memory`, `guest`, `bad_score`, `load`, …).
+    pub fn plugin_error(&self, plugin: &str, cause: &'static str) {
         self.plugin_errors
-            .get_or_create(&vec![("plugin", plugin.to_string())])
+            .get_or_create(&vec![
+                ("plugin", plugin.to_string()),
+                ("cause", cause.to_string()),
+            ])
             .inc();
     }
 

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use evald_web::model::{
-    InvalidJob, JobInfo, ReadError, ReadModel, Record, RecordFilter, RowRef, RunSummary, Stats,
-};
+use evald_model::{InvalidJob, JobInfo, Record, RecordFilter, RowRef, RunSummary, Stats};
+use evald_web::read::{ReadError, ReadModel};
 
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::rollup;
+use crate::store::rollup;
 use crate::store::{Store, StoreError};
 
 /// What the page reads.
@@ -23,7 +22,7 @@ pub struct View {
 }
 
 fn rerr(e: StoreError) -> ReadError {
-    ReadError(e.to_string())
+    ReadError::new(e)
 }
 
 /// The analytics summary of the last `days` days, from the rollups. The window starts at the
@@ -46,7 +45,7 @@ impl ReadModel for View {
                     name: j.name.clone(),
                     file: j.file.display().to_string(),
                     description: j.description.clone(),
-                    kind: j.kind.as_str().into(),
+                    kind: j.kind,
                     schedule: j.schedule.as_ref().map(|s| s.expr.clone()),
                     schedule_words: j.schedule.as_ref().map(|s| s.describe()),
                     enabled: j.enabled,

@@ -5,10 +5,10 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use evald::rollup::{HOUR_MS, hour_of};
+use evald::store::rollup::{HOUR_MS, hour_of};
 use evald::store::{PruneCutoffs, Store};
+use evald_model::{Message, Metadata, Record, RecordFilter, Score};
 use evald_web::export::{ExportWriter, Format, parse_filter};
-use evald_web::model::{Message, Metadata, Record, RecordFilter, Score};
 
 const DAY: i64 = 86_400_000;
 /// A fixed "now": 2026-11-28T12:34:56.789Z.
@@ -124,7 +124,7 @@ fn brute(records: &[Record], days: u32, now: i64) -> (u64, u64, f64, [f64; 3], u
 
 fn assert_group(
     name: &str,
-    g: &evald_web::model::StatsGroup,
+    g: &evald_model::StatsGroup,
     want: (u64, u64, f64, [f64; 3], u64, u64, u64),
 ) {
     let (n, errors, avg, p, prompt, completion, total) = want;
@@ -249,14 +249,72 @@ async fn analytics_of_an_empty_window_and_of_a_single_record() {
     assert_eq!(s.overall.total_requests, 0);
 }
 
+/// The messages of each stored prompt payload with its reference count, read from the store's
+/// payload table directly (the store must be closed: redb locks its file).
+fn payload_table(path: &std::path::Path) -> std::collections::HashMap<Vec<Message>, u64> {
+    use redb::{ReadableDatabase, ReadableTable};
+    // The store's layout (daemon/src/store/tables.rs): xxh3-128 of the messages JSON →
+    // (records referring to it, the messages JSON).
+    const PAYLOADS: redb::TableDefinition<u128, (u64, &[u8])> =
+        redb::TableDefinition::new("payloads-1");
+    let db = redb::ReadOnlyDatabase::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let table = tx.open_table(PAYLOADS).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for e in table.iter().unwrap() {
+        let (_, v) = e.unwrap();
+        let (refs, json) = v.value();
+        let messages: Vec<Message> = serde_json::from_slice(json).unwrap();
+        assert!(
+            out.insert(messages, refs).is_none(),
+            "one payload per distinct prompt"
+        );
+    }
+    out
+}
+
+/// How many records carry each distinct prompt.
+fn prompt_counts<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+) -> std::collections::HashMap<Vec<Message>, u64> {
+    let mut out = std::collections::HashMap::new();
+    for r in records {
+        *out.entry(r.messages.clone()).or_default() += 1;
+    }
+    out
+}
+
 #[tokio::test]
 async fn pruning_removes_exactly_what_is_older_than_the_cutoff() {
-    let recs: Vec<Record> = (0..2000u64)
-        .map(|i| record(i, NOW - 40 * DAY + i as i64 * 1_728_000))
-        .collect();
-    let (_d, store) = seeded(&recs).await;
-    let before = all(&store);
     let cutoff = hour_of(NOW - 30 * DAY);
+    let prompt = |text: String| {
+        vec![Message {
+            role: "user".into(),
+            content: text,
+        }]
+    };
+    // ~500 of the 2000 records are older than the cutoff. Their prompts: a quarter have one of
+    // their own (payloads that must go), a quarter share one prompt among themselves across many
+    // prune batches (must go once, after its last record), record 10 shares a prompt with a kept
+    // record (must stay, one reference fewer), and the rest share the five prompts every record
+    // draws from (must stay).
+    let recs: Vec<Record> = (0..2000u64)
+        .map(|i| {
+            let mut r = record(i, NOW - 40 * DAY + i as i64 * 1_728_000);
+            if r.timestamp_ms < cutoff && i % 4 == 0 {
+                r.messages = prompt(format!("pruned-only prompt {i}"));
+            } else if r.timestamp_ms < cutoff && i % 4 == 1 {
+                r.messages = prompt("a prompt only old records share".into());
+            }
+            if i == 10 || i == 1990 {
+                r.messages = prompt("a prompt on both sides of the cutoff".into());
+            }
+            r
+        })
+        .collect();
+    let (dir, store) = seeded(&recs).await;
+    let path = dir.path().join("evald.redb");
+    let before = all(&store);
     let cut = PruneCutoffs {
         records_before_ms: cutoff,
         runs_before_ms: NOW - 400 * DAY,
@@ -272,15 +330,39 @@ async fn pruning_removes_exactly_what_is_older_than_the_cutoff() {
     assert_eq!(plan.records, report.records, "the dry run said the same");
     assert_eq!(after.len(), want.len());
     assert!(
-        after.iter().zip(want).all(|(a, b)| a == b),
-        "nothing newer than the cutoff was touched"
+        after.iter().zip(&want).all(|(a, b)| a == *b),
+        "nothing newer than the cutoff was touched (prompts included)"
     );
     // Rollups still agree with the records over the part of history the records cover.
     let days = 29;
     let s = evald::view::stats(&store, days, NOW).unwrap();
     assert_group("after prune", &s.overall, brute(&after, days, NOW));
-    // Payloads no record refers to are gone, the others stay readable.
-    assert!(after.iter().all(|r| !r.messages.is_empty()));
+
+    // Payloads no record refers to are gone, and counted; the others stay, with one reference
+    // per remaining record.
+    let kept = prompt_counts(want.iter().copied());
+    let pruned = prompt_counts(before.iter().filter(|r| r.timestamp_ms < cutoff));
+    let gone: Vec<&Vec<Message>> = pruned.keys().filter(|m| !kept.contains_key(*m)).collect();
+    // 125 own prompts (i = 0, 4, …, 496) + the one the old records share.
+    assert_eq!(gone.len(), 126, "the fixture's pruned-only prompts");
+    assert_eq!(
+        report.payloads,
+        gone.len() as u64,
+        "the report counts the payloads that went"
+    );
+    assert!(
+        after.iter().all(|r| !gone.contains(&&r.messages)),
+        "no remaining record carries a pruned prompt"
+    );
+    drop(store);
+    let table = payload_table(&path);
+    for m in &gone {
+        assert!(!table.contains_key(*m), "{m:?} is still stored");
+    }
+    assert_eq!(
+        table, kept,
+        "the payload table is exactly the kept prompts, each with its reference count"
+    );
 }
 
 fn roundtrip_records() -> Vec<Record> {
@@ -425,8 +507,35 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
     );
     let f = parse_filter(None, None, None, None, None, Some("7")).unwrap();
     assert_eq!(count(&f), 7);
+    // Job and model together: both must hold. The fixture has 3 such records (i = 41, 44, 47),
+    // so the combination and the limit each have something to cut.
+    let both: Vec<u64> = stored
+        .iter()
+        .filter(|r| r.job == "math" && r.model == "llama")
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        both.len() >= 2,
+        "the fixture must have several math/llama records for this check: {both:?}"
+    );
+    let ids = |f: &RecordFilter| -> Vec<u64> {
+        from_csv(&export(&store, Format::Csv, f))
+            .iter()
+            .map(|row| row[0].parse().unwrap())
+            .collect()
+    };
+    let f = parse_filter(None, None, Some("math"), Some("llama"), None, None).unwrap();
+    assert_eq!(
+        ids(&f),
+        both,
+        "job and model narrow to exactly their records"
+    );
     let f = parse_filter(None, None, Some("math"), Some("llama"), None, Some("1")).unwrap();
-    assert!(count(&f) <= 1);
+    assert_eq!(
+        ids(&f),
+        both[..1].to_vec(),
+        "limit 1 gives exactly the oldest matching record"
+    );
     // A run with no summary stored (pruned, say) is still found, by a scan of everything.
     let run = stored[3].run_id.clone();
     let f = parse_filter(None, None, None, None, Some(&run), None).unwrap();

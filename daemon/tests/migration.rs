@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use evald::store::{PruneCutoffs, SCHEMA_VERSION, Store};
+use evald_model::{RecordFilter, Stats};
 use evald_web::export::Format;
-use evald_web::model::{RecordFilter, Stats};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
 
@@ -146,7 +146,7 @@ fn schema_1_rollups_over_many_days_migrate_a_day_at_a_time() {
     let path = dir.path().join("evald.redb");
     let now = chrono::Utc::now().timestamp_millis();
     let hour = 3_600_000i64;
-    let first = evald::rollup::hour_of(now - 5 * 86_400_000);
+    let first = evald::store::rollup::hour_of(now - 5 * 86_400_000);
     {
         let db = redb::Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
@@ -197,7 +197,7 @@ fn schema_1_rollups_over_many_days_migrate_a_day_at_a_time() {
     );
     // Windows cut through the migrated days agree with the hourly rows they are made of.
     let s2 = evald::view::stats(&store, 2, now).unwrap();
-    let from = evald::rollup::hour_of(now - 2 * 86_400_000);
+    let from = evald::store::rollup::hour_of(now - 2 * 86_400_000);
     let in_window = (0..rows)
         .map(|i| first + i * 3 * hour)
         .filter(|&h| h >= from)

@@ -37,37 +37,77 @@ fn check_names_a_missing_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("nope.toml:1:1: cannot read"));
 }
 
+/// `evald check` on contrib/evald.example.toml, as an operator would install it: the key file
+/// in systemd's credentials directory, mode 0400. Only `jobs_dir` is pointed at a folder that
+/// exists here, holding one job that targets both endpoints the example defines, so the check
+/// can pass as a whole: the config is valid, its endpoints are there, and a job can use them.
 #[test]
 fn the_example_config_in_contrib_is_valid() {
     use std::os::unix::fs::PermissionsExt;
-    let creds = tempfile::tempdir().unwrap();
-    let key = creds.path().join("litellm-api-key");
-    std::fs::write(&key, "sk-example\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(
+    let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../contrib/evald.example.toml"
     ))
     .unwrap();
-    let path = dir.path().join("evald.toml");
-    std::fs::write(&path, text).unwrap();
-    // The only job-independent part is the config itself; validate it with the credential set.
-    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
-        .env("CREDENTIALS_DIRECTORY", creds.path())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert!(
+        example.contains("jobs_dir = \"/etc/evald/jobs\""),
+        "the example's jobs_dir changed; update this test"
     );
-    // The jobs directory /etc/evald/jobs does not exist here: that is the one problem expected.
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("uses-both.toml"),
+        "targets = [\"gateway/gpt-4o-mini\", \"demo/careful\"]\n[[cases]]\nid = \"a\"\nprompt = \"What is 2 + 2?\"\n",
+    )
+    .unwrap();
+    let path = dir.path().join("evald.toml");
+    std::fs::write(
+        &path,
+        example.replace(
+            "jobs_dir = \"/etc/evald/jobs\"",
+            &format!("jobs_dir = \"{}\"", jobs.display()),
+        ),
+    )
+    .unwrap();
+    let check = |key: &str, mode: u32| {
+        let creds = tempfile::tempdir().unwrap();
+        let file = creds.path().join("litellm-api-key");
+        std::fs::write(&file, key).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+            .env("CREDENTIALS_DIRECTORY", creds.path())
+            .env_remove("EVALD_CONFIG")
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    let (code, text) = check("sk-example\n", 0o400);
     assert!(
         !text.contains("evald.toml:"),
         "the config itself has no problem: {text}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("ok: {} and 1 job(s) are valid", path.display())),
+        "the check passes with the job that uses both example endpoints: {text}"
+    );
+
+    // The check does read the config's key file: one that others can read is named as a
+    // problem of the config, at its line — so the absence above means something.
+    let (code, text) = check("sk-example\n", 0o644);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("evald.toml:") && text.contains("is readable by others"),
+        "a key file readable by others is refused: {text}"
     );
 }
 

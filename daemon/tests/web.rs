@@ -14,12 +14,12 @@ use evald::config::Config;
 use evald::endpoint::Client;
 use evald::job::{Job, load_dir};
 use evald::metrics::Metrics;
-use evald::plugins::Plugins;
 use evald::registry::Registry;
-use evald::runner::{RunContext, run_job};
+use evald::run::{RunContext, run_job};
+use evald::score::plugins::Plugins;
 use evald::store::Store;
 use evald::view::View;
-use evald_web::model::{RunStatus, Trigger};
+use evald_model::{RunStatus, Trigger};
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -72,7 +72,7 @@ impl Fixture {
         )
     }
 
-    async fn run(&self, name: &str) -> evald_web::model::RunSummary {
+    async fn run(&self, name: &str) -> evald_model::RunSummary {
         let job: Job = self.view.registry.get(name).unwrap().job.as_ref().clone();
         let writer = self.view.store.writer();
         let ctx = RunContext {

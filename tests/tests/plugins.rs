@@ -137,7 +137,7 @@ builtin = "contains"
     assert!(site.evald(&["run", "misconfigured"]).status.success());
     let metrics = site.get("/metrics").await.1;
     assert!(
-        metrics.contains("evald_plugin_errors_total{plugin=\"json_keys.wasm\"} 2"),
+        metrics.contains("evald_plugin_errors_total{plugin=\"json_keys.wasm\",cause=\"guest\"} 2"),
         "{metrics}"
     );
     drop(d);

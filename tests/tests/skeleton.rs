@@ -294,10 +294,37 @@ async fn records_survive_a_restart_and_a_killed_run_is_marked_interrupted() {
         .iter()
         .find(|r| r["status"] == "interrupted")
         .unwrap();
+    // The summary is recounted from the store at start-up: it must count exactly the records
+    // stored for that run (the ones committed before the kill, and none of the later runs').
+    let id = interrupted["id"].as_str().unwrap();
+    let stored = site.records(&format!("?run={id}")).await;
     assert!(
-        interrupted["requests"].as_u64().unwrap() >= 1,
+        stored.iter().all(|r| r["run_id"] == id),
+        "the run filter returned another run's records"
+    );
+    let before_kill = committed.iter().filter(|r| r["run_id"] == id).count();
+    assert!(
+        before_kill >= 2 && stored.len() >= before_kill,
+        "the interrupted run is the one cut off, with its {before_kill} committed records: {} stored",
+        stored.len()
+    );
+    assert_eq!(
+        interrupted["requests"].as_u64().unwrap(),
+        stored.len() as u64,
         "the summary counts the committed records: {interrupted}"
     );
+    assert_eq!(
+        interrupted["errors"].as_u64().unwrap(),
+        stored.iter().filter(|r| !r["error"].is_null()).count() as u64,
+        "the summary counts the committed errors: {interrupted}"
+    );
+    let per_target: u64 = interrupted["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_target, stored.len() as u64, "{interrupted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

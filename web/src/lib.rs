@@ -1,7 +1,7 @@
 //! evald's read-only web face: the status page, the JSON API, the exports, `/metrics` and
-//! `/healthz`, served by axum over the [`model::ReadModel`] trait the daemon implements.
+//! `/healthz`, served by axum over the [`read::ReadModel`] trait the daemon implements.
 //!
-//! - [`model`]: the data shown and the read-only trait.
+//! - [`read`]: the read-only trait; the data it returns is `evald_model`'s.
 //! - [`export`]: filters and the CSV / JSON / JSONL writers (shared with `evald export`).
 //! - [`pages`]: the HTML pages (askama templates, escaped by default) and their SVG charts.
 //!
@@ -9,9 +9,10 @@
 //! GET and HEAD with 405. With a token configured, every route but `/healthz` asks for it (a
 //! bearer header, or a cookie set from `?token=`), compared in constant time.
 
+mod error;
 pub mod export;
-pub mod model;
 pub mod pages;
+pub mod read;
 mod svg;
 
 use std::sync::Arc;
@@ -25,8 +26,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::error::WebError;
 use crate::export::{ExportWriter, Format, parse_filter};
-use crate::model::{ReadError, ReadModel};
+use crate::read::{ReadError, ReadModel};
 
 /// Options of the web face.
 #[derive(Clone, Default)]
@@ -141,38 +143,21 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(page_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Store error",
-            &e.to_string(),
-        )),
-        Err(e) => Err(page_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-            &e.to_string(),
-        )),
+        Ok(Err(e)) => Err(WebError::from(e).into_response()),
+        Err(e) => Err(WebError::from(e).into_response()),
     }
 }
 
 fn page_error(status: StatusCode, title: &str, detail: &str) -> Response {
-    (
-        status,
-        Html(pages::error_page(status.as_u16(), title, detail)),
-    )
-        .into_response()
+    error::page(status, title, detail)
 }
 
 fn bad_request(msg: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "error": msg }).to_string(),
-    )
-        .into_response()
+    WebError::BadRequest(msg).into_response()
 }
 
 async fn not_found() -> Response {
-    page_error(StatusCode::NOT_FOUND, "Not found", "No such page.")
+    WebError::NotFound("Not found", "No such page.").into_response()
 }
 
 async fn style() -> Response {
@@ -198,7 +183,7 @@ async fn job_page(State(st): State<AppState>, Path(job): Path<String>) -> Respon
     let m = st.model.clone();
     match blocking(move || pages::job(m.as_ref(), &job)).await {
         Ok(Some(html)) => Html(html).into_response(),
-        Ok(None) => page_error(StatusCode::NOT_FOUND, "No such job", "No job by that name."),
+        Ok(None) => WebError::NotFound("No such job", "No job by that name.").into_response(),
         Err(r) => r,
     }
 }
@@ -207,7 +192,7 @@ async fn run_page(State(st): State<AppState>, Path(id): Path<String>) -> Respons
     let m = st.model.clone();
     match blocking(move || pages::run(m.as_ref(), &id)).await {
         Ok(Some(html)) => Html(html).into_response(),
-        Ok(None) => page_error(StatusCode::NOT_FOUND, "No such run", "No run by that id."),
+        Ok(None) => WebError::NotFound("No such run", "No run by that id.").into_response(),
         Err(r) => r,
     }
 }
@@ -401,7 +386,7 @@ async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response
         };
         // A benchmark's records can number millions: they leave through the exports. A compare
         // run's come along, up to a cap that says when it was reached.
-        let records = if run.kind == "benchmark" {
+        let records = if run.kind == evald_model::JobKind::Benchmark {
             vec![]
         } else {
             m.run_records(&id, MAX_RUN_RECORDS + 1)?

@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use crate::model::{
-    InvalidJob, JobInfo, Percentiles, ReadError, ReadModel, Record, RecordFilter, RunStatus,
-    RunSummary, StatsGroup,
+use evald_model::fmt::{clip, fmt_ms};
+use evald_model::{
+    InvalidJob, JobInfo, JobKind, Percentiles, Record, RecordFilter, RunStatus, RunSummary,
+    StatsGroup,
 };
+
+use crate::read::{ReadError, ReadModel};
 use crate::svg;
 
 /// The HTML escaper of every template (see `askama.toml`): `& < > " '` as entities.
@@ -40,15 +43,6 @@ impl askama::filters::Escaper for Html {
 
 /// The stylesheet: small, hand-written, light and dark, readable on a phone.
 pub const STYLE: &str = include_str!("../templates/style.css");
-
-fn fmt_ms(v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(ms) if ms >= 10_000.0 => format!("{:.1} s", ms / 1000.0),
-        Some(ms) if ms >= 100.0 => format!("{ms:.0} ms"),
-        Some(ms) => format!("{ms:.1} ms"),
-    }
-}
 
 fn fmt_pct(v: Option<f64>) -> String {
     v.map(|x| format!("{:.0}%", x * 100.0))
@@ -81,15 +75,6 @@ fn fmt_ago(ms: i64) -> String {
         60..=3599 => format!("{}m ago", d / 60),
         3600..=86_399 => format!("{}h ago", d / 3600),
         _ => format!("{}d ago", d / 86_400),
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    let s = s.trim();
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
 
@@ -208,7 +193,7 @@ fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
     JobRow {
         name: j.name.clone(),
         description: j.description.clone(),
-        kind: j.kind.clone(),
+        kind: j.kind.as_str().into(),
         schedule: j.schedule_words.clone().unwrap_or_else(|| "by hand".into()),
         schedule_expr: j.schedule.clone().unwrap_or_default(),
         next: match (j.enabled, j.next_run_ms) {
@@ -257,7 +242,7 @@ pub fn index(m: &dyn ReadModel) -> Result<String, ReadError> {
         by_provider: stats.by_provider.iter().map(StatRow::of).collect(),
         recent: recent.iter().map(RecentRow::of).collect(),
     };
-    page.render().map_err(|e| ReadError(e.to_string()))
+    page.render().map_err(ReadError::new)
 }
 
 /// `/api/v1/jobs`: the jobs with their last run, as the page shows them.
@@ -265,7 +250,7 @@ pub fn jobs_json(m: &dyn ReadModel) -> Result<serde_json::Value, ReadError> {
     let mut out = Vec::new();
     for j in m.jobs() {
         let last = m.runs(Some(&j.name), 1)?.into_iter().next();
-        let mut v = serde_json::to_value(&j).map_err(|e| ReadError(e.to_string()))?;
+        let mut v = serde_json::to_value(&j).map_err(ReadError::new)?;
         v["last_run"] = serde_json::to_value(&last).unwrap_or_default();
         out.push(v);
     }
@@ -352,7 +337,10 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
             .as_ref()
             .map(|i| i.description.clone())
             .unwrap_or_default(),
-        kind: info.as_ref().map(|i| i.kind.clone()).unwrap_or_default(),
+        kind: info
+            .as_ref()
+            .map(|i| i.kind.as_str().to_string())
+            .unwrap_or_default(),
         schedule: info
             .as_ref()
             .and_then(|i| i.schedule_words.clone())
@@ -376,9 +364,7 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
         latency_chart,
         runs: runs.iter().map(RunRow::of).collect(),
     };
-    page.render()
-        .map(Some)
-        .map_err(|e| ReadError(e.to_string()))
+    page.render().map(Some).map_err(ReadError::new)
 }
 
 struct ScoreCell {
@@ -486,7 +472,7 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
         .collect();
     let mut matrix = Vec::new();
     let mut benches = Vec::new();
-    if run.kind == "benchmark" {
+    if run.kind == JobKind::Benchmark {
         for t in &run.targets {
             let Some(b) = &t.bench else { continue };
             let mut facts = vec![
@@ -536,7 +522,7 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
     }
     let page = RunPage {
         job: run.job.clone(),
-        kind: run.kind.clone(),
+        kind: run.kind.as_str().into(),
         ended: run
             .ended_ms
             .map(fmt_time)
@@ -547,9 +533,7 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
         matrix,
         benches,
     };
-    page.render()
-        .map(Some)
-        .map_err(|e| ReadError(e.to_string()))
+    page.render().map(Some).map_err(ReadError::new)
 }
 
 fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
@@ -600,7 +584,7 @@ fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
                             preview: clip(&response, 200),
                             response,
                             error: r.error.clone().unwrap_or_default(),
-                            latency: fmt_ms(crate::model::mean(
+                            latency: fmt_ms(evald_model::mean(
                                 rs.iter().filter_map(|r| r.response_time_ms),
                             )),
                             tokens: match (r.prompt_tokens, r.completion_tokens) {
@@ -632,12 +616,12 @@ fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
                     if ok.is_empty() {
                         return None;
                     }
-                    let score = crate::model::mean(
+                    let score = evald_model::mean(
                         ok.iter()
-                            .filter_map(|r| crate::model::weighted_mean(&r.scores)),
+                            .filter_map(|r| evald_model::weighted_mean(&r.scores)),
                     )
                     .unwrap_or(0.0);
-                    let lat = crate::model::mean(ok.iter().filter_map(|r| r.response_time_ms))
+                    let lat = evald_model::mean(ok.iter().filter_map(|r| r.response_time_ms))
                         .unwrap_or(f64::MAX);
                     Some((score, lat))
                 })

@@ -2,6 +2,11 @@
 //! validated once into [`Config`] with defaults applied and relative paths resolved against the
 //! config file's folder. Every problem is a [`Diagnostic`] naming file, line and key.
 
+mod secrets;
+
+use secrets::{KeyFileError, read_key_file};
+pub use secrets::{Secret, Secrets};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,28 +26,6 @@ pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["evald.toml", "/etc/evald/evald.tom
 
 /// The default `listen` address: loopback, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8417";
-
-/// A secret (API key, web token) that never prints: `Debug` shows `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// A number in TOML that may be written as an integer or a float (`temperature = 1`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -265,17 +248,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     Ok((n * mult) as u64)
-}
-
-/// Whether secrets the daemon needs must be at hand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secrets {
-    /// `evald serve`: a `web.token_env` that is not set, or an `api_key_file` under a
-    /// `$CREDENTIALS_DIRECTORY` that is not set, is an error.
-    Required,
-    /// The other commands: they run from an operator's shell, where systemd's credentials and
-    /// the service's environment are absent; those secrets are left out with a warning.
-    Optional,
 }
 
 impl Config {
@@ -644,71 +616,6 @@ fn validate_endpoint(
         max_retries,
         kind,
     })
-}
-
-/// Why an API key file could not be read.
-enum KeyFileError {
-    /// It is under `$CREDENTIALS_DIRECTORY`, which is not set: only the service has it.
-    NoCredentialsDirectory,
-    /// Missing, unreadable, readable by others, or empty.
-    Bad(String),
-}
-
-impl From<String> for KeyFileError {
-    fn from(s: String) -> Self {
-        KeyFileError::Bad(s)
-    }
-}
-
-impl std::fmt::Display for KeyFileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeyFileError::NoCredentialsDirectory => f.write_str(
-                "$CREDENTIALS_DIRECTORY is not set (is the unit's LoadCredential= in place?)",
-            ),
-            KeyFileError::Bad(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Reads an API key file. `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`) is expanded; a
-/// file that group or others can read is refused, since the key would not be secret.
-fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, KeyFileError> {
-    let expanded = if let Some(rest) = raw
-        .strip_prefix("$CREDENTIALS_DIRECTORY/")
-        .or_else(|| raw.strip_prefix("${CREDENTIALS_DIRECTORY}/"))
-    {
-        let creds = std::env::var("CREDENTIALS_DIRECTORY")
-            .map_err(|_| KeyFileError::NoCredentialsDirectory)?;
-        PathBuf::from(creds).join(rest)
-    } else {
-        let p = PathBuf::from(raw);
-        if p.is_absolute() { p } else { dir.join(p) }
-    };
-    let meta = std::fs::metadata(&expanded)
-        .map_err(|e| format!("cannot read {}: {e}", expanded.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::Bad(format!(
-                "{} is readable by others (mode {:o}); chmod 600 it",
-                expanded.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    let text = std::fs::read_to_string(&expanded)
-        .map_err(|e| format!("cannot read {}: {e}", expanded.display()))?;
-    let key = text.trim();
-    if key.is_empty() {
-        return Err(KeyFileError::Bad(format!(
-            "{} is empty",
-            expanded.display()
-        )));
-    }
-    Ok(Secret::new(key))
 }
 
 #[cfg(test)]

@@ -3,16 +3,18 @@
 //! JSON, empty choices, a stream cut short — comes back as data on the [`Outcome`], never as a
 //! Rust error: a failing endpoint is something evald measures, not something that stops it.
 
+pub mod simulated;
+
 use std::time::{Duration, Instant};
 
-use evald_web::model::{Message, Metadata};
+use evald_model::fmt::clip;
+use evald_model::{Message, Metadata};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Endpoint, EndpointKind, Secret};
 use crate::job::Params;
-use crate::simulated;
 
 /// Largest response body evald reads; a bigger one is an error on the record, not an OOM.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -406,14 +408,6 @@ pub fn error_message(body: &[u8]) -> String {
         "(empty body)".into()
     } else {
         clip(&text, 500)
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
 

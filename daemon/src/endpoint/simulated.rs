@@ -168,7 +168,7 @@ pub async fn chat(sim: &Simulated, req: ChatRequest<'_>) -> Outcome {
 mod tests {
     use super::*;
     use crate::job::Params;
-    use evald_web::model::Message;
+    use evald_model::Message;
 
     #[test]
     fn answers_are_deterministic_and_differ_by_model() {

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use evald_web::model::{BenchSummary, Percentiles, Record, TargetSummary};
+use evald_model::{BenchSummary, Percentiles, Record, TargetSummary, TargetTally, all_passed};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
+use tracing::Instrument;
 
 use crate::job::{Case, Job, LoadSpec};
 use crate::metrics::TargetHandles;
-use crate::runner::{Progress, ProgressFn, RunContext, Target, record_of, send};
-use crate::scorer::{Scorers, all_passed, weighted_mean};
+use crate::run::{Progress, ProgressFn, RunContext, Target, record_of, send};
+use crate::score::Scorers;
 
 /// Open loop: requests in flight at most; past this, sends are late (and counted late).
 const MAX_IN_FLIGHT: usize = 8192;
@@ -38,17 +39,12 @@ fn us(ms: f64) -> u64 {
 
 /// What one target's phase accumulates.
 struct Acc {
-    requests: u64,
-    errors: u64,
+    /// Counts, mean latency, scores and tokens, by the rules every run shares.
+    tally: TargetTally,
     errors_by_kind: BTreeMap<String, u64>,
+    /// Completion tokens of successful requests (throughput counts only what was delivered).
     output_tokens: u64,
     good: u64,
-    scored: u64,
-    score_sum: f64,
-    passed: u64,
-    lat_sum: f64,
-    lat_n: u64,
-    prompt_tokens: u64,
     lag_sum: f64,
     lag_n: u64,
     ttft: Histogram<u64>,
@@ -60,17 +56,10 @@ struct Acc {
 impl Acc {
     fn new() -> Acc {
         Acc {
-            requests: 0,
-            errors: 0,
+            tally: TargetTally::default(),
             errors_by_kind: BTreeMap::new(),
             output_tokens: 0,
             good: 0,
-            scored: 0,
-            score_sum: 0.0,
-            passed: 0,
-            lat_sum: 0.0,
-            lat_n: 0,
-            prompt_tokens: 0,
             lag_sum: 0.0,
             lag_n: 0,
             ttft: hist(),
@@ -81,14 +70,12 @@ impl Acc {
     }
 
     fn add(&mut self, r: &Record, load: &LoadSpec) {
-        self.requests += 1;
+        self.tally.add(r);
         if let Some(l) = r.metadata.send_lag_ms {
             self.lag_sum += l;
             self.lag_n += 1;
         }
-        self.prompt_tokens += r.prompt_tokens.unwrap_or(0) as u64;
         if r.error.is_some() {
-            self.errors += 1;
             let k = r
                 .metadata
                 .error_kind
@@ -99,36 +86,28 @@ impl Acc {
         }
         let out_tokens = r.completion_tokens.unwrap_or(0) as u64;
         self.output_tokens += out_tokens;
+        // Values past the histograms' hour-long range are clamped to it, not dropped.
         if let Some(e2e) = r.response_time_ms {
-            let _ = self.e2e.record(us(e2e));
-            self.lat_sum += e2e;
-            self.lat_n += 1;
+            self.e2e.saturating_record(us(e2e));
             if let Some(ttft) = r.ttft_ms
                 && out_tokens > 1
             {
-                let _ = self.tpot.record(us((e2e - ttft) / (out_tokens - 1) as f64));
+                self.tpot
+                    .saturating_record(us((e2e - ttft) / (out_tokens - 1) as f64));
             }
         }
         if let Some(t) = r.ttft_ms {
-            let _ = self.ttft.record(us(t));
+            self.ttft.saturating_record(us(t));
         }
         if let Some(i) = r.metadata.itl_mean_ms {
-            let _ = self.itl.record(us(i));
-        }
-        let passed = all_passed(&r.scores);
-        if let Some(m) = weighted_mean(&r.scores) {
-            self.scored += 1;
-            self.score_sum += m;
-        }
-        if passed == Some(true) {
-            self.passed += 1;
+            self.itl.saturating_record(us(i));
         }
         let within = |v: Option<f64>, slo: Option<f64>| match (v, slo) {
             (_, None) => true,
             (Some(v), Some(s)) => v <= s,
             (None, Some(_)) => false,
         };
-        if passed != Some(false)
+        if all_passed(&r.scores) != Some(false)
             && within(r.ttft_ms, load.slo_ttft_ms)
             && within(r.response_time_ms, load.slo_e2e_ms)
         {
@@ -140,9 +119,10 @@ impl Acc {
         let secs = duration.as_secs_f64().max(1e-9);
         let mut hdr = Vec::new();
         let _ = V2Serializer::new().serialize(&self.e2e, &mut hdr);
+        let (requests, errors) = (self.tally.requests(), self.tally.errors());
         let bench = BenchSummary {
             duration_s: secs,
-            request_throughput: (self.requests - self.errors) as f64 / secs,
+            request_throughput: (requests - errors) as f64 / secs,
             output_tokens_per_s: self.output_tokens as f64 / secs,
             good_throughput: self.good as f64 / secs,
             errors_by_kind: self.errors_by_kind,
@@ -151,22 +131,14 @@ impl Acc {
             tpot_ms: percentiles(&self.tpot),
             e2e_ms: percentiles(&self.e2e),
             target_rate: load.rate,
-            achieved_rate: load.rate.map(|_| self.requests as f64 / secs),
+            achieved_rate: load.rate.map(|_| requests as f64 / secs),
             mean_send_lag_ms: (self.lag_n > 0).then(|| self.lag_sum / self.lag_n as f64),
             e2e_histogram: buckets(&self.e2e, 24),
             e2e_hdr: Some(hex(&hdr)),
         };
         TargetSummary {
-            target,
-            requests: self.requests,
-            errors: self.errors,
-            mean_latency_ms: (self.lat_n > 0).then(|| self.lat_sum / self.lat_n as f64),
-            mean_score: (self.scored > 0).then(|| self.score_sum / self.scored as f64),
-            pass_rate: (self.scored > 0).then(|| self.passed as f64 / self.scored as f64),
-            scorer_means: BTreeMap::new(),
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.output_tokens,
             bench: Some(bench),
+            ..self.tally.finish(target)
         }
     }
 }
@@ -355,20 +327,23 @@ impl Phase {
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.load.concurrency.max(1) {
             let (me, next) = (self.clone(), next.clone());
-            workers.spawn(async move {
-                loop {
-                    if me.ctx.stop.is_cancelled()
-                        || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-                    {
-                        break;
+            workers.spawn(
+                async move {
+                    loop {
+                        if me.ctx.stop.is_cancelled()
+                            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+                        {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if requests.is_some_and(|n| i >= n) {
+                            break;
+                        }
+                        me.one(i, warmup, None).await;
                     }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if requests.is_some_and(|n| i >= n) {
-                        break;
-                    }
-                    me.one(i, warmup, None).await;
                 }
-            });
+                .in_current_span(),
+            );
         }
         while workers.join_next().await.is_some() {}
     }
@@ -405,10 +380,13 @@ impl Phase {
                 tracing::warn!(target = %self.target.name(), lag_ms, "open loop: the client cannot keep up with the rate; sends are late");
             }
             let me = self.clone();
-            in_flight.spawn(async move {
-                me.one(i, false, Some(lag_ms)).await;
-                drop(permit);
-            });
+            in_flight.spawn(
+                async move {
+                    me.one(i, false, Some(lag_ms)).await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
             while in_flight.try_join_next().is_some() {}
             i += 1;
             // Exponential inter-arrival times make a Poisson process.

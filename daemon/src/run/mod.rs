@@ -1,25 +1,27 @@
 //! A run: one firing of a job. It expands the targets (`endpoint/*` asks the endpoint for its
 //! models), adds generated cases, sends every case (× `repeat`) to every target with the job's
 //! concurrency, scores each response, and stores one request record per request plus a run
-//! summary. Benchmark jobs hand over to [`crate::bench`].
+//! summary. Benchmark jobs hand over to [`crate::run::bench`].
 //!
 //! Shutdown: `stop` ends the sending of new requests; `abort` (fired after the grace period)
 //! cuts in-flight ones off, which are then stored as interrupted. A run cut off is marked
 //! interrupted.
 
-use std::collections::BTreeMap;
+pub mod bench;
+
 use std::sync::Arc;
 
-use evald_web::model::{Metadata, Record, RunStatus, RunSummary, TargetSummary, Trigger};
+use evald_model::{Metadata, Record, RunStatus, RunSummary, TargetSummary, Trigger};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, Endpoint};
 use crate::endpoint::{ChatRequest, Client, Outcome, kind};
 use crate::job::{Case, Job, JobKind, TargetSpec};
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
-use crate::scorer::{Scorers, all_passed, weighted_mean};
+use crate::score::Scorers;
+use crate::score::plugins::{PluginError, Plugins};
 use crate::store::{Writer, new_run_id};
 
 /// Everything a run needs from the daemon (or the CLI).
@@ -139,7 +141,7 @@ pub async fn resolve_targets(
 /// was stopping); `why` says which.
 pub async fn record_skipped(writer: &Writer, job: &Job, trigger: Trigger, why: &str) -> RunSummary {
     let now = chrono::Utc::now().timestamp_millis();
-    let mut s = RunSummary::start(new_run_id(now), &job.name, job.kind.as_str(), trigger, now);
+    let mut s = RunSummary::start(new_run_id(now), &job.name, job.kind, trigger, now);
     s.ended_ms = Some(now);
     s.status = RunStatus::Skipped;
     s.message = Some(format!("skipped: {why}"));
@@ -155,16 +157,25 @@ pub async fn run_job(
     progress: Option<&ProgressFn>,
 ) -> RunReport {
     let started = chrono::Utc::now().timestamp_millis();
-    let mut summary = RunSummary::start(
-        new_run_id(started),
-        &job.name,
-        job.kind.as_str(),
-        trigger,
-        started,
-    );
+    let summary = RunSummary::start(new_run_id(started), &job.name, job.kind, trigger, started);
+    // Every log line of the run, from the endpoint client, the scorers and the plugins too,
+    // carries the job and the run id.
     let span = tracing::info_span!("run", job = %job.name, run_id = %summary.id);
+    run_in_span(ctx, job, trigger, progress, summary)
+        .instrument(span)
+        .await
+}
+
+/// The body of [`run_job`], inside the run's span.
+async fn run_in_span(
+    ctx: &RunContext,
+    job: &Job,
+    trigger: Trigger,
+    progress: Option<&ProgressFn>,
+    mut summary: RunSummary,
+) -> RunReport {
     ctx.writer.run(summary.clone()).await;
-    tracing::info!(parent: &span, trigger = trigger_word(trigger), "run started");
+    tracing::info!(trigger = trigger_word(trigger), "run started");
 
     let mut report = RunReport {
         summary: summary.clone(),
@@ -190,7 +201,7 @@ pub async fn run_job(
             summary = finish(summary, RunStatus::Failed, Some(e));
             ctx.writer.run(summary.clone()).await;
             ctx.metrics.run_ended(&summary);
-            tracing::warn!(parent: &span, message = ?summary.message, "run failed");
+            tracing::warn!(message = ?summary.message, "run failed");
             report.summary = summary;
             return report;
         }
@@ -200,7 +211,7 @@ pub async fn run_job(
         summary = finish(summary, RunStatus::Failed, Some(problems.join("; ")));
         ctx.writer.run(summary.clone()).await;
         ctx.metrics.run_ended(&summary);
-        tracing::warn!(parent: &span, message = ?summary.message, "run failed");
+        tracing::warn!(message = ?summary.message, "run failed");
         report.summary = summary;
         return report;
     }
@@ -220,7 +231,7 @@ pub async fn run_job(
         }
         JobKind::Benchmark => {
             summary.targets =
-                crate::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress)
+                crate::run::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress)
                     .await;
             summary.requests = summary.targets.iter().map(|t| t.requests).sum();
             summary.errors = summary.targets.iter().map(|t| t.errors).sum();
@@ -248,7 +259,6 @@ pub async fn run_job(
     ctx.writer.flush().await;
     ctx.metrics.run_ended(&summary);
     tracing::info!(
-        parent: &span,
         status = status.as_str(),
         requests = summary.requests,
         errors = summary.errors,
@@ -270,9 +280,9 @@ fn trigger_word(t: Trigger) -> &'static str {
 async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String> {
     let mut cases = job.cases.clone();
     for g in &job.generators {
-        let name = crate::scorer::file_name(&g.path);
-        let failed = |e: &dyn std::fmt::Display| {
-            ctx.metrics.plugin_error(&name);
+        let name = crate::score::file_name(&g.path);
+        let failed = |e: &PluginError| {
+            ctx.metrics.plugin_error(&name, e.cause());
             format!("generator {name}: {e}")
         };
         let plugin = ctx
@@ -451,100 +461,11 @@ async fn compare(
 
 /// Recomputes a summary's counts and per-target figures from its records.
 pub fn summarize_into(summary: &mut RunSummary, records: &[Record]) {
-    let mut tally = Tally::default();
+    let mut tally = evald_model::Tally::default();
     for r in records {
         tally.add(r);
     }
     tally.finish(summary);
-}
-
-/// A run's counts and per-target figures, added up one record at a time, so a run of any size
-/// is summarised in bounded memory. Warm-up requests are left out.
-#[derive(Default)]
-pub struct Tally {
-    targets: BTreeMap<String, TargetTally>,
-}
-
-#[derive(Default)]
-struct TargetTally {
-    requests: u64,
-    errors: u64,
-    latency: (f64, u64),
-    score: (f64, u64),
-    passed: (f64, u64),
-    scorers: BTreeMap<String, (f64, u64)>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-}
-
-fn add_to(acc: &mut (f64, u64), v: Option<f64>) {
-    if let Some(v) = v {
-        acc.0 += v;
-        acc.1 += 1;
-    }
-}
-
-fn mean_of(acc: (f64, u64)) -> Option<f64> {
-    (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
-}
-
-impl Tally {
-    /// Counts one record in.
-    pub fn add(&mut self, r: &Record) {
-        if r.metadata.warmup {
-            return;
-        }
-        let t = self.targets.entry(r.target()).or_default();
-        t.requests += 1;
-        t.prompt_tokens += r.prompt_tokens.map_or(0, u64::from);
-        t.completion_tokens += r.completion_tokens.map_or(0, u64::from);
-        if r.error.is_some() {
-            t.errors += 1;
-            return;
-        }
-        add_to(&mut t.latency, r.response_time_ms);
-        if r.scores.is_empty() {
-            return;
-        }
-        add_to(&mut t.score, weighted_mean(&r.scores));
-        add_to(
-            &mut t.passed,
-            all_passed(&r.scores).map(|b| if b { 1.0 } else { 0.0 }),
-        );
-        for s in &r.scores {
-            if let Some(v) = s.value {
-                let e = t.scorers.entry(s.name.clone()).or_default();
-                e.0 += v;
-                e.1 += 1;
-            }
-        }
-    }
-
-    /// Writes the counts and per-target figures into the summary.
-    pub fn finish(self, summary: &mut RunSummary) {
-        summary.requests = self.targets.values().map(|t| t.requests).sum();
-        summary.errors = self.targets.values().map(|t| t.errors).sum();
-        summary.targets = self
-            .targets
-            .into_iter()
-            .map(|(target, t)| TargetSummary {
-                target,
-                requests: t.requests,
-                errors: t.errors,
-                mean_latency_ms: mean_of(t.latency),
-                mean_score: mean_of(t.score),
-                pass_rate: mean_of(t.passed),
-                scorer_means: t
-                    .scorers
-                    .into_iter()
-                    .map(|(k, (s, n))| (k, s / n as f64))
-                    .collect(),
-                prompt_tokens: t.prompt_tokens,
-                completion_tokens: t.completion_tokens,
-                bench: None,
-            })
-            .collect();
-    }
 }
 
 /// Puts target summaries in job order.

@@ -4,15 +4,17 @@
 //! memory overrun, its own `Err`, or a value outside 0..=1 — gives a score with an `error` and
 //! no value; the other scorers, the run and the daemon go on.
 
+pub mod plugins;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use evald_web::model::{Record, Score};
+use evald_model::{Record, Score};
 
 use crate::job::{Case, Job, ScorerKind, ScorerSpec};
 use crate::metrics::Metrics;
-use crate::plugins::{PluginError, Plugins, ScorerPlugin};
+use crate::score::plugins::{PluginError, Plugins, ScorerPlugin};
 
 /// The scorers of one run, with their plugins loaded.
 #[derive(Clone)]
@@ -73,18 +75,30 @@ impl Scorers {
                     config_json,
                     limits,
                     ..
-                } => match self.plugins.get(path) {
-                    None => Err(format!("plugin {} could not be loaded", file_name(path))),
-                    Some(p) => p
-                        .score(case, record, config_json, *limits)
-                        .await
-                        .map_err(|e: PluginError| e.to_string()),
-                },
+                } => {
+                    let outcome = match self.plugins.get(path) {
+                        None => Err((
+                            "load",
+                            format!("plugin {} could not be loaded", file_name(path)),
+                        )),
+                        Some(p) => p
+                            .score(case, record, config_json, *limits)
+                            .await
+                            .map_err(|e: PluginError| (e.cause(), e.to_string())),
+                    };
+                    outcome.map_err(|(cause, text)| {
+                        self.metrics.plugin_error(&file_name(path), cause);
+                        text
+                    })
+                }
                 builtin => Ok(builtin_score(builtin, case, record)),
             };
             let score = verdict(s, result);
-            if let (ScorerKind::Plugin { path, .. }, Some(_)) = (&s.kind, &score.error) {
-                self.metrics.plugin_error(&file_name(path));
+            if let (ScorerKind::Plugin { path, .. }, Some(e)) = (&s.kind, &score.error)
+                && e.starts_with("score ")
+            {
+                // A value outside 0..1, found by `verdict`.
+                self.metrics.plugin_error(&file_name(path), "bad_score");
             }
             out.push(score);
         }
@@ -187,12 +201,12 @@ fn json_score(response: &str, required: &[String]) -> (f64, Option<String>) {
     (have, note)
 }
 
-pub use evald_web::model::{all_passed, weighted_mean};
+pub use evald_model::{all_passed, weighted_mean};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evald_web::model::{Message, Metadata};
+    use evald_model::{Message, Metadata};
 
     fn case(reference: Option<&str>) -> Case {
         Case {

@@ -5,13 +5,52 @@
 
 use std::path::Path;
 
+use evald_model::{Message, Record};
 use evald_plugin_host as host;
-use evald_web::model::{Message, Record};
 
 use crate::job::{Case, PluginLimits};
 
-/// Why a plugin call gave no result, as recorded on the score.
-pub type PluginError = String;
+/// Why a plugin gave no result: its text is recorded on the score (or the run), its
+/// [`cause`](PluginError::cause) labels `evald_plugin_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The sandbox itself could not start (the engine, the compiled-code cache folder).
+    #[error("plugin sandbox: {0}")]
+    Sandbox(#[from] host::HostError),
+    /// The plugin could not be loaded (missing, not a component, wrong world or version).
+    #[error("{0}")]
+    Load(#[from] host::LoadError),
+    /// A call into the plugin failed (trap, time or memory limit, its own error, a bad value).
+    #[error("plugin {plugin}: {source}")]
+    Call {
+        /// The plugin's name.
+        plugin: String,
+        /// What the host reported.
+        source: host::PluginError,
+    },
+    /// The loading task panicked or was cancelled.
+    #[error("loading the plugin failed: {0}")]
+    Task(String),
+}
+
+impl PluginError {
+    /// The cause as a metric label: `load`, `trap`, `timeout`, `memory`, `guest`, `bad_score`,
+    /// `wrong_kind` or `sandbox`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            PluginError::Sandbox(_) | PluginError::Task(_) => "sandbox",
+            PluginError::Load(_) => "load",
+            PluginError::Call { source, .. } => match source {
+                host::PluginError::Trap(_) => "trap",
+                host::PluginError::Timeout(_) => "timeout",
+                host::PluginError::MemoryLimit(_) => "memory",
+                host::PluginError::Guest(_) => "guest",
+                host::PluginError::BadScore(_) => "bad_score",
+                host::PluginError::WrongKind { .. } => "wrong_kind",
+            },
+        }
+    }
+}
 
 /// The plugin sandbox, shared by every run: one engine, one compiled-code cache.
 #[derive(Clone)]
@@ -44,10 +83,10 @@ fn limits(l: PluginLimits) -> host::Limits {
 
 impl Plugins {
     /// A sandbox whose compiled-plugin cache lives in `cache_dir`.
-    pub fn new(cache_dir: &Path) -> Result<Plugins, String> {
-        host::Host::new(cache_dir)
-            .map(|host| Plugins { host })
-            .map_err(|e| format!("plugin sandbox: {e}"))
+    pub fn new(cache_dir: &Path) -> Result<Plugins, PluginError> {
+        Ok(Plugins {
+            host: host::Host::new(cache_dir)?,
+        })
     }
 
     /// Compilations and cache hits so far (a restart that recompiles nothing shows 0 compiled).
@@ -55,8 +94,8 @@ impl Plugins {
         self.host.stats()
     }
 
-    fn load(&self, path: &Path, kind: host::PluginKind) -> Result<host::Plugin, String> {
-        let p = self.host.load(path, kind).map_err(|e| e.to_string())?;
+    fn load(&self, path: &Path, kind: host::PluginKind) -> Result<host::Plugin, PluginError> {
+        let p = self.host.load(path, kind)?;
         // Observable proof that a restart does not recompile: from_cache=true.
         tracing::debug!(
             plugin = p.name(),
@@ -67,30 +106,30 @@ impl Plugins {
     }
 
     /// Loads a score plugin (blocking).
-    pub fn scorer(&self, path: &Path) -> Result<ScorerPlugin, String> {
+    pub fn scorer(&self, path: &Path) -> Result<ScorerPlugin, PluginError> {
         self.load(path, host::PluginKind::Scorer).map(ScorerPlugin)
     }
 
     /// Loads a generator plugin (blocking).
-    pub fn generator(&self, path: &Path) -> Result<GeneratorPlugin, String> {
+    pub fn generator(&self, path: &Path) -> Result<GeneratorPlugin, PluginError> {
         self.load(path, host::PluginKind::Generator)
             .map(GeneratorPlugin)
     }
 
     /// Loads a score plugin off the async threads.
-    pub async fn scorer_async(&self, path: &Path) -> Result<ScorerPlugin, String> {
-        let (me, path) = (self.clone(), path.to_path_buf());
-        tokio::task::spawn_blocking(move || me.scorer(&path))
+    pub async fn scorer_async(&self, path: &Path) -> Result<ScorerPlugin, PluginError> {
+        let (me, path, span) = (self.clone(), path.to_path_buf(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| me.scorer(&path)))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| PluginError::Task(e.to_string()))?
     }
 
     /// Loads a generator plugin off the async threads.
-    pub async fn generator_async(&self, path: &Path) -> Result<GeneratorPlugin, String> {
-        let (me, path) = (self.clone(), path.to_path_buf());
-        tokio::task::spawn_blocking(move || me.generator(&path))
+    pub async fn generator_async(&self, path: &Path) -> Result<GeneratorPlugin, PluginError> {
+        let (me, path, span) = (self.clone(), path.to_path_buf(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| me.generator(&path)))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| PluginError::Task(e.to_string()))?
     }
 }
 
@@ -138,7 +177,10 @@ impl ScorerPlugin {
             .score(&obs, config_json, limits(l))
             .await
             .map(|s| (s.value, s.note))
-            .map_err(|e| format!("plugin {}: {e}", self.0.name()))
+            .map_err(|source| PluginError::Call {
+                plugin: self.0.name().to_string(),
+                source,
+            })
     }
 }
 
@@ -153,7 +195,10 @@ impl GeneratorPlugin {
             .0
             .generate(config_json, limits(l))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| PluginError::Call {
+                plugin: self.0.name().to_string(),
+                source,
+            })?;
         Ok(cases
             .into_iter()
             .map(|c| Case {

@@ -4,12 +4,16 @@
 //! in-flight requests finish within the grace period, cut off the rest (stored as interrupted),
 //! flush and close the store.
 
+mod control;
+pub mod systemd;
+pub mod watch;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use evald_web::model::{RunStatus, Trigger};
-use tokio::sync::{Semaphore, mpsc};
+use evald_model::{RunStatus, Trigger};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,16 +21,12 @@ use crate::config::Config;
 use crate::endpoint::Client;
 use crate::job::{self, Job};
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
 use crate::registry::{Change, Registry};
-use crate::runner::{self, ProgressFn, RunContext, RunReport};
-use crate::scheduler::Scheduler;
-use crate::store::{PruneCutoffs, PruneReport, Store, Writer};
+use crate::run::{self, ProgressFn, RunContext, RunReport};
+use crate::scheduler::{RunGate, Scheduler};
+use crate::score::plugins::Plugins;
+use crate::store::{PruneReport, Store, Writer};
 use crate::view::View;
-
-/// Records deleted per prune transaction: small enough that writers queued behind a prune wait
-/// for one short commit.
-pub const PRUNE_BATCH: usize = 5000;
 
 /// The running daemon; shared by the scheduler dispatch, the control socket and the watcher.
 pub struct Daemon {
@@ -46,18 +46,10 @@ pub struct Daemon {
     tracker: TaskTracker,
     stop: CancellationToken,
     abort: CancellationToken,
-    slots: Arc<Semaphore>,
+    gate: RunGate,
 }
 
 /// Clears a job's running mark when dropped.
-struct Running(Arc<Registry>, String);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.finish(&self.1);
-    }
-}
-
 /// Why a run could not be started by hand.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -120,20 +112,20 @@ impl Daemon {
         let Some(state) = self.registry.get(name) else {
             return Err(StartError::NoSuchJob(name.to_string()));
         };
-        if !self.registry.try_start(name) {
+        let Some(claim) = self.gate.claim(name) else {
             if trigger == Trigger::Schedule {
                 let why = "the previous run of this job was still going";
-                let s = runner::record_skipped(&self.writer, &state.job, trigger, why).await;
+                let s = run::record_skipped(&self.writer, &state.job, trigger, why).await;
                 self.metrics.run_ended(&s);
                 tracing::info!(job = name, "skipped: the previous run is still going");
             }
             return Err(StartError::Running(name.to_string()));
-        }
+        };
         let me = self.clone();
         let job = state.job.clone();
         Ok(self.tracker.spawn(async move {
             // Whatever happens to the run (even a panic), the job is not left marked running.
-            let _running = Running(me.registry.clone(), job.name.clone());
+            let _claim = claim;
             me.run_guarded(&job, trigger, progress).await
         }))
     }
@@ -146,13 +138,9 @@ impl Daemon {
     ) -> RunReport {
         // Wait for a slot under max_concurrent_runs; a shutdown while waiting ends the wait,
         // and the run is then not started.
-        let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
-            _ = self.stop.cancelled() => None,
-        };
-        let Some(permit) = permit else {
+        let Some(permit) = self.gate.slot(&self.stop).await else {
             let why = "evald was stopping before a slot came free";
-            let summary = runner::record_skipped(&self.writer, job, trigger, why).await;
+            let summary = run::record_skipped(&self.writer, job, trigger, why).await;
             self.metrics.run_ended(&summary);
             return RunReport {
                 summary,
@@ -162,7 +150,7 @@ impl Daemon {
             };
         };
         let ctx = self.run_context();
-        let report = runner::run_job(&ctx, job, trigger, progress.as_deref()).await;
+        let report = run::run_job(&ctx, job, trigger, progress.as_deref()).await;
         drop(permit);
         report
     }
@@ -300,7 +288,7 @@ impl Daemon {
         let (config, store) = (self.config(), self.store.clone());
         // Counting what is old scans the store: off the async threads.
         let plan = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
-            let c = cutoffs(&config, &store)?;
+            let c = crate::store::cutoffs(&config.retention, &store)?;
             let plan = if dry_run {
                 Some(store.prune_plan(&c)?)
             } else {
@@ -309,43 +297,18 @@ impl Daemon {
             Ok((c, plan))
         })
         .await
-        .map_err(|e| crate::store::StoreError(e.to_string()))??;
+        .map_err(|e| crate::store::StoreError::Task(e.to_string()))??;
         let (cutoffs, plan) = plan;
         if let Some(plan) = plan {
             return Ok(plan);
         }
-        let r = self.writer.prune(cutoffs, PRUNE_BATCH).await?;
+        let r = self
+            .writer
+            .prune(cutoffs, crate::store::PRUNE_BATCH)
+            .await?;
         self.metrics.pruned.inc_by(r.records);
         Ok(r)
     }
-}
-
-/// The prune cutoffs now: by age, and by `max_db_size` (oldest records first).
-pub fn cutoffs(config: &Config, store: &Store) -> Result<PruneCutoffs, crate::store::StoreError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    // Hour-aligned, like the rollups: the hours that still have records have all of them, so
-    // the rollups and the records agree wherever both exist.
-    let mut c = PruneCutoffs {
-        records_before_ms: crate::rollup::hour_of(
-            now - config.retention.requests.as_millis() as i64,
-        ),
-        runs_before_ms: crate::rollup::hour_of(now - config.retention.runs.as_millis() as i64),
-    };
-    if let Some(cap) = config.retention.max_db_size {
-        // The file does not shrink (redb reuses freed pages), so the cap is on the pages in
-        // use, which do shrink after a prune: once under the cap, nothing more is removed.
-        let live = store.live_bytes()?;
-        let n = store.record_count()?;
-        if live > cap && n > 0 {
-            // Keep as many records as fit in 90 % of the cap at today's bytes per record.
-            let per = live as f64 / n as f64;
-            let keep = ((cap as f64 * 0.9) / per) as u64;
-            if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
-                c.records_before_ms = c.records_before_ms.max(crate::rollup::hour_of(ts));
-            }
-        }
-    }
-    Ok(c)
 }
 
 /// Starts the daemon on `config_path` and serves until `shutdown` resolves (or SIGTERM/SIGINT
@@ -371,8 +334,7 @@ pub async fn serve(
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
     }
     let writer = store.writer();
-    let plugins =
-        Plugins::new(&config.data_dir.join("plugin-cache")).map_err(anyhow::Error::msg)?;
+    let plugins = Plugins::new(&config.data_dir.join("plugin-cache"))?;
     let (fire_tx, mut fire_rx) = mpsc::channel::<String>(256);
     let scheduler = Scheduler::start(fire_tx).await?;
     let listener = match listener {
@@ -384,11 +346,12 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let web_token = config.web_token.as_ref().map(|s| s.expose().to_string());
     let grace = config.shutdown_grace;
+    let registry = Arc::new(Registry::default());
     let daemon = Arc::new(Daemon {
         client: RwLock::new(Client::new(config.secrets())),
-        slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+        gate: RunGate::new(registry.clone(), config.max_concurrent_runs),
         config: RwLock::new(Arc::new(config)),
-        registry: Arc::new(Registry::default()),
+        registry,
         store,
         writer,
         plugins,
@@ -453,8 +416,12 @@ pub async fn serve(
         });
     }
 
-    let control = crate::control::listen(daemon.clone()).await?;
-    let watcher = crate::watch::watch(daemon.clone())?;
+    let control = crate::control::server::listen(
+        &daemon.config().socket_path(),
+        Arc::new(control::ControlHandler(daemon.clone())),
+    )
+    .await?;
+    let watcher = crate::serve::watch::watch(daemon.clone())?;
 
     let app = evald_web::router(
         Arc::new(daemon.view()),
@@ -467,8 +434,8 @@ pub async fn serve(
             .await
     });
     tracing::info!(listen = %local, "evald is serving");
-    crate::service::ready();
-    let watchdog = crate::service::watchdog(daemon.stop.clone());
+    crate::serve::systemd::ready();
+    let watchdog = crate::serve::systemd::watchdog(daemon.stop.clone());
 
     // Signals: SIGHUP reloads; SIGTERM / SIGINT (or `shutdown`) stop; a second stop signal exits
     // at once.
@@ -479,9 +446,9 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                crate::service::reloading();
+                crate::serve::systemd::reloading();
                 daemon.reload_all().await;
-                crate::service::ready();
+                crate::serve::systemd::ready();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -489,7 +456,7 @@ pub async fn serve(
         }
     }
     tracing::info!(grace = ?grace, "stopping: no new runs; waiting for requests in flight");
-    crate::service::stopping();
+    crate::serve::systemd::stopping();
     daemon.stop.cancel();
     daemon.scheduler.shutdown().await;
     drop(watcher);

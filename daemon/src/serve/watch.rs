@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 
-use crate::daemon::Daemon;
+use crate::serve::Daemon;
 
 /// How long file events settle before a job is reloaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(400);
@@ -76,11 +76,7 @@ pub fn watch(daemon: Arc<Daemon>) -> anyhow::Result<Watch> {
         while let Some(paths) = rx.recv().await {
             let set: BTreeSet<PathBuf> = paths
                 .into_iter()
-                .filter(|p| {
-                    p.extension().is_some_and(|e| e == "toml")
-                        && p.file_name()
-                            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-                })
+                .filter(|p| crate::job::is_job_file_name(p))
                 .collect();
             for p in set {
                 let now = fingerprint(&p);

@@ -10,74 +10,31 @@
 //! Tables are opened only in this module and named with a version suffix; the `meta` table
 //! holds the schema version, and a binary that finds a newer one refuses to open the file.
 
+mod codec;
+mod migrate;
+mod retention;
+pub mod rollup;
+mod tables;
+mod writer;
+
+pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+pub use tables::SCHEMA_VERSION;
+pub use writer::Writer;
 
-use evald_web::model::{Record, RecordFilter, RowRef, RunStatus, RunSummary, ScoreRef};
-use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-};
+use evald_model::{Record, RecordFilter, RowRef, RunStatus, RunSummary};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::rollup::{self, GroupName, Sample, Totals};
-
-/// The schema this binary writes. Bump it with a named migration in [`Store::migrate`].
-pub const SCHEMA_VERSION: u64 = 2;
-
-/// Key: a name (`schema_version`, `next_record_id`). Value: the number.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta-1");
-/// Key: (timestamp ms, record id) — appends land at the right edge, and windows, last-N, a
-/// run's records and pruning are range operations. Value: a version byte, then the postcard
-/// [`Stored`] record.
-const RECORDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("records-1");
-/// Key: run id (sortable by start time). Value: the [`RunSummary`] as JSON (few and evolving:
-/// JSON keeps old summaries readable as fields are added).
-const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs-1");
-/// Key: (job, run id). Value: nothing; lists a job's runs in order.
-const JOB_RUNS: TableDefinition<(&str, &str), ()> = TableDefinition::new("job-runs-1");
-/// Key: run id of every run not yet ended. Value: nothing; what start-up marks interrupted.
-const RUNNING: TableDefinition<&str, ()> = TableDefinition::new("running-1");
-/// Key: xxh3-128 of the messages JSON. Value: (records referring to it, the messages JSON).
-/// Scheduled jobs send the same prompts every run: each distinct payload is stored once.
-const PAYLOADS: TableDefinition<u128, (u64, &[u8])> = TableDefinition::new("payloads-1");
-/// Key: rollup group id. Value: the group's job, endpoint, model and provider joined by U+001F.
-/// Ids are handed out from 0 and never reused.
-const GROUPS: TableDefinition<u32, &str> = TableDefinition::new("rollup-groups-2");
-/// Key: (hour start ms, group id). Value: that hour's [`Rollup`] of the group.
-const HOURS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("rollups-hour-2");
-/// Key: (day start ms, UTC, group id). Value: that day's [`Rollup`] of the group.
-const DAYS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("rollups-day-2");
-
-/// Schema 1's run → records index, dropped by migration 2: a run's records are found by
-/// scanning the run's time span in [`RECORDS`], which costs a run page little and saves every
-/// record an index entry.
-const RUN_RECORDS_V1: MultimapTableDefinition<&str, (u64, u64)> =
-    MultimapTableDefinition::new("run-records-1");
-/// Schema 1's hourly rollups keyed by (hour, joined names), postcard values; migration 2 turns
-/// them into [`GROUPS`], [`HOURS`] and [`DAYS`].
-const ROLLUPS_V1: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("rollups-1");
-
-/// A run's records are looked for this far outside its start and end, in case the wall clock
-/// stepped back while it ran.
-const RUN_SLACK_MS: i64 = 10 * 60 * 1000;
-
-/// Version byte in front of a stored record: scores as JSON text (schema 1 wrote these).
-const RECORD_V1: u8 = 1;
-/// Version byte in front of a stored record: scores in postcard (~half the bytes).
-const RECORD_V2: u8 = 2;
-
-/// redb's page cache.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How long a lone record waits for others before the writer commits.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Records queued for the writer before senders wait: bounds memory under any load.
-const QUEUE: usize = 16 * 1024;
+use codec::*;
+use retention::run_id_floor;
+use rollup::{GroupName, Sample, Totals};
+use tables::*;
+use writer::*;
 
 /// What can go wrong opening the store.
 #[derive(Debug, thiserror::Error)]
@@ -113,22 +70,36 @@ pub enum OpenError {
     },
 }
 
-/// A read or write failed inside redb (disk full, corruption).
+/// A read or write of the store failed.
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// redb failed (disk full, an I/O error, corruption).
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// A record or run summary could not be encoded.
+    #[error("store: encoding: {0}")]
+    Encode(String),
+    /// Writing an export's bytes failed (the client went away, the disk is full).
+    #[error("writing the export: {0}")]
+    Sink(#[from] std::io::Error),
+    /// The writer thread is gone (the store is closing).
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    /// A blocking store task panicked or was cancelled.
+    #[error("a store task failed: {0}")]
+    Task(String),
+}
 
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError(e.to_string())
+                StoreError::Db(e.into())
             }
         }
     )*};
 }
 impl_from_redb!(
-    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -136,145 +107,15 @@ impl_from_redb!(
     redb::CursorError
 );
 
-/// A request record as stored: the record minus its key (timestamp, id), with the messages
-/// replaced by the hash of their payload, the metadata as JSON (open-ended: it can grow without
-/// a migration) and the scores in postcard ([`ScoreRef`]s; schema 1's records hold them as JSON
-/// text, which postcard frames the same way). Text is borrowed both ways: encoding copies
-/// nothing out of the record, and reading decodes nothing into owned strings.
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored<'a> {
-    model: &'a str,
-    provider: &'a str,
-    messages: u128,
-    temperature: Option<f64>,
-    max_tokens: Option<u32>,
-    top_p: Option<f64>,
-    response: Option<&'a str>,
-    response_time_ms: Option<f64>,
-    prompt_tokens: Option<u32>,
-    completion_tokens: Option<u32>,
-    total_tokens: Option<u32>,
-    finish_reason: Option<&'a str>,
-    error: Option<&'a str>,
-    metadata: &'a str,
-    job: &'a str,
-    run_id: &'a str,
-    case_id: &'a str,
-    endpoint: &'a str,
-    ttft_ms: Option<f64>,
-    scores: &'a [u8],
-}
-
-impl<'a> Stored<'a> {
-    /// Reads a stored value and its version; `None` for a version this binary cannot read.
-    fn decode(bytes: &'a [u8]) -> Option<(u8, Stored<'a>)> {
-        let (&version, body) = bytes.split_first()?;
-        if version != RECORD_V1 && version != RECORD_V2 {
-            return None;
-        }
-        Some((version, postcard::from_bytes(body).ok()?))
-    }
-
-    /// The row, with the messages and scores JSON found by the caller.
-    fn row(&self, key: (u64, u64), messages_json: &'a str, scores_json: &'a str) -> RowRef<'a> {
-        RowRef {
-            id: key.1,
-            timestamp_ms: key.0 as i64,
-            model: self.model,
-            provider: self.provider,
-            messages_json,
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            top_p: self.top_p,
-            response: self.response,
-            response_time_ms: self.response_time_ms,
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            total_tokens: self.total_tokens,
-            finish_reason: self.finish_reason,
-            error: self.error,
-            metadata_json: self.metadata,
-            job: self.job,
-            run_id: self.run_id,
-            case_id: self.case_id,
-            endpoint: self.endpoint,
-            ttft_ms: self.ttft_ms,
-            scores_json,
-        }
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Encode(e.to_string())
     }
 }
 
-/// The scores of a stored record as JSON text: [`RECORD_V1`] holds the text, later versions
-/// postcard, written out as JSON into `buf`. Damaged scores read as `[]`.
-fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>) -> &'b str {
-    if version == RECORD_V1 {
-        return std::str::from_utf8(bytes).unwrap_or("[]");
-    }
-    buf.clear();
-    let written = postcard::from_bytes::<Vec<ScoreRef>>(bytes)
-        .ok()
-        .and_then(|v| serde_json::to_writer(&mut *buf, &v).ok());
-    match written {
-        Some(()) => std::str::from_utf8(buf).unwrap_or("[]"),
-        None => "[]",
-    }
-}
-
-/// A record ready for the writer: encoded by the task that made it, so the one writer thread
-/// only inserts bytes.
-struct Encoded {
-    timestamp_ms: u64,
-    value: Vec<u8>,
-    payload: u128,
-    payload_json: Vec<u8>,
-    group: String,
-    sample: Option<Sample>,
-}
-
-impl Encoded {
-    /// Encodes a record (its `id` is assigned by the writer).
-    fn new(r: &Record) -> Result<Encoded, StoreError> {
-        let enc = |e: &dyn std::fmt::Display| StoreError(format!("encoding a record: {e}"));
-        let payload_json = serde_json::to_vec(&r.messages).map_err(|e| enc(&e))?;
-        let payload = xxhash_rust::xxh3::xxh3_128(&payload_json);
-        let metadata = serde_json::to_string(&r.metadata).map_err(|e| enc(&e))?;
-        let scores: Vec<ScoreRef> = r.scores.iter().map(ScoreRef::from).collect();
-        let scores = postcard::to_allocvec(&scores).map_err(|e| enc(&e))?;
-        let s = Stored {
-            model: &r.model,
-            provider: &r.provider,
-            messages: payload,
-            temperature: r.temperature,
-            max_tokens: r.max_tokens,
-            top_p: r.top_p,
-            response: r.response.as_deref(),
-            response_time_ms: r.response_time_ms,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            total_tokens: r.total_tokens,
-            finish_reason: r.finish_reason.as_deref(),
-            error: r.error.as_deref(),
-            metadata: &metadata,
-            job: &r.job,
-            run_id: &r.run_id,
-            case_id: &r.case_id,
-            endpoint: &r.endpoint,
-            ttft_ms: r.ttft_ms,
-            scores: &scores,
-        };
-        let mut value = Vec::with_capacity(
-            64 + r.response.as_ref().map_or(0, String::len) + metadata.len() + scores.len(),
-        );
-        value.push(RECORD_V2);
-        let value = postcard::to_extend(&s, value).map_err(|e| enc(&e))?;
-        Ok(Encoded {
-            timestamp_ms: r.timestamp_ms.max(0) as u64,
-            value,
-            payload,
-            payload_json,
-            group: rollup::key_of(&r.job, &r.endpoint, &r.model, &r.provider),
-            sample: Sample::of(r),
-        })
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::Encode(e.to_string())
     }
 }
 
@@ -337,58 +178,6 @@ impl Store {
         &self.path
     }
 
-    /// Creates the tables and records the schema version; refuses a newer schema; migrates an
-    /// older one in the same transaction (all or nothing).
-    fn migrate(&self) -> Result<(), OpenError> {
-        let db_err = |e: StoreError| OpenError::Db {
-            path: self.path.clone(),
-            message: e.0,
-        };
-        let run = || -> Result<Option<u64>, StoreError> {
-            let tx = self.db.begin_write()?;
-            let found = tx
-                .open_table(META)?
-                .get("schema_version")?
-                .map(|v| v.value());
-            match found {
-                Some(v) if v > SCHEMA_VERSION => return Ok(Some(v)),
-                Some(SCHEMA_VERSION) => {}
-                // Migration 1 → 2: rollups by group id, hourly and daily; no run index.
-                Some(1) => {
-                    let t = std::time::Instant::now();
-                    let rows = migrate_1_to_2(&tx)?;
-                    tracing::info!(
-                        file = %self.path.display(),
-                        rollup_rows = rows,
-                        ms = t.elapsed().as_millis() as u64,
-                        "store migrated from schema 1 to 2"
-                    );
-                }
-                // A new file (or one from before versions were written).
-                _ => {}
-            }
-            tx.open_table(META)?
-                .insert("schema_version", SCHEMA_VERSION)?;
-            tx.open_table(RECORDS)?;
-            tx.open_table(RUNS)?;
-            tx.open_table(JOB_RUNS)?;
-            tx.open_table(RUNNING)?;
-            tx.open_table(PAYLOADS)?;
-            tx.open_table(GROUPS)?;
-            tx.open_table(HOURS)?;
-            tx.open_table(DAYS)?;
-            tx.commit()?;
-            Ok(None)
-        };
-        match run().map_err(db_err)? {
-            Some(found) => Err(OpenError::NewerSchema {
-                path: self.path.clone(),
-                found,
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// Starts the writer thread. Every write goes through the returned handle.
     pub fn writer(&self) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -420,7 +209,7 @@ impl Store {
                 continue;
             };
             // Streamed: a long benchmark cut off may have millions of records.
-            let mut tally = crate::runner::Tally::default();
+            let mut tally = evald_model::Tally::default();
             let mut ended = summary.started_ms;
             let filter = RecordFilter {
                 run_id: Some(id.clone()),
@@ -447,7 +236,7 @@ impl Store {
                 running.remove(id.as_str())?;
             }
             for summary in summaries {
-                let bytes = serde_json::to_vec(&summary).map_err(|e| StoreError(e.to_string()))?;
+                let bytes = serde_json::to_vec(&summary)?;
                 runs.insert(summary.id.as_str(), bytes.as_slice())?;
                 marked.push(summary.id);
             }
@@ -568,7 +357,7 @@ impl Store {
         format: evald_web::export::Format,
         out: W,
     ) -> Result<(u64, W), StoreError> {
-        let io = |e: std::io::Error| StoreError(format!("writing the export: {e}"));
+        let io = StoreError::Sink;
         let mut w = evald_web::export::ExportWriter::new(format, out).map_err(io)?;
         let mut failed = None;
         self.export(filter, &mut |r| match w.write_row(r) {
@@ -718,579 +507,6 @@ impl Store {
     pub fn file_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
-
-    /// Counts what pruning at `cutoffs` would remove, without removing it.
-    pub fn prune_plan(&self, cutoffs: &PruneCutoffs) -> Result<PruneReport, StoreError> {
-        let tx = self.db.begin_read()?;
-        let records = tx.open_table(RECORDS)?;
-        let runs = tx.open_table(RUNS)?;
-        let rollup_hi = (cutoffs.rollups_before().max(0) as u64, 0u32);
-        Ok(PruneReport {
-            records: records
-                .range(..(cutoffs.records_before_ms.max(0) as u64, 0))?
-                .count() as u64,
-            runs: runs
-                .range(..run_id_floor(cutoffs.runs_before_ms).as_str())?
-                .count() as u64,
-            rollups: tx.open_table(HOURS)?.range(..rollup_hi)?.count() as u64
-                + tx.open_table(DAYS)?.range(..rollup_hi)?.count() as u64,
-            payloads: 0,
-        })
-    }
-}
-
-/// Migration 1 → 2: schema 1's hourly rollups (keyed by the joined names) become group ids,
-/// hourly and daily rows; the run → records index goes. Returns the rollup rows converted.
-fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let mut groups = Groups::default();
-    let mut n = 0;
-    {
-        let old = tx.open_table(ROLLUPS_V1)?;
-        let mut names = tx.open_table(GROUPS)?;
-        let mut hours = tx.open_table(HOURS)?;
-        let mut days = tx.open_table(DAYS)?;
-        // Schema 1's rows come in hour order: converted a day at a time, so memory holds one
-        // day's rows however long the history.
-        let mut day = None;
-        let mut pending = rollup::Pending::default();
-        for e in old.iter()? {
-            let (k, v) = e?;
-            let (hour, key) = k.value();
-            let Some(r) = rollup::decode_v1(v.value()) else {
-                tracing::warn!(
-                    hour,
-                    group = key,
-                    "a schema 1 rollup row could not be read; skipped"
-                );
-                continue;
-            };
-            let this_day = rollup::day_of(hour as i64);
-            if day != Some(this_day) {
-                std::mem::take(&mut pending).merge_into(&mut hours, &mut days)?;
-                day = Some(this_day);
-            }
-            let gid = groups.id(key, &mut names)?;
-            pending.add_rollup(hour as i64, gid, &r);
-            n += 1;
-        }
-        pending.merge_into(&mut hours, &mut days)?;
-    }
-    tx.delete_table(ROLLUPS_V1)?;
-    tx.delete_multimap_table(RUN_RECORDS_V1)?;
-    Ok(n)
-}
-
-/// The writer's map of rollup groups to their ids.
-#[derive(Default)]
-struct Groups {
-    ids: HashMap<String, u32>,
-    next: u32,
-}
-
-impl Groups {
-    fn load(db: &Database) -> Result<Groups, StoreError> {
-        let tx = db.begin_read()?;
-        let t = tx.open_table(GROUPS)?;
-        let mut g = Groups::default();
-        for e in t.iter()? {
-            let (k, v) = e?;
-            g.ids.insert(v.value().to_string(), k.value());
-            g.next = g.next.max(k.value() + 1);
-        }
-        Ok(g)
-    }
-
-    /// The id of a group, handed out (and stored in `table`) the first time it is seen.
-    fn id(&mut self, key: &str, table: &mut redb::Table<u32, &str>) -> Result<u32, StoreError> {
-        if let Some(&id) = self.ids.get(key) {
-            return Ok(id);
-        }
-        let id = self.next;
-        table.insert(id, key)?;
-        self.next += 1;
-        self.ids.insert(key.to_string(), id);
-        Ok(id)
-    }
-}
-
-/// A run id's lower bound for a start time: run ids begin with the start time in hex.
-fn run_id_floor(ms: i64) -> String {
-    format!("{:011x}", ms.max(0))
-}
-
-/// What pruning removes: records before one time, runs and rollups before another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PruneCutoffs {
-    /// Records with a timestamp before this go.
-    pub records_before_ms: i64,
-    /// Run summaries started before this go, and the rollups of the days before it.
-    pub runs_before_ms: i64,
-}
-
-impl PruneCutoffs {
-    /// Rollups (hourly and daily) go by whole days, so the hours of a day that still has its
-    /// daily row are all there too.
-    pub fn rollups_before(&self) -> i64 {
-        rollup::day_of(self.runs_before_ms)
-    }
-}
-
-/// How much a prune removed (or would).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PruneReport {
-    /// Request records.
-    pub records: u64,
-    /// Run summaries.
-    pub runs: u64,
-    /// Hourly rollups.
-    pub rollups: u64,
-    /// Prompt payloads no record refers to any more.
-    pub payloads: u64,
-}
-
-/// Reads prompt payloads within one read transaction, each distinct one once: an export of a
-/// million records of a few hundred prompts reads a few hundred payloads.
-struct PayloadReader<'a> {
-    table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>,
-    texts: HashMap<u128, Box<str>>,
-}
-
-impl<'a> PayloadReader<'a> {
-    /// Payloads kept at most; more are read again.
-    const SIZE: usize = 4096;
-
-    fn new(table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>) -> Self {
-        PayloadReader {
-            table,
-            texts: HashMap::new(),
-        }
-    }
-
-    /// The messages JSON of a payload (`[]` if it is missing or damaged).
-    fn get(&mut self, hash: u128) -> &str {
-        if !self.texts.contains_key(&hash) {
-            let text: Box<str> = self
-                .table
-                .get(hash)
-                .ok()
-                .flatten()
-                .and_then(|v| std::str::from_utf8(v.value().1).ok().map(Box::from))
-                .unwrap_or_else(|| "[]".into());
-            if self.texts.len() >= Self::SIZE {
-                self.texts.clear();
-            }
-            self.texts.insert(hash, text);
-        }
-        self.texts.get(&hash).map_or("[]", |t| t)
-    }
-}
-
-/// What the writer thread is asked to do.
-enum Command {
-    Record(Box<Encoded>),
-    Run(Box<RunSummary>),
-    Flush(oneshot::Sender<()>),
-    Prune(
-        PruneCutoffs,
-        usize,
-        oneshot::Sender<Result<PruneReport, StoreError>>,
-    ),
-    /// Commit what is queued and end the thread (other handles may still exist).
-    Close,
-}
-
-/// The handle every writer of the store uses; clones share one writer thread.
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::Sender<Command>,
-    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Writer")
-    }
-}
-
-impl Writer {
-    /// Queues a request record (its `id` is assigned by the writer). Waits only when the queue
-    /// is full, which is the back-pressure that keeps memory bounded.
-    pub async fn record(&self, r: Record) {
-        let e = match Encoded::new(&r) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, run = %r.run_id, "a request record was not stored");
-                return;
-            }
-        };
-        if self.tx.send(Command::Record(Box::new(e))).await.is_err() {
-            tracing::error!("store writer is gone; a request record was lost");
-        }
-    }
-
-    /// Queues a run summary (insert or replace).
-    pub async fn run(&self, s: RunSummary) {
-        if self.tx.send(Command::Run(Box::new(s))).await.is_err() {
-            tracing::error!("store writer is gone; a run summary was lost");
-        }
-    }
-
-    /// Waits until everything queued before this call is committed.
-    pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    /// Prunes in batches of at most `batch` deletions per transaction, so writers queued behind
-    /// it wait for one small commit at most.
-    pub async fn prune(
-        &self,
-        cutoffs: PruneCutoffs,
-        batch: usize,
-    ) -> Result<PruneReport, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Prune(cutoffs, batch, tx))
-            .await
-            .map_err(|_| StoreError("store writer is gone".into()))?;
-        rx.await
-            .map_err(|_| StoreError("store writer stopped during a prune".into()))?
-    }
-
-    /// Commits what is queued and stops the writer thread; later writes are lost (and logged).
-    pub async fn close(self) {
-        let _ = self.tx.send(Command::Close).await;
-        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
-    }
-}
-
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
-    let mut next_id = match read_next_id(db) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "store writer cannot start");
-            return;
-        }
-    };
-    let mut groups = match Groups::load(db) {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::error!(error = %e, "store writer cannot start");
-            return;
-        }
-    };
-    let mut batch = Vec::new();
-    // Prunes go one small batch at a time, between the commits of queued writes, so a large
-    // prune never holds the writers up for more than one short transaction.
-    let mut prunes: std::collections::VecDeque<PruneJob> = std::collections::VecDeque::new();
-    loop {
-        if prunes.is_empty() {
-            let Some(first) = rx.blocking_recv() else {
-                break;
-            };
-            // Group commit: a record arriving alone waits a few ms for company, so a busy run
-            // costs one fsync per few thousand records and the senders do not wake this
-            // thread for every one of them; a flush or close is taken at once.
-            if matches!(first, Command::Record(_)) && rx.len() < 1024 {
-                std::thread::sleep(BATCH_WINDOW);
-            }
-            batch.push(first);
-        }
-        while batch.len() < 8192 {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        let mut acks = Vec::new();
-        let mut writes = Vec::new();
-        let mut closing = false;
-        for c in batch.drain(..) {
-            match c {
-                Command::Close => closing = true,
-                Command::Flush(ack) => acks.push(ack),
-                Command::Prune(cutoffs, n, ack) => prunes.push_back(PruneJob {
-                    cutoffs,
-                    batch: n.max(1),
-                    ack,
-                    report: PruneReport::default(),
-                    records_done: false,
-                }),
-                other => writes.push(other),
-            }
-        }
-        if !writes.is_empty() {
-            // Run summaries are few and small: kept aside, so a batch that fails (a disk full,
-            // a record that cannot be encoded) still ends its runs.
-            let summaries: Vec<Command> = writes
-                .iter()
-                .filter_map(|c| match c {
-                    Command::Run(s) => Some(Command::Run(s.clone())),
-                    _ => None,
-                })
-                .collect();
-            if let Err(e) = commit(db, &mut next_id, &mut groups, writes) {
-                tracing::error!(error = %e, "store commit failed; the batch's records were not stored");
-                if let Ok(n) = read_next_id(db) {
-                    next_id = n;
-                }
-                // Ids handed out in the failed transaction were not stored.
-                if let Ok(g) = Groups::load(db) {
-                    groups = g;
-                }
-                if !summaries.is_empty()
-                    && let Err(e) = commit(db, &mut next_id, &mut groups, summaries)
-                {
-                    tracing::error!(error = %e, "storing run summaries failed too");
-                }
-            }
-        }
-        for a in acks {
-            let _ = a.send(());
-        }
-        if closing {
-            // A prune still going stops here; what it removed so far is reported.
-            for p in prunes.drain(..) {
-                let _ = p.ack.send(Ok(p.report));
-            }
-            break;
-        }
-        if let Some(p) = prunes.front_mut() {
-            match p.step(db) {
-                Ok(false) => {}
-                Ok(true) => {
-                    if let Some(p) = prunes.pop_front() {
-                        let _ = p.ack.send(Ok(p.report));
-                    }
-                }
-                Err(e) => {
-                    if let Some(p) = prunes.pop_front() {
-                        let _ = p.ack.send(Err(e));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A prune in progress in the writer.
-struct PruneJob {
-    cutoffs: PruneCutoffs,
-    batch: usize,
-    ack: oneshot::Sender<Result<PruneReport, StoreError>>,
-    report: PruneReport,
-    records_done: bool,
-}
-
-impl PruneJob {
-    /// One transaction of deletions; true when nothing is left to delete.
-    fn step(&mut self, db: &Database) -> Result<bool, StoreError> {
-        if !self.records_done {
-            let n = prune_records(db, &self.cutoffs, self.batch, &mut self.report)?;
-            self.records_done = n < self.batch;
-            return Ok(false);
-        }
-        let (n, m) = prune_runs(db, &self.cutoffs, self.batch, &mut self.report)?;
-        Ok(n < self.batch && m < self.batch)
-    }
-}
-
-fn read_next_id(db: &Database) -> Result<u64, StoreError> {
-    let tx = db.begin_read()?;
-    let meta = tx.open_table(META)?;
-    Ok(meta.get("next_record_id")?.map(|v| v.value()).unwrap_or(1))
-}
-
-fn commit(
-    db: &Database,
-    next_id: &mut u64,
-    groups: &mut Groups,
-    writes: Vec<Command>,
-) -> Result<(), StoreError> {
-    let tx = db.begin_write()?;
-    let mut id = *next_id;
-    {
-        let mut records = tx.open_table(RECORDS)?;
-        let mut runs = tx.open_table(RUNS)?;
-        let mut job_runs = tx.open_table(JOB_RUNS)?;
-        let mut running = tx.open_table(RUNNING)?;
-        let mut payloads = tx.open_table(PAYLOADS)?;
-        let mut names = tx.open_table(GROUPS)?;
-        let mut pending = rollup::Pending::default();
-        // References added per payload in this batch: one read-modify-write per payload, not
-        // per record.
-        let mut refs: HashMap<u128, (u64, Vec<u8>)> = HashMap::new();
-        let mut batch: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(writes.len());
-        for w in writes {
-            match w {
-                Command::Record(e) => {
-                    let e = *e;
-                    let key = (e.timestamp_ms, id);
-                    id += 1;
-                    refs.entry(e.payload).or_insert((0, e.payload_json)).0 += 1;
-                    if let Some(sample) = &e.sample {
-                        let gid = groups.id(&e.group, &mut names)?;
-                        pending.add(key.0 as i64, gid, sample);
-                    }
-                    batch.push((key, e.value));
-                }
-                Command::Run(s) => {
-                    let bytes = serde_json::to_vec(&*s).map_err(|e| StoreError(e.to_string()))?;
-                    runs.insert(s.id.as_str(), bytes.as_slice())?;
-                    job_runs.insert((s.job.as_str(), s.id.as_str()), ())?;
-                    if s.status == RunStatus::Running {
-                        running.insert(s.id.as_str(), ())?;
-                    } else {
-                        running.remove(s.id.as_str())?;
-                    }
-                }
-                Command::Flush(_) | Command::Prune(..) | Command::Close => {}
-            }
-        }
-        append(&mut records, batch)?;
-        for (hash, (n, json)) in refs {
-            let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
-            payloads.insert(hash, (have + n, json.as_slice()))?;
-        }
-        let mut hours = tx.open_table(HOURS)?;
-        let mut days = tx.open_table(DAYS)?;
-        pending.merge_into(&mut hours, &mut days)?;
-        let mut meta = tx.open_table(META)?;
-        meta.insert("next_record_id", id)?;
-    }
-    tx.commit()?;
-    *next_id = id;
-    Ok(())
-}
-
-/// Inserts a batch of records. Most keys are above every stored one (records are stamped when
-/// their request starts, a moment before they reach the writer): those are appended through a
-/// cursor at the table's end, which packs leaves full instead of splitting them in half as
-/// one-by-one inserts at the right edge do — half the pages, and faster. The few that arrive
-/// after a later one was stored go in one by one.
-fn append(
-    records: &mut redb::Table<(u64, u64), &[u8]>,
-    mut batch: Vec<((u64, u64), Vec<u8>)>,
-) -> Result<(), StoreError> {
-    batch.sort_unstable_by_key(|e| e.0);
-    let last = records.last()?.map(|(k, _)| k.value());
-    let split = match last {
-        Some(last) => batch.partition_point(|e| e.0 <= last),
-        None => 0,
-    };
-    for (key, value) in &batch[..split] {
-        records.insert(*key, value.as_slice())?;
-    }
-    if split < batch.len() {
-        let mut cursor = records.upper_bound_mut(Bound::<(u64, u64)>::Unbounded)?;
-        for (key, value) in &batch[split..] {
-            cursor.insert_before(*key, value.as_slice())?;
-        }
-        cursor.close()?;
-    }
-    Ok(())
-}
-
-/// Deletes up to `batch` records older than the cutoff, and the payloads no record refers
-/// to any more, in one transaction. Returns how many records went.
-fn prune_records(
-    db: &Database,
-    cutoffs: &PruneCutoffs,
-    batch: usize,
-    report: &mut PruneReport,
-) -> Result<usize, StoreError> {
-    let rec_hi = (cutoffs.records_before_ms.max(0) as u64, 0u64);
-    let tx = db.begin_write()?;
-    let n = {
-        let mut records = tx.open_table(RECORDS)?;
-        let mut payloads = tx.open_table(PAYLOADS)?;
-        // References dropped per payload: one read-modify-write per payload, not per record.
-        let mut dropped: HashMap<u128, u64> = HashMap::new();
-        let mut n = 0;
-        for e in records.extract_from_if(..rec_hi, |_, _| true)?.take(batch) {
-            let (_, v) = e?;
-            n += 1;
-            if let Some((_, s)) = Stored::decode(v.value()) {
-                *dropped.entry(s.messages).or_default() += 1;
-            }
-        }
-        for (hash, n) in dropped {
-            let refs = payloads
-                .get(hash)?
-                .map(|v| (v.value().0, v.value().1.to_vec()));
-            match refs {
-                Some((r, _)) if r <= n => {
-                    payloads.remove(hash)?;
-                    report.payloads += 1;
-                }
-                Some((r, bytes)) => {
-                    payloads.insert(hash, (r - n, bytes.as_slice()))?;
-                }
-                None => {}
-            }
-        }
-        n
-    };
-    tx.commit()?;
-    report.records += n as u64;
-    Ok(n)
-}
-
-/// Deletes up to `batch` run summaries and `batch` rollups older than the cutoff in one
-/// transaction. Returns how many of each went.
-fn prune_runs(
-    db: &Database,
-    cutoffs: &PruneCutoffs,
-    batch: usize,
-    report: &mut PruneReport,
-) -> Result<(usize, usize), StoreError> {
-    let run_hi = run_id_floor(cutoffs.runs_before_ms);
-    let tx = db.begin_write()?;
-    let n = {
-        let mut runs = tx.open_table(RUNS)?;
-        let mut job_runs = tx.open_table(JOB_RUNS)?;
-        let mut running = tx.open_table(RUNNING)?;
-        let doomed: Vec<(String, String)> = runs
-            .range(..run_hi.as_str())?
-            .take(batch)
-            .filter_map(|e| e.ok())
-            .map(|(k, v)| {
-                let job = serde_json::from_slice::<RunSummary>(v.value())
-                    .map(|s| s.job)
-                    .unwrap_or_default();
-                (k.value().to_string(), job)
-            })
-            .collect();
-        for (id, job) in &doomed {
-            runs.remove(id.as_str())?;
-            job_runs.remove((job.as_str(), id.as_str()))?;
-            running.remove(id.as_str())?;
-        }
-        doomed.len()
-    };
-    // Daily rows first: a reader between two batches then finds a pruned day missing, never
-    // a day's row without its hours.
-    let hi = (cutoffs.rollups_before().max(0) as u64, 0u32);
-    let mut m = 0;
-    for table in [DAYS, HOURS] {
-        let mut t = tx.open_table(table)?;
-        for e in t.extract_from_if(..hi, |_, _| true)?.take(batch - m) {
-            e?;
-            m += 1;
-        }
-        if m >= batch {
-            break;
-        }
-    }
-    tx.commit()?;
-    report.runs += n as u64;
-    report.rollups += m as u64;
-    Ok((n, m))
 }
 
 /// Makes a run id: the start time in hex (so ids sort by start) and a random tail.

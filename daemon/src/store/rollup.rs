@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use evald_web::model::{Record, Stats, StatsGroup, TokenStats};
+use evald_model::{Record, Stats, StatsGroup, TokenStats};
 
 /// One hour in ms.
 pub const HOUR_MS: i64 = 3_600_000;

@@ -1,40 +1,18 @@
 //! Exports of request records: the filter (`since`, `until`, `job`, `model`, `limit`) parsed
 //! once for the HTTP routes and `evald export`, and the CSV / JSON / JSONL writers, with the
-//! columns and keys of DESIGN.md in that order. Writers take one record at a time, so an export
+//! columns and keys of DESIGN.md in that order (the fields of [`RowRef`], written by serde:
+//! see `row`). Writers take one record at a time, so an export
 //! streams with flat memory however many rows it has.
+
+mod row;
 
 use std::io::Write;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use evald_model::{Record, RecordFilter, RecordJson, RowRef};
 use serde::Serialize;
 
-use crate::model::{Record, RecordFilter, RecordJson, RowRef};
-
-/// The CSV columns, in order.
-pub const COLUMNS: [&str; 22] = [
-    "id",
-    "timestamp",
-    "model",
-    "provider",
-    "messages",
-    "temperature",
-    "max_tokens",
-    "top_p",
-    "response",
-    "response_time_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "finish_reason",
-    "error",
-    "metadata",
-    "job",
-    "run_id",
-    "case_id",
-    "endpoint",
-    "ttft_ms",
-    "scores",
-];
+pub use row::COLUMNS;
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +33,15 @@ impl Format {
             "json" => Ok(Format::Json),
             "jsonl" | "ndjson" => Ok(Format::Jsonl),
             other => Err(format!("format: `{other}` is not csv, json or jsonl")),
+        }
+    }
+
+    /// The name [`Format::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Jsonl => "jsonl",
         }
     }
 
@@ -191,7 +178,7 @@ impl<W: Write> ExportWriter<W> {
                 let mut c = csv::WriterBuilder::new()
                     .buffer_capacity(64 * 1024)
                     .from_writer(out);
-                c.write_record(COLUMNS).map_err(io_err)?;
+                c.write_record(COLUMNS.iter()).map_err(io_err)?;
                 w.csv = Some(c);
             }
             Format::Json => {
@@ -221,16 +208,28 @@ impl<W: Write> ExportWriter<W> {
     pub fn write_row(&mut self, r: &RowRef<'_>) -> std::io::Result<()> {
         let first = self.rows == 0;
         self.rows += 1;
-        let ts = self.times.format(r.timestamp_ms);
+        let times = &mut self.times;
         match (self.format, &mut self.csv, &mut self.out) {
-            (Format::Csv, Some(c), _) => write_csv(c, &mut self.num, ts, r).map_err(io_err),
-            (Format::Json, _, Some(o)) => {
-                o.write_all(if first { b"\n" } else { b",\n" })?;
-                write_json(o, ts, r)
+            (Format::Csv, Some(out), _) => Ok(r.serialize(row::CsvRow {
+                out,
+                num: &mut self.num,
+                times,
+            })?),
+            (Format::Json, _, Some(out)) => {
+                out.write_all(if first { b"\n" } else { b",\n" })?;
+                Ok(r.serialize(row::JsonRow {
+                    out,
+                    times,
+                    first: true,
+                })?)
             }
-            (Format::Jsonl, _, Some(o)) => {
-                write_json(o, ts, r)?;
-                o.write_all(b"\n")
+            (Format::Jsonl, _, Some(out)) => {
+                r.serialize(row::JsonRow {
+                    out: &mut *out,
+                    times,
+                    first: true,
+                })?;
+                out.write_all(b"\n")
             }
             _ => Err(io_err("export writer in a bad state")),
         }
@@ -248,87 +247,6 @@ impl<W: Write> ExportWriter<W> {
             _ => Err(io_err("export writer in a bad state")),
         }
     }
-}
-
-/// A number's CSV cell (empty when absent), formatted into `buf`.
-fn cell(buf: &mut String, v: Option<impl std::fmt::Display>) -> &str {
-    use std::fmt::Write as _;
-    buf.clear();
-    if let Some(v) = v {
-        let _ = write!(buf, "{v}");
-    }
-    buf
-}
-
-/// One CSV row, the cells in [`COLUMNS`] order.
-fn write_csv<W: Write>(
-    c: &mut csv::Writer<W>,
-    num: &mut String,
-    ts: &str,
-    r: &RowRef<'_>,
-) -> csv::Result<()> {
-    c.write_field(cell(num, Some(r.id)))?;
-    c.write_field(ts)?;
-    c.write_field(r.model)?;
-    c.write_field(r.provider)?;
-    c.write_field(r.messages_json)?;
-    c.write_field(cell(num, r.temperature))?;
-    c.write_field(cell(num, r.max_tokens))?;
-    c.write_field(cell(num, r.top_p))?;
-    c.write_field(r.response.unwrap_or(""))?;
-    c.write_field(cell(num, r.response_time_ms))?;
-    c.write_field(cell(num, r.prompt_tokens))?;
-    c.write_field(cell(num, r.completion_tokens))?;
-    c.write_field(cell(num, r.total_tokens))?;
-    c.write_field(r.finish_reason.unwrap_or(""))?;
-    c.write_field(r.error.unwrap_or(""))?;
-    c.write_field(r.metadata_json)?;
-    c.write_field(r.job)?;
-    c.write_field(r.run_id)?;
-    c.write_field(r.case_id)?;
-    c.write_field(r.endpoint)?;
-    c.write_field(cell(num, r.ttft_ms))?;
-    c.write_field(r.scores_json)?;
-    c.write_record(None::<&[u8]>)
-}
-
-/// One JSON object, the keys in [`COLUMNS`] order; the stored JSON parts are copied in.
-fn write_json<W: Write>(o: &mut W, ts: &str, r: &RowRef<'_>) -> std::io::Result<()> {
-    fn val<W: Write, T: Serialize + ?Sized>(o: &mut W, key: &str, v: &T) -> std::io::Result<()> {
-        o.write_all(key.as_bytes())?;
-        serde_json::to_writer(&mut *o, v).map_err(io_err)
-    }
-    fn raw<W: Write>(o: &mut W, key: &str, json: &str) -> std::io::Result<()> {
-        o.write_all(key.as_bytes())?;
-        o.write_all(if json.is_empty() {
-            b"null"
-        } else {
-            json.as_bytes()
-        })
-    }
-    val(o, "{\"id\":", &r.id)?;
-    val(o, ",\"timestamp\":", ts)?;
-    val(o, ",\"model\":", r.model)?;
-    val(o, ",\"provider\":", r.provider)?;
-    raw(o, ",\"messages\":", r.messages_json)?;
-    val(o, ",\"temperature\":", &r.temperature)?;
-    val(o, ",\"max_tokens\":", &r.max_tokens)?;
-    val(o, ",\"top_p\":", &r.top_p)?;
-    val(o, ",\"response\":", &r.response)?;
-    val(o, ",\"response_time_ms\":", &r.response_time_ms)?;
-    val(o, ",\"prompt_tokens\":", &r.prompt_tokens)?;
-    val(o, ",\"completion_tokens\":", &r.completion_tokens)?;
-    val(o, ",\"total_tokens\":", &r.total_tokens)?;
-    val(o, ",\"finish_reason\":", &r.finish_reason)?;
-    val(o, ",\"error\":", &r.error)?;
-    raw(o, ",\"metadata\":", r.metadata_json)?;
-    val(o, ",\"job\":", r.job)?;
-    val(o, ",\"run_id\":", r.run_id)?;
-    val(o, ",\"case_id\":", r.case_id)?;
-    val(o, ",\"endpoint\":", r.endpoint)?;
-    val(o, ",\"ttft_ms\":", &r.ttft_ms)?;
-    raw(o, ",\"scores\":", r.scores_json)?;
-    o.write_all(b"}")
 }
 
 #[cfg(test)]
@@ -381,5 +299,92 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc_millis() {
         assert_eq!(timestamp(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+
+    /// DESIGN.md "Stored request record and export columns", in its order: the contract the
+    /// derived names must keep.
+    #[test]
+    fn the_columns_are_designs() {
+        assert_eq!(
+            COLUMNS.as_slice(),
+            [
+                "id",
+                "timestamp",
+                "model",
+                "provider",
+                "messages",
+                "temperature",
+                "max_tokens",
+                "top_p",
+                "response",
+                "response_time_ms",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "finish_reason",
+                "error",
+                "metadata",
+                "job",
+                "run_id",
+                "case_id",
+                "endpoint",
+                "ttft_ms",
+                "scores",
+            ]
+        );
+    }
+
+    /// Every format writes every column, numbers as they always were (CSV `Display`, JSON
+    /// serde_json), stored JSON copied in, absent values empty or null.
+    #[test]
+    fn a_row_writes_the_same_in_each_format() {
+        let r = RowRef {
+            id: 3,
+            timestamp_ms: 1_700_000_000_123,
+            model: "m,\"1\"",
+            provider: "p",
+            messages_json: "[{\"role\":\"user\",\"content\":\"hi\"}]",
+            temperature: Some(1.0),
+            max_tokens: Some(16),
+            top_p: None,
+            response: Some("line\nbreak"),
+            response_time_ms: Some(12.5),
+            prompt_tokens: Some(1),
+            completion_tokens: None,
+            total_tokens: Some(1),
+            finish_reason: None,
+            error: None,
+            metadata_json: "{\"attempts\":1}",
+            job: "j",
+            run_id: "r",
+            case_id: "c",
+            endpoint: "e",
+            ttft_ms: None,
+            scores_json: "",
+        };
+        let mut w = ExportWriter::new(Format::Csv, Vec::new()).unwrap();
+        w.write_row(&r).unwrap();
+        let csv = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            format!(
+                "{}\n3,2023-11-14T22:13:20.123Z,\"m,\"\"1\"\"\",p,\"[{{\"\"role\"\":\"\"user\"\",\"\"content\"\":\"\"hi\"\"}}]\",1,16,,\"line\nbreak\",12.5,1,,1,,,\"{{\"\"attempts\"\":1}}\",j,r,c,e,,\n",
+                COLUMNS.join(",")
+            )
+        );
+        let mut w = ExportWriter::new(Format::Jsonl, Vec::new()).unwrap();
+        w.write_row(&r).unwrap();
+        let line = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!(
+            line,
+            "{\"id\":3,\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"model\":\"m,\\\"1\\\"\",\"provider\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1.0,\"max_tokens\":16,\"top_p\":null,\"response\":\"line\\nbreak\",\"response_time_ms\":12.5,\"prompt_tokens\":1,\"completion_tokens\":null,\"total_tokens\":1,\"finish_reason\":null,\"error\":null,\"metadata\":{\"attempts\":1},\"job\":\"j\",\"run_id\":\"r\",\"case_id\":\"c\",\"endpoint\":\"e\",\"ttft_ms\":null,\"scores\":null}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), COLUMNS.len());
     }
 }

@@ -1,0 +1,112 @@
+//! `evald check`: the config and every job (or the files named), each problem as
+//! `path:line:col: message`.
+
+use std::path::{Path, PathBuf};
+
+use evald::config::{Config, Secrets};
+use evald::job::{self, Job};
+use evald::score::plugins::Plugins;
+
+use super::{Failure, RemoveOnDrop, config_path};
+
+/// `evald check [FILES…]`: every problem as `path:line:col: message`; false if any.
+pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure> {
+    let path = config_path(explicit)?;
+    let config = match Config::load_with(&path, Secrets::Optional) {
+        Ok(c) => c,
+        Err(d) => {
+            for p in d {
+                println!("{p}");
+            }
+            return Ok(false);
+        }
+    };
+    let files: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| f.canonicalize().ok() != path.canonicalize().ok())
+        .cloned()
+        .collect();
+    let (jobs, invalid) = if files.is_empty() {
+        let set = job::load_dir(&config);
+        (
+            set.jobs.into_values().collect::<Vec<_>>(),
+            set.invalid.into_iter().collect::<Vec<_>>(),
+        )
+    } else {
+        let mut jobs = Vec::new();
+        let mut invalid = Vec::new();
+        for f in files {
+            match Job::load(&f, &config) {
+                Ok(j) => jobs.push(j),
+                Err(d) => invalid.push((f, d)),
+            }
+        }
+        (jobs, invalid)
+    };
+    let mut problems = 0usize;
+    for (_, ds) in &invalid {
+        for d in ds {
+            println!("{d}");
+            problems += 1;
+        }
+    }
+    // Plugins are compiled now, so a broken or wrong-world plugin shows before a run needs it.
+    // The service's data_dir may not be writable from an operator's shell: then they are
+    // compiled into a scratch folder that goes when the check ends.
+    let uses_plugins = jobs.iter().any(|j| {
+        !j.generators.is_empty()
+            || j.scorers
+                .iter()
+                .any(|s| matches!(s.kind, job::ScorerKind::Plugin { .. }))
+    });
+    let mut bad_files = invalid.len();
+    if uses_plugins {
+        let scratch = std::env::temp_dir().join(format!("evald-check-{}", std::process::id()));
+        let _cleanup = RemoveOnDrop(scratch.clone());
+        let plugins = match Plugins::new(&config.data_dir.join("plugin-cache")) {
+            Ok(p) => p,
+            Err(_) => Plugins::new(&scratch)?,
+        };
+        for j in &jobs {
+            let found = plugin_problems(j, &plugins);
+            bad_files += usize::from(!found.is_empty());
+            for p in found {
+                println!("{p}");
+                problems += 1;
+            }
+        }
+    }
+    if problems == 0 {
+        eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
+    } else {
+        eprintln!("{problems} problem(s) in {bad_files} file(s)");
+    }
+    Ok(problems == 0)
+}
+
+fn plugin_problems(j: &Job, plugins: &Plugins) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, g) in j.generators.iter().enumerate() {
+        if let Err(e) = plugins.generator(&g.path) {
+            out.push(format!(
+                "{}:{}:{}: generators[{i}].plugin: {e}",
+                j.file.display(),
+                g.at.0,
+                g.at.1
+            ));
+        }
+    }
+    for (i, s) in j.scorers.iter().enumerate() {
+        if let job::ScorerKind::Plugin { path, at, .. } = &s.kind
+            && let Err(e) = plugins.scorer(path)
+        {
+            out.push(format!(
+                "{}:{}:{}: scorers[{i}].plugin: {e}",
+                j.file.display(),
+                at.0,
+                at.1
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,184 @@
+//! The commands over stored data and endpoints: `models`, `export`, `stats`, `prune`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use evald::endpoint::Client;
+use evald::store::PruneReport;
+use evald_model::{RecordFilter, Stats, StatsGroup};
+use evald_web::export::Format;
+
+use super::report::{fmt_age, fmt_ms};
+use super::{Backend, Failure, backend, load_config};
+
+/// `evald models ENDPOINT`.
+pub async fn models(explicit: Option<&Path>, endpoint: &str) -> Result<bool, Failure> {
+    let config = load_config(explicit)?;
+    let Some(ep) = config.endpoints.get(endpoint) else {
+        let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
+        return Err(Failure::Invalid(format!(
+            "no endpoint `{endpoint}` in {} (endpoints: {})",
+            config.path.display(),
+            known.join(", ")
+        )));
+    };
+    let client = Client::new(config.secrets());
+    let list = client.list_models(ep).await.map_err(Failure::Other)?;
+    for m in list {
+        println!("{m}");
+    }
+    Ok(true)
+}
+
+/// Options of `evald export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// csv, json or jsonl.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// From this time on (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Up to this time (RFC 3339, or YYYY-MM-DD for the whole day).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only this run (its id, as `evald run` and the page show it).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
+/// `evald export`.
+pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Failure> {
+    let format = Format::parse(&a.format).map_err(Failure::Invalid)?;
+    let filter: RecordFilter = evald_web::export::parse_filter(
+        a.since.as_deref(),
+        a.until.as_deref(),
+        a.job.as_deref(),
+        a.model.as_deref(),
+        a.run.as_deref(),
+        a.limit.as_deref(),
+    )
+    .map_err(Failure::Invalid)?;
+    let config = load_config(explicit)?;
+    let mut out: Box<dyn Write + Send> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| Failure::Other(format!("cannot write {}: {e}", p.display())),
+        )?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let rows = match backend(&config)? {
+        Backend::Local(store) => {
+            let res = tokio::task::spawn_blocking(move || -> Result<u64, Failure> {
+                let (rows, mut out) = store.export_to(&filter, format, out)?;
+                out.flush()?;
+                Ok(rows)
+            })
+            .await?;
+            (res?, "records")
+        }
+        Backend::Daemon(daemon) => (daemon.export(format, &filter, &mut out).await?, "records"),
+    };
+    if let Some(p) = &a.output {
+        eprintln!("wrote {} ({} {})", p.display(), rows.0, rows.1);
+    }
+    Ok(true)
+}
+
+/// `evald stats [--days N] [--json]`.
+pub async fn stats(explicit: Option<&Path>, days: u32, json: bool) -> Result<bool, Failure> {
+    let config = load_config(explicit)?;
+    let stats: Stats = match backend(&config)? {
+        Backend::Local(store) => {
+            evald::view::stats(&store, days, chrono::Utc::now().timestamp_millis())?
+        }
+        Backend::Daemon(daemon) => daemon.stats(days).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(true);
+    }
+    println!(
+        "last {days} day(s): {} requests, mean {}, p50 {}, p95 {}, p99 {}, {:.1}% errors, {} tokens ({} prompt, {} completion, {:.0} per request)",
+        stats.overall.total_requests,
+        fmt_ms(Some(stats.overall.avg_response_time_ms)),
+        fmt_ms(Some(stats.overall.p50_ms)),
+        fmt_ms(Some(stats.overall.p95_ms)),
+        fmt_ms(Some(stats.overall.p99_ms)),
+        stats.overall.error_rate * 100.0,
+        stats.overall.tokens.total,
+        stats.overall.tokens.prompt,
+        stats.overall.tokens.completion,
+        stats.overall.tokens.avg_per_request
+    );
+    for (title, groups) in [
+        ("model", &stats.by_model),
+        ("provider", &stats.by_provider),
+        ("job", &stats.by_job),
+    ] {
+        if groups.is_empty() {
+            continue;
+        }
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header([
+            title, "requests", "mean", "p50", "p95", "p99", "errors", "tokens",
+        ]);
+        for g in groups.iter() {
+            let g: &StatsGroup = g;
+            t.add_row([
+                g.name.clone(),
+                g.total_requests.to_string(),
+                fmt_ms(Some(g.avg_response_time_ms)),
+                fmt_ms(Some(g.p50_ms)),
+                fmt_ms(Some(g.p95_ms)),
+                fmt_ms(Some(g.p99_ms)),
+                format!("{:.1}%", g.error_rate * 100.0),
+                g.tokens.total.to_string(),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(true)
+}
+
+/// `evald prune [--dry-run]`.
+pub async fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<bool, Failure> {
+    let config = load_config(explicit)?;
+    let report: PruneReport = match backend(&config)? {
+        Backend::Local(store) => {
+            let cutoffs = evald::store::cutoffs(&config.retention, &store)?;
+            if dry_run {
+                store.prune_plan(&cutoffs)?
+            } else {
+                let w = store.writer();
+                let r = w.prune(cutoffs, evald::store::PRUNE_BATCH).await?;
+                w.close().await;
+                r
+            }
+        }
+        Backend::Daemon(daemon) => daemon.prune(dry_run).await?,
+    };
+    println!(
+        "{} {} request records, {} runs, {} rollup rows (retention: requests {}, runs {})",
+        if dry_run { "would remove" } else { "removed" },
+        report.records,
+        report.runs,
+        report.rollups,
+        fmt_age(config.retention.requests),
+        fmt_age(config.retention.runs),
+    );
+    Ok(true)
+}

@@ -1,0 +1,217 @@
+//! The tables a run report prints: cases × targets (compare) or percentiles (benchmark), then
+//! per-target figures.
+
+use std::time::Duration;
+
+use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use evald::run::RunReport;
+pub use evald_model::fmt::fmt_ms;
+use evald_model::fmt::one_line;
+use evald_model::{JobKind, Percentiles};
+
+/// A retention age in the unit it was most likely written in (`30d`, `12h`).
+pub fn fmt_age(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// Prints a run: the cases × targets table (compare) or percentile tables (benchmark), then
+/// per-target figures.
+pub fn print_report(report: &RunReport) {
+    let s = &report.summary;
+    let secs = s
+        .ended_ms
+        .unwrap_or(s.started_ms)
+        .saturating_sub(s.started_ms) as f64
+        / 1000.0;
+    println!(
+        "run {}  job {}  {}  {} requests, {} errors, {:.1} s",
+        s.id,
+        s.job,
+        s.status.as_str(),
+        s.requests,
+        s.errors,
+        secs
+    );
+    if let Some(m) = &s.message {
+        println!("note: {m}");
+    }
+    if let Some(ms) = s.scoring_ms
+        && secs > 0.0
+    {
+        println!(
+            "scoring: {ms:.1} ms in scorers, {:.2}% of the run's {:.1} s",
+            ms / (secs * 10.0),
+            secs
+        );
+    }
+    if s.kind == JobKind::Compare && !report.records.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        let mut header = vec![Cell::new("case")];
+        header.extend(report.targets.iter().map(Cell::new));
+        t.set_header(header);
+        for case in &report.cases {
+            let mut row = vec![Cell::new(case)];
+            for target in &report.targets {
+                let rs: Vec<_> = report
+                    .records
+                    .iter()
+                    .filter(|r| &r.case_id == case && r.target() == *target)
+                    .collect();
+                let text = match rs.first() {
+                    None => "—".to_string(),
+                    Some(r) => {
+                        let mut lines = vec![timing(r)];
+                        match &r.error {
+                            Some(e) => lines.push(format!("ERROR {}", clip_line(e, 160))),
+                            None => lines.push(clip_line(r.response.as_deref().unwrap_or(""), 80)),
+                        }
+                        for sc in &r.scores {
+                            lines.push(match (&sc.error, sc.value, sc.passed) {
+                                (Some(e), _, _) => {
+                                    format!("{} error: {}", sc.name, clip_line(e, 80))
+                                }
+                                (None, Some(v), Some(p)) => {
+                                    format!("{} {} {v:.2}", sc.name, if p { "✓" } else { "✗" })
+                                }
+                                _ => format!("{} —", sc.name),
+                            });
+                        }
+                        if rs.len() > 1 {
+                            lines.push(format!("×{} repeats", rs.len()));
+                        }
+                        lines.join("\n")
+                    }
+                };
+                row.push(Cell::new(text));
+            }
+            t.add_row(row);
+        }
+        println!("{t}");
+    }
+    for target in &s.targets {
+        if let Some(b) = &target.bench {
+            println!(
+                "\n{}  {:.1} requests/s, {:.1} output tokens/s, {:.1} good requests/s over {:.1} s",
+                target.target,
+                b.request_throughput,
+                b.output_tokens_per_s,
+                b.good_throughput,
+                b.duration_s
+            );
+            if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
+                println!(
+                    "  open loop: asked {want:.1}/s, sent {got:.1}/s, mean send lag {}",
+                    fmt_ms(b.mean_send_lag_ms)
+                );
+            }
+            if !b.errors_by_kind.is_empty() {
+                let e: Vec<String> = b
+                    .errors_by_kind
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                println!("  errors: {}", e.join(", "));
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED);
+            t.set_header(["", "n", "p50", "p90", "p95", "p99", "max", "mean"]);
+            let row = |name: &str, p: &Percentiles| {
+                let f = |v: f64| format!("{v:.1} ms");
+                vec![
+                    name.to_string(),
+                    p.count.to_string(),
+                    f(p.p50),
+                    f(p.p90),
+                    f(p.p95),
+                    f(p.p99),
+                    f(p.max),
+                    f(p.mean),
+                ]
+            };
+            t.add_row(row("ttft (first token)", &b.ttft_ms));
+            t.add_row(row("inter-token", &b.itl_ms));
+            t.add_row(row("per output token", &b.tpot_ms));
+            t.add_row(row("end-to-end", &b.e2e_ms));
+            println!("{t}");
+        }
+    }
+    if !s.targets.is_empty() {
+        let scorers: Vec<String> = {
+            let mut v: Vec<String> = s
+                .targets
+                .iter()
+                .flat_map(|t| t.scorer_means.keys().cloned())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        let mut header: Vec<String> = [
+            "target",
+            "requests",
+            "errors",
+            "mean latency",
+            "score",
+            "pass rate",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        header.extend(scorers.iter().cloned());
+        t.set_header(header);
+        for ts in &s.targets {
+            let mut row = vec![
+                ts.target.clone(),
+                ts.requests.to_string(),
+                ts.errors.to_string(),
+                fmt_ms(ts.mean_latency_ms),
+                ts.mean_score
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                ts.pass_rate
+                    .map(|v| format!("{:.0}%", v * 100.0))
+                    .unwrap_or_else(|| "—".into()),
+            ];
+            row.extend(scorers.iter().map(|k| {
+                ts.scorer_means
+                    .get(k)
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "—".into())
+            }));
+            t.add_row(row);
+        }
+        println!("{t}");
+    }
+}
+
+/// A text on one line, at most `n` characters.
+fn clip_line(s: &str, n: usize) -> String {
+    evald_model::fmt::clip(&one_line(s), n)
+}
+
+/// A record's latency, with its time to first token when streamed.
+pub fn timing(r: &evald_model::Record) -> String {
+    let mut s = fmt_ms(r.response_time_ms);
+    if let Some(t) = r.ttft_ms {
+        s.push_str(&format!(" (first token {})", fmt_ms(Some(t))));
+    }
+    if let (Some(p), Some(c)) = (r.prompt_tokens, r.completion_tokens) {
+        s.push_str(&format!(" · {p}→{c} tokens"));
+    }
+    if r.metadata.attempts > 1 {
+        s.push_str(&format!(" · {} attempts", r.metadata.attempts));
+    }
+    s
+}

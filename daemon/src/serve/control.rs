@@ -1,0 +1,40 @@
+//! The daemon's side of the control socket's requests: a [`Handler`] over the running
+//! [`Daemon`].
+
+use std::sync::Arc;
+
+use evald_model::Trigger;
+use tokio::task::JoinHandle;
+
+use super::Daemon;
+use crate::control::{Handler, HandlerError};
+use crate::job::{AdhocSpec, Job};
+use crate::run::{ProgressFn, RunReport};
+use crate::store::{PruneReport, Store};
+
+/// The running daemon as the control socket sees it.
+pub struct ControlHandler(pub Arc<Daemon>);
+
+impl Handler for ControlHandler {
+    async fn start_run(
+        &self,
+        job: &str,
+        trigger: Trigger,
+        progress: Box<ProgressFn>,
+    ) -> Result<JoinHandle<RunReport>, HandlerError> {
+        Ok(self.0.start_run(job, trigger, Some(progress)).await?)
+    }
+
+    fn start_adhoc(&self, spec: &AdhocSpec) -> Result<JoinHandle<RunReport>, HandlerError> {
+        let job = Job::adhoc(spec, &self.0.config())?;
+        Ok(self.0.start_adhoc(job)?)
+    }
+
+    async fn prune(&self, dry_run: bool) -> Result<PruneReport, HandlerError> {
+        Ok(self.0.prune(dry_run).await?)
+    }
+
+    fn store(&self) -> Store {
+        self.0.store.clone()
+    }
+}

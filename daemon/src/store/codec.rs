@@ -1,0 +1,289 @@
+//! How a request record is stored: [`Stored`] (postcard, prompts by hash, scores as
+//! [`ScoreRef`]s) and back to a [`RowRef`], without parsing anything an export does not need.
+
+use evald_model::Score;
+
+use super::tables::*;
+use super::*;
+
+/// A request record as stored: the record minus its key (timestamp, id), with the messages
+/// replaced by the hash of their payload, the metadata as JSON (open-ended: it can grow without
+/// a migration) and the scores in postcard ([`ScoreRef`]s; schema 1's records hold them as JSON
+/// text, which postcard frames the same way). Text is borrowed both ways: encoding copies
+/// nothing out of the record, and reading decodes nothing into owned strings.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Stored<'a> {
+    pub(super) model: &'a str,
+    pub(super) provider: &'a str,
+    pub(super) messages: u128,
+    pub(super) temperature: Option<f64>,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) top_p: Option<f64>,
+    pub(super) response: Option<&'a str>,
+    pub(super) response_time_ms: Option<f64>,
+    pub(super) prompt_tokens: Option<u32>,
+    pub(super) completion_tokens: Option<u32>,
+    pub(super) total_tokens: Option<u32>,
+    pub(super) finish_reason: Option<&'a str>,
+    pub(super) error: Option<&'a str>,
+    pub(super) metadata: &'a str,
+    pub(super) job: &'a str,
+    pub(super) run_id: &'a str,
+    pub(super) case_id: &'a str,
+    pub(super) endpoint: &'a str,
+    pub(super) ttft_ms: Option<f64>,
+    pub(super) scores: &'a [u8],
+}
+
+impl<'a> Stored<'a> {
+    /// Reads a stored value and its version; `None` for a version this binary cannot read.
+    pub(super) fn decode(bytes: &'a [u8]) -> Option<(u8, Stored<'a>)> {
+        let (&version, body) = bytes.split_first()?;
+        if version != RECORD_V1 && version != RECORD_V2 {
+            return None;
+        }
+        Some((version, postcard::from_bytes(body).ok()?))
+    }
+
+    /// The row, with the messages and scores JSON found by the caller.
+    pub(super) fn row(
+        &self,
+        key: (u64, u64),
+        messages_json: &'a str,
+        scores_json: &'a str,
+    ) -> RowRef<'a> {
+        RowRef {
+            id: key.1,
+            timestamp_ms: key.0 as i64,
+            model: self.model,
+            provider: self.provider,
+            messages_json,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            top_p: self.top_p,
+            response: self.response,
+            response_time_ms: self.response_time_ms,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            finish_reason: self.finish_reason,
+            error: self.error,
+            metadata_json: self.metadata,
+            job: self.job,
+            run_id: self.run_id,
+            case_id: self.case_id,
+            endpoint: self.endpoint,
+            ttft_ms: self.ttft_ms,
+            scores_json,
+        }
+    }
+}
+
+/// The scores of a stored record as JSON text: [`RECORD_V1`] holds the text, later versions
+/// postcard, written out as JSON into `buf`. Damaged scores read as `[]`.
+pub(super) fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>) -> &'b str {
+    if version == RECORD_V1 {
+        return std::str::from_utf8(bytes).unwrap_or("[]");
+    }
+    buf.clear();
+    let written = postcard::from_bytes::<Vec<ScoreRef>>(bytes)
+        .ok()
+        .and_then(|v| serde_json::to_writer(&mut *buf, &v).ok());
+    match written {
+        Some(()) => std::str::from_utf8(buf).unwrap_or("[]"),
+        None => "[]",
+    }
+}
+
+/// A record ready for the writer: encoded by the task that made it, so the one writer thread
+/// only inserts bytes.
+pub(super) struct Encoded {
+    pub(super) timestamp_ms: u64,
+    pub(super) value: Vec<u8>,
+    pub(super) payload: u128,
+    pub(super) payload_json: Vec<u8>,
+    pub(super) group: String,
+    pub(super) sample: Option<Sample>,
+}
+
+impl Encoded {
+    /// Encodes a record (its `id` is assigned by the writer).
+    pub(super) fn new(r: &Record) -> Result<Encoded, StoreError> {
+        let payload_json = serde_json::to_vec(&r.messages)?;
+        let payload = xxhash_rust::xxh3::xxh3_128(&payload_json);
+        let metadata = serde_json::to_string(&r.metadata)?;
+        let scores: Vec<ScoreRef> = r.scores.iter().map(ScoreRef::from).collect();
+        let scores = postcard::to_allocvec(&scores)?;
+        let s = Stored {
+            model: &r.model,
+            provider: &r.provider,
+            messages: payload,
+            temperature: r.temperature,
+            max_tokens: r.max_tokens,
+            top_p: r.top_p,
+            response: r.response.as_deref(),
+            response_time_ms: r.response_time_ms,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
+            finish_reason: r.finish_reason.as_deref(),
+            error: r.error.as_deref(),
+            metadata: &metadata,
+            job: &r.job,
+            run_id: &r.run_id,
+            case_id: &r.case_id,
+            endpoint: &r.endpoint,
+            ttft_ms: r.ttft_ms,
+            scores: &scores,
+        };
+        let mut value = Vec::with_capacity(
+            64 + r.response.as_ref().map_or(0, String::len) + metadata.len() + scores.len(),
+        );
+        value.push(RECORD_V2);
+        let value = postcard::to_extend(&s, value)?;
+        Ok(Encoded {
+            timestamp_ms: r.timestamp_ms.max(0) as u64,
+            value,
+            payload,
+            payload_json,
+            group: rollup::key_of(&r.job, &r.endpoint, &r.model, &r.provider),
+            sample: Sample::of(r),
+        })
+    }
+}
+
+/// Reads prompt payloads within one read transaction, each distinct one once: an export of a
+/// million records of a few hundred prompts reads a few hundred payloads.
+pub(super) struct PayloadReader<'a> {
+    pub(super) table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>,
+    pub(super) texts: HashMap<u128, Box<str>>,
+}
+
+impl<'a> PayloadReader<'a> {
+    /// Payloads kept at most; more are read again.
+    const SIZE: usize = 4096;
+
+    pub(super) fn new(table: &'a redb::ReadOnlyTable<u128, (u64, &'static [u8])>) -> Self {
+        PayloadReader {
+            table,
+            texts: HashMap::new(),
+        }
+    }
+
+    /// The messages JSON of a payload (`[]` if it is missing or damaged).
+    pub(super) fn get(&mut self, hash: u128) -> &str {
+        if !self.texts.contains_key(&hash) {
+            let text: Box<str> = self
+                .table
+                .get(hash)
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(v.value().1).ok().map(Box::from))
+                .unwrap_or_else(|| "[]".into());
+            if self.texts.len() >= Self::SIZE {
+                self.texts.clear();
+            }
+            self.texts.insert(hash, text);
+        }
+        self.texts.get(&hash).map_or("[]", |t| t)
+    }
+}
+
+/// A [`Score`] borrowed: what the store keeps of each verdict, in postcard. In a
+/// human-readable format (JSON) it serialises exactly as [`Score`] does, absent fields left out;
+/// in a binary one every field is written, in order, as postcard needs.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ScoreRef<'a> {
+    /// [`Score::name`].
+    pub name: &'a str,
+    /// [`Score::value`].
+    pub value: Option<f64>,
+    /// [`Score::passed`].
+    pub passed: Option<bool>,
+    /// [`Score::weight`].
+    pub weight: f64,
+    /// [`Score::error`].
+    #[serde(borrow)]
+    pub error: Option<&'a str>,
+    /// [`Score::note`].
+    #[serde(borrow)]
+    pub note: Option<&'a str>,
+}
+
+impl<'a> From<&'a Score> for ScoreRef<'a> {
+    fn from(s: &'a Score) -> Self {
+        ScoreRef {
+            name: &s.name,
+            value: s.value,
+            passed: s.passed,
+            weight: s.weight,
+            error: s.error.as_deref(),
+            note: s.note.as_deref(),
+        }
+    }
+}
+
+impl Serialize for ScoreRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// An optional field: always written in a binary format, only when set in JSON.
+        fn opt<S: SerializeStruct, T: Serialize>(
+            st: &mut S,
+            all: bool,
+            key: &'static str,
+            v: &Option<T>,
+        ) -> Result<(), S::Error> {
+            if all || v.is_some() {
+                st.serialize_field(key, v)
+            } else {
+                st.skip_field(key)
+            }
+        }
+        let all = !ser.is_human_readable();
+        let mut st = ser.serialize_struct("Score", 6)?;
+        st.serialize_field("name", self.name)?;
+        opt(&mut st, all, "value", &self.value)?;
+        opt(&mut st, all, "passed", &self.passed)?;
+        st.serialize_field("weight", &self.weight)?;
+        opt(&mut st, all, "error", &self.error)?;
+        opt(&mut st, all, "note", &self.note)?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_score_ref_writes_json_as_a_score_does() {
+        let full = Score {
+            name: "judge \"q\"".into(),
+            value: Some(0.25),
+            passed: Some(false),
+            weight: 2.0,
+            error: Some("trap: unreachable".into()),
+            note: Some("ünïcödé\nline".into()),
+        };
+        let bare = Score {
+            name: "contains".into(),
+            value: None,
+            passed: None,
+            weight: 1.0,
+            error: None,
+            note: None,
+        };
+        for s in [&full, &bare] {
+            assert_eq!(
+                serde_json::to_string(&ScoreRef::from(s)).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+        let both = [&full, &bare];
+        let refs: Vec<ScoreRef> = both.iter().map(|s| ScoreRef::from(*s)).collect();
+        assert_eq!(
+            serde_json::to_string(&refs).unwrap(),
+            serde_json::to_string(&both).unwrap()
+        );
+    }
+}

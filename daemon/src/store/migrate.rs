@@ -1,0 +1,99 @@
+//! Schema migrations, run in one transaction when the store opens (all or nothing).
+
+use super::tables::*;
+use super::*;
+
+impl Store {
+    /// Creates the tables and records the schema version; refuses a newer schema; migrates an
+    /// older one in the same transaction (all or nothing).
+    pub(super) fn migrate(&self) -> Result<(), OpenError> {
+        let db_err = |e: StoreError| OpenError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let run = || -> Result<Option<u64>, StoreError> {
+            let tx = self.db.begin_write()?;
+            let found = tx
+                .open_table(META)?
+                .get("schema_version")?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Ok(Some(v)),
+                Some(SCHEMA_VERSION) => {}
+                // Migration 1 → 2: rollups by group id, hourly and daily; no run index.
+                Some(1) => {
+                    let t = std::time::Instant::now();
+                    let rows = migrate_1_to_2(&tx)?;
+                    tracing::info!(
+                        file = %self.path.display(),
+                        rollup_rows = rows,
+                        ms = t.elapsed().as_millis() as u64,
+                        "store migrated from schema 1 to 2"
+                    );
+                }
+                // A new file (or one from before versions were written).
+                _ => {}
+            }
+            tx.open_table(META)?
+                .insert("schema_version", SCHEMA_VERSION)?;
+            tx.open_table(RECORDS)?;
+            tx.open_table(RUNS)?;
+            tx.open_table(JOB_RUNS)?;
+            tx.open_table(RUNNING)?;
+            tx.open_table(PAYLOADS)?;
+            tx.open_table(GROUPS)?;
+            tx.open_table(HOURS)?;
+            tx.open_table(DAYS)?;
+            tx.commit()?;
+            Ok(None)
+        };
+        match run().map_err(db_err)? {
+            Some(found) => Err(OpenError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Migration 1 → 2: schema 1's hourly rollups (keyed by the joined names) become group ids,
+/// hourly and daily rows; the run → records index goes. Returns the rollup rows converted.
+pub(super) fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut groups = Groups::default();
+    let mut n = 0;
+    {
+        let old = tx.open_table(ROLLUPS_V1)?;
+        let mut names = tx.open_table(GROUPS)?;
+        let mut hours = tx.open_table(HOURS)?;
+        let mut days = tx.open_table(DAYS)?;
+        // Schema 1's rows come in hour order: converted a day at a time, so memory holds one
+        // day's rows however long the history.
+        let mut day = None;
+        let mut pending = rollup::Pending::default();
+        for e in old.iter()? {
+            let (k, v) = e?;
+            let (hour, key) = k.value();
+            let Some(r) = rollup::decode_v1(v.value()) else {
+                tracing::warn!(
+                    hour,
+                    group = key,
+                    "a schema 1 rollup row could not be read; skipped"
+                );
+                continue;
+            };
+            let this_day = rollup::day_of(hour as i64);
+            if day != Some(this_day) {
+                std::mem::take(&mut pending).merge_into(&mut hours, &mut days)?;
+                day = Some(this_day);
+            }
+            let gid = groups.id(key, &mut names)?;
+            pending.add_rollup(hour as i64, gid, &r);
+            n += 1;
+        }
+        pending.merge_into(&mut hours, &mut days)?;
+    }
+    tx.delete_table(ROLLUPS_V1)?;
+    tx.delete_multimap_table(RUN_RECORDS_V1)?;
+    Ok(n)
+}

@@ -1,0 +1,214 @@
+//! Retention: what pruning removes (by age, and by `max_db_size`), counted or done in steps
+//! between writes.
+
+use super::tables::*;
+use super::*;
+use crate::config::Retention;
+
+/// Records deleted per prune transaction: small enough that writers queued behind a prune wait
+/// for one short commit.
+pub const PRUNE_BATCH: usize = 5000;
+
+/// A run id's lower bound for a start time: run ids begin with the start time in hex.
+pub(super) fn run_id_floor(ms: i64) -> String {
+    format!("{:011x}", ms.max(0))
+}
+
+/// What pruning removes: records before one time, runs and rollups before another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCutoffs {
+    /// Records with a timestamp before this go.
+    pub records_before_ms: i64,
+    /// Run summaries started before this go, and the rollups of the days before it.
+    pub runs_before_ms: i64,
+}
+
+impl PruneCutoffs {
+    /// Rollups (hourly and daily) go by whole days, so the hours of a day that still has its
+    /// daily row are all there too.
+    pub fn rollups_before(&self) -> i64 {
+        rollup::day_of(self.runs_before_ms)
+    }
+}
+
+/// How much a prune removed (or would).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Request records.
+    pub records: u64,
+    /// Run summaries.
+    pub runs: u64,
+    /// Hourly rollups.
+    pub rollups: u64,
+    /// Prompt payloads no record refers to any more.
+    pub payloads: u64,
+}
+
+impl Store {
+    /// Counts what pruning at `cutoffs` would remove, without removing it.
+    pub fn prune_plan(&self, cutoffs: &PruneCutoffs) -> Result<PruneReport, StoreError> {
+        let tx = self.db.begin_read()?;
+        let records = tx.open_table(RECORDS)?;
+        let runs = tx.open_table(RUNS)?;
+        let rollup_hi = (cutoffs.rollups_before().max(0) as u64, 0u32);
+        Ok(PruneReport {
+            records: records
+                .range(..(cutoffs.records_before_ms.max(0) as u64, 0))?
+                .count() as u64,
+            runs: runs
+                .range(..run_id_floor(cutoffs.runs_before_ms).as_str())?
+                .count() as u64,
+            rollups: tx.open_table(HOURS)?.range(..rollup_hi)?.count() as u64
+                + tx.open_table(DAYS)?.range(..rollup_hi)?.count() as u64,
+            payloads: 0,
+        })
+    }
+}
+
+/// A prune in progress in the writer.
+pub(super) struct PruneJob {
+    pub(super) cutoffs: PruneCutoffs,
+    pub(super) batch: usize,
+    pub(super) ack: oneshot::Sender<Result<PruneReport, StoreError>>,
+    pub(super) report: PruneReport,
+    pub(super) records_done: bool,
+}
+
+impl PruneJob {
+    /// One transaction of deletions; true when nothing is left to delete.
+    pub(super) fn step(&mut self, db: &Database) -> Result<bool, StoreError> {
+        if !self.records_done {
+            let n = prune_records(db, &self.cutoffs, self.batch, &mut self.report)?;
+            self.records_done = n < self.batch;
+            return Ok(false);
+        }
+        let (n, m) = prune_runs(db, &self.cutoffs, self.batch, &mut self.report)?;
+        Ok(n < self.batch && m < self.batch)
+    }
+}
+
+/// Deletes up to `batch` records older than the cutoff, and the payloads no record refers
+/// to any more, in one transaction. Returns how many records went.
+pub(super) fn prune_records(
+    db: &Database,
+    cutoffs: &PruneCutoffs,
+    batch: usize,
+    report: &mut PruneReport,
+) -> Result<usize, StoreError> {
+    let rec_hi = (cutoffs.records_before_ms.max(0) as u64, 0u64);
+    let tx = db.begin_write()?;
+    let n = {
+        let mut records = tx.open_table(RECORDS)?;
+        let mut payloads = tx.open_table(PAYLOADS)?;
+        // References dropped per payload: one read-modify-write per payload, not per record.
+        let mut dropped: HashMap<u128, u64> = HashMap::new();
+        let mut n = 0;
+        for e in records.extract_from_if(..rec_hi, |_, _| true)?.take(batch) {
+            let (_, v) = e?;
+            n += 1;
+            if let Some((_, s)) = Stored::decode(v.value()) {
+                *dropped.entry(s.messages).or_default() += 1;
+            }
+        }
+        for (hash, n) in dropped {
+            let refs = payloads
+                .get(hash)?
+                .map(|v| (v.value().0, v.value().1.to_vec()));
+            match refs {
+                Some((r, _)) if r <= n => {
+                    payloads.remove(hash)?;
+                    report.payloads += 1;
+                }
+                Some((r, bytes)) => {
+                    payloads.insert(hash, (r - n, bytes.as_slice()))?;
+                }
+                None => {}
+            }
+        }
+        n
+    };
+    tx.commit()?;
+    report.records += n as u64;
+    Ok(n)
+}
+
+/// Deletes up to `batch` run summaries and `batch` rollups older than the cutoff in one
+/// transaction. Returns how many of each went.
+pub(super) fn prune_runs(
+    db: &Database,
+    cutoffs: &PruneCutoffs,
+    batch: usize,
+    report: &mut PruneReport,
+) -> Result<(usize, usize), StoreError> {
+    let run_hi = run_id_floor(cutoffs.runs_before_ms);
+    let tx = db.begin_write()?;
+    let n = {
+        let mut runs = tx.open_table(RUNS)?;
+        let mut job_runs = tx.open_table(JOB_RUNS)?;
+        let mut running = tx.open_table(RUNNING)?;
+        let doomed: Vec<(String, String)> = runs
+            .range(..run_hi.as_str())?
+            .take(batch)
+            .filter_map(|e| e.ok())
+            .map(|(k, v)| {
+                let job = serde_json::from_slice::<RunSummary>(v.value())
+                    .map(|s| s.job)
+                    .unwrap_or_default();
+                (k.value().to_string(), job)
+            })
+            .collect();
+        for (id, job) in &doomed {
+            runs.remove(id.as_str())?;
+            job_runs.remove((job.as_str(), id.as_str()))?;
+            running.remove(id.as_str())?;
+        }
+        doomed.len()
+    };
+    // Daily rows first: a reader between two batches then finds a pruned day missing, never
+    // a day's row without its hours.
+    let hi = (cutoffs.rollups_before().max(0) as u64, 0u32);
+    let mut m = 0;
+    for table in [DAYS, HOURS] {
+        let mut t = tx.open_table(table)?;
+        for e in t.extract_from_if(..hi, |_, _| true)?.take(batch - m) {
+            e?;
+            m += 1;
+        }
+        if m >= batch {
+            break;
+        }
+    }
+    tx.commit()?;
+    report.runs += n as u64;
+    report.rollups += m as u64;
+    Ok((n, m))
+}
+
+/// The prune cutoffs now: by age, and by `max_db_size` (oldest records first).
+pub fn cutoffs(
+    retention: &Retention,
+    store: &Store,
+) -> Result<PruneCutoffs, crate::store::StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    // Hour-aligned, like the rollups: the hours that still have records have all of them, so
+    // the rollups and the records agree wherever both exist.
+    let mut c = PruneCutoffs {
+        records_before_ms: rollup::hour_of(now - retention.requests.as_millis() as i64),
+        runs_before_ms: rollup::hour_of(now - retention.runs.as_millis() as i64),
+    };
+    if let Some(cap) = retention.max_db_size {
+        // The file does not shrink (redb reuses freed pages), so the cap is on the pages in
+        // use, which do shrink after a prune: once under the cap, nothing more is removed.
+        let live = store.live_bytes()?;
+        let n = store.record_count()?;
+        if live > cap && n > 0 {
+            // Keep as many records as fit in 90 % of the cap at today's bytes per record.
+            let per = live as f64 / n as f64;
+            let keep = ((cap as f64 * 0.9) / per) as u64;
+            if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
+                c.records_before_ms = c.records_before_ms.max(rollup::hour_of(ts));
+            }
+        }
+    }
+    Ok(c)
+}

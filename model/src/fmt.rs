@@ -1,0 +1,49 @@
+//! How figures and texts are shortened for people, the same on the page and in the terminal.
+
+/// A latency for people: `—` when absent, `12.3 ms` below 100 ms, `123 ms` below 10 s, then
+/// `12.3 s`.
+pub fn fmt_ms(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(ms) if ms >= 10_000.0 => format!("{:.1} s", ms / 1000.0),
+        Some(ms) if ms >= 100.0 => format!("{ms:.0} ms"),
+        Some(ms) => format!("{ms:.1} ms"),
+    }
+}
+
+/// At most `n` characters of `s` (trimmed), with `…` when cut; never splits a character.
+pub fn clip(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}…", &s[..at]),
+    }
+}
+
+/// `s` on one line: runs of whitespace (newlines too) become one space.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_read_in_their_scale() {
+        assert_eq!(fmt_ms(None), "—");
+        assert_eq!(fmt_ms(Some(7.25)), "7.2 ms");
+        assert_eq!(fmt_ms(Some(99.94)), "99.9 ms");
+        assert_eq!(fmt_ms(Some(100.4)), "100 ms");
+        assert_eq!(fmt_ms(Some(9_999.0)), "9999 ms");
+        assert_eq!(fmt_ms(Some(12_345.0)), "12.3 s");
+    }
+
+    #[test]
+    fn clipping_counts_characters_not_bytes() {
+        assert_eq!(clip("  short  ", 10), "short");
+        assert_eq!(clip("ünïcödé", 3), "ünï…");
+        assert_eq!(clip("exactly", 7), "exactly");
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
+    }
+}

@@ -1,0 +1,228 @@
+//! Runs: how they start, where they are, and their per-target results.
+
+use serde::{Deserialize, Serialize};
+
+use crate::score::mean;
+
+/// `compare` (every case to every target) or `benchmark` (load against each target in turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Quality comparison.
+    #[default]
+    Compare,
+    /// Load and latency measurement.
+    Benchmark,
+}
+
+impl JobKind {
+    /// The word used in job files, the API and the pages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Compare => "compare",
+            JobKind::Benchmark => "benchmark",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// By its cron schedule.
+    Schedule,
+    /// By `evald run` or `evald compare`.
+    Manual,
+}
+
+/// Where a run is, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still going (or cut off by a crash, until the next start marks it interrupted).
+    Running,
+    /// Finished; requests may still have failed, see the counts.
+    Ok,
+    /// Could not run, or every request failed.
+    Failed,
+    /// Cut off by a shutdown or a crash.
+    Interrupted,
+    /// Not started: the previous run of the job was still going.
+    Skipped,
+}
+
+impl RunStatus {
+    /// The lower-case word used in the API, the metrics and the page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Percentiles of one latency measure, ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples counted.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// Benchmark results of one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchSummary {
+    /// Measured wall time of the target's phase (warm-up excluded), seconds.
+    pub duration_s: f64,
+    /// Completed requests per second.
+    pub request_throughput: f64,
+    /// Output tokens per second.
+    pub output_tokens_per_s: f64,
+    /// Requests per second that passed every scorer within the SLOs.
+    pub good_throughput: f64,
+    /// Errors by kind.
+    pub errors_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Time to first token.
+    pub ttft_ms: Percentiles,
+    /// Inter-token latency.
+    pub itl_ms: Percentiles,
+    /// Time per output token.
+    pub tpot_ms: Percentiles,
+    /// End-to-end latency.
+    pub e2e_ms: Percentiles,
+    /// Open loop: the rate asked for, requests/s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target_rate: Option<f64>,
+    /// Open loop: the rate the client kept up, requests/s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub achieved_rate: Option<f64>,
+    /// Open loop: mean lateness of sends, ms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mean_send_lag_ms: Option<f64>,
+    /// End-to-end latency histogram for drawing: (upper bound ms, count) buckets.
+    pub e2e_histogram: Vec<(f64, u64)>,
+    /// The serialized HDR histogram of end-to-end latency (µs), V2 format, base64, so runs can be
+    /// merged and redrawn.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub e2e_hdr: Option<String>,
+}
+
+/// A run's results for one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    /// `endpoint/model`.
+    pub target: String,
+    /// Requests sent (warm-up excluded).
+    pub requests: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
+    /// Mean end-to-end latency of successful requests, ms.
+    pub mean_latency_ms: Option<f64>,
+    /// Mean weighted score over scored responses.
+    pub mean_score: Option<f64>,
+    /// Share of scored responses that passed every scorer.
+    pub pass_rate: Option<f64>,
+    /// Mean of each scorer, by scorer name.
+    pub scorer_means: std::collections::BTreeMap<String, f64>,
+    /// Prompt tokens, summed.
+    pub prompt_tokens: u64,
+    /// Completion tokens, summed.
+    pub completion_tokens: u64,
+    /// Benchmark jobs only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bench: Option<BenchSummary>,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run id (sortable by start time).
+    pub id: String,
+    /// The job's name (or `compare` for ad hoc compares).
+    pub job: String,
+    /// `compare` or `benchmark`.
+    pub kind: JobKind,
+    /// How it was started.
+    pub trigger: Trigger,
+    /// Start, Unix ms.
+    pub started_ms: i64,
+    /// End, Unix ms; absent while running.
+    pub ended_ms: Option<i64>,
+    /// Where the run is, or how it ended.
+    pub status: RunStatus,
+    /// Why it failed, was interrupted or skipped.
+    pub message: Option<String>,
+    /// Requests stored.
+    pub requests: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
+    /// Cases in the run (after generators).
+    pub cases: u64,
+    /// Per target results.
+    pub targets: Vec<TargetSummary>,
+    /// Time spent in scorers (built-in and plugins), summed over requests, ms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scoring_ms: Option<f64>,
+}
+
+impl RunSummary {
+    /// A run that starts now (status `running`, no counts yet).
+    pub fn start(
+        id: String,
+        job: &str,
+        kind: JobKind,
+        trigger: Trigger,
+        started_ms: i64,
+    ) -> RunSummary {
+        RunSummary {
+            id,
+            job: job.to_string(),
+            kind,
+            trigger,
+            started_ms,
+            ended_ms: None,
+            status: RunStatus::Running,
+            message: None,
+            requests: 0,
+            errors: 0,
+            cases: 0,
+            targets: vec![],
+            scoring_ms: None,
+        }
+    }
+
+    /// Mean score over targets that have one.
+    pub fn mean_score(&self) -> Option<f64> {
+        mean(self.targets.iter().filter_map(|t| t.mean_score))
+    }
+
+    /// Mean pass rate over targets that have one.
+    pub fn pass_rate(&self) -> Option<f64> {
+        mean(self.targets.iter().filter_map(|t| t.pass_rate))
+    }
+
+    /// Mean latency over targets that have one.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        mean(self.targets.iter().filter_map(|t| t.mean_latency_ms))
+    }
+}

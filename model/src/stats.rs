@@ -1,0 +1,54 @@
+//! The analytics summary over a window of records.
+
+use serde::{Deserialize, Serialize};
+
+/// Aggregates over a window of request records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsGroup {
+    /// The group key: model, provider or job name (empty for the overall group).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub name: String,
+    /// Requests counted.
+    pub total_requests: u64,
+    /// Mean response time, ms.
+    pub avg_response_time_ms: f64,
+    /// Median response time, ms.
+    pub p50_ms: f64,
+    /// 95th percentile response time, ms.
+    pub p95_ms: f64,
+    /// 99th percentile response time, ms.
+    pub p99_ms: f64,
+    /// Errors / requests, 0..=1.
+    pub error_rate: f64,
+    /// Token totals.
+    pub tokens: TokenStats,
+}
+
+/// Token totals of a stats group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenStats {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Completion tokens.
+    pub completion: u64,
+    /// Total tokens.
+    pub total: u64,
+    /// Total tokens / requests.
+    pub avg_per_request: f64,
+}
+
+/// The analytics summary (`/api/v1/stats`, `evald stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// The window, days.
+    pub days: u32,
+    /// Overall figures.
+    #[serde(flatten)]
+    pub overall: StatsGroup,
+    /// By model.
+    pub by_model: Vec<StatsGroup>,
+    /// By provider.
+    pub by_provider: Vec<StatsGroup>,
+    /// By job.
+    pub by_job: Vec<StatsGroup>,
+}
