@@ -70,19 +70,27 @@ pub struct Scheduler {
 
 /// The scheduler failed to start or to take a job.
 #[derive(Debug, thiserror::Error)]
-#[error("scheduler: {0}")]
-pub struct SchedulerError(String);
+pub enum SchedulerError {
+    /// tokio-cron-scheduler failed (starting, adding or removing an entry).
+    #[error("scheduler: {0}")]
+    Cron(#[from] tokio_cron_scheduler::JobSchedulerError),
+    /// A job's schedule was refused (validation already checked it, so this is a bug).
+    #[error("scheduler: job {job}: schedule `{expr}`: {source}")]
+    Schedule {
+        /// The job.
+        job: String,
+        /// The six-field expression given to the scheduler.
+        expr: String,
+        /// Why it was refused.
+        source: tokio_cron_scheduler::JobSchedulerError,
+    },
+}
 
 impl Scheduler {
     /// A started scheduler that sends job names on `fire` when they are due.
     pub async fn start(fire: mpsc::Sender<String>) -> Result<Scheduler, SchedulerError> {
-        let sched = JobScheduler::new()
-            .await
-            .map_err(|e| SchedulerError(e.to_string()))?;
-        sched
-            .start()
-            .await
-            .map_err(|e| SchedulerError(e.to_string()))?;
+        let sched = JobScheduler::new().await?;
+        sched.start().await?;
         Ok(Scheduler {
             sched: Mutex::new(sched),
             ids: Mutex::new(HashMap::new()),
@@ -121,14 +129,12 @@ impl Scheduler {
                 let _ = tx.try_send(name);
             })
         })
-        .map_err(|e| SchedulerError(format!("job {}: schedule `{expr}`: {e}", job.name)))?;
-        let id = self
-            .sched
-            .lock()
-            .await
-            .add(entry)
-            .await
-            .map_err(|e| SchedulerError(e.to_string()))?;
+        .map_err(|source| SchedulerError::Schedule {
+            job: job.name.clone(),
+            expr: expr.clone(),
+            source,
+        })?;
+        let id = self.sched.lock().await.add(entry).await?;
         ids.insert(job.name.clone(), (id, expr));
         Ok(())
     }

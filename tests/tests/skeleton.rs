@@ -441,3 +441,40 @@ async fn compare_sends_one_prompt_to_several_targets_with_and_without_a_daemon()
     );
     drop(d);
 }
+
+/// Every log line of a run carries the job and the run id, also those of the endpoint client
+/// (its retries), which runs inside the run's span; the run id is the one stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_log_lines_carry_its_job_and_run_id() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "spans",
+        "targets = [\"test/err500\", \"test/ok\"]\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n",
+    );
+    let out = site.evald_env(
+        &["--log-format", "json", "run", "spans", "--json"],
+        &[("RUST_LOG", "evald=debug")],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let run_id = report["summary"]["id"].as_str().unwrap().to_string();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let of_run: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            let m = l["fields"]["message"].as_str().unwrap_or_default();
+            m == "retrying" || m == "run started" || m == "run ended"
+        })
+        .collect();
+    // err500 is retried max_retries = 2 times: two "retrying" lines, plus start and end.
+    assert_eq!(of_run.len(), 4, "{lines:#?}");
+    for l in of_run {
+        assert_eq!(l["span"]["job"], "spans", "{l}");
+        assert_eq!(l["span"]["run_id"], run_id.as_str(), "{l}");
+    }
+}

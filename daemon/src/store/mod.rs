@@ -173,6 +173,22 @@ impl Store {
         Ok(store)
     }
 
+    /// A store in memory (redb's in-memory backend), for tests where a file adds nothing.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Store {
+        #[allow(clippy::expect_used)]
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("an in-memory database opens");
+        let store = Store {
+            db: Arc::new(db),
+            path: PathBuf::from("<memory>"),
+        };
+        #[allow(clippy::expect_used)]
+        store.migrate().expect("a new store migrates");
+        store
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -516,4 +532,108 @@ pub fn new_run_id(started_ms: i64) -> String {
         run_id_floor(started_ms),
         rand::random::<u32>() & 0xfffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use evald_model::{JobKind, Message, Metadata, Score, Trigger};
+
+    use super::*;
+
+    fn record(run: &str, ts: i64, case: &str) -> Record {
+        Record {
+            id: 0,
+            timestamp_ms: ts,
+            model: "m".into(),
+            provider: "p".into(),
+            messages: vec![Message {
+                role: "user".into(),
+                content: format!("prompt of {case} ünï \"q\""),
+            }],
+            temperature: Some(0.5),
+            max_tokens: Some(64),
+            top_p: None,
+            response: Some(format!("answer to {case}")),
+            response_time_ms: Some(12.5),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            total_tokens: Some(7),
+            finish_reason: Some("stop".into()),
+            error: None,
+            metadata: Metadata {
+                attempts: 1,
+                ..Metadata::default()
+            },
+            job: "j".into(),
+            run_id: run.into(),
+            case_id: case.into(),
+            endpoint: "e".into(),
+            ttft_ms: None,
+            scores: vec![Score {
+                name: "contains".into(),
+                value: Some(1.0),
+                passed: Some(true),
+                weight: 1.0,
+                error: None,
+                note: Some("found".into()),
+            }],
+        }
+    }
+
+    /// What goes through the writer comes back field for field, ids assigned in order, and
+    /// a run's records are those of that run only, even when runs interleave.
+    #[tokio::test]
+    async fn records_round_trip_and_a_run_has_only_its_own() {
+        let store = Store::in_memory();
+        let w = store.writer();
+        let t0 = 1_764_000_000_000;
+        for i in 0..6 {
+            let run = if i % 2 == 0 { "run-a" } else { "run-b" };
+            w.record(record(run, t0 + i, &format!("c{i}"))).await;
+        }
+        w.flush().await;
+        let a = store.run_records("run-a", 100).unwrap();
+        assert_eq!(
+            a.iter().map(|r| r.case_id.as_str()).collect::<Vec<_>>(),
+            ["c0", "c2", "c4"]
+        );
+        let mut want = record("run-a", t0 + 2, "c2");
+        want.id = a[1].id;
+        assert_eq!(a[1], want);
+        assert!(a[0].id < a[1].id && a[1].id < a[2].id, "ids increase");
+        assert_eq!(store.record_count().unwrap(), 6);
+        w.close().await;
+    }
+
+    /// A run cut off by a crash is summarised from the records it committed.
+    #[tokio::test]
+    async fn an_interrupted_run_counts_its_committed_records() {
+        let store = Store::in_memory();
+        let w = store.writer();
+        let t0 = 1_764_000_000_000;
+        w.run(RunSummary::start(
+            "0019ac8f1a2b0-x".into(),
+            "j",
+            JobKind::Compare,
+            Trigger::Schedule,
+            t0,
+        ))
+        .await;
+        for i in 0..3 {
+            let mut r = record("0019ac8f1a2b0-x", t0 + 10 + i, &format!("c{i}"));
+            if i == 2 {
+                r.error = Some("HTTP 500".into());
+            }
+            w.record(r).await;
+        }
+        w.close().await;
+        assert_eq!(store.mark_interrupted().unwrap(), ["0019ac8f1a2b0-x"]);
+        let s = store.run("0019ac8f1a2b0-x").unwrap().unwrap();
+        assert_eq!(s.status, RunStatus::Interrupted);
+        assert_eq!((s.requests, s.errors), (3, 1));
+        assert_eq!(s.ended_ms, Some(t0 + 12));
+        assert_eq!(s.targets.len(), 1);
+        assert_eq!(s.targets[0].scorer_means.get("contains"), Some(&1.0));
+        assert!(store.mark_interrupted().unwrap().is_empty(), "marked once");
+    }
 }
