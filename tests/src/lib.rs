@@ -299,7 +299,54 @@ pub fn evald_bin() -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` (it builds the evald binary)",
         bin.display()
     );
+    // `cargo test -p evald-tests` alone does not rebuild the binary: a test must never pass on
+    // a stale one.
+    let built = modified(&bin);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for src in [
+        "daemon/src",
+        "model/src",
+        "web/src",
+        "web/templates",
+        "plugins/host/src",
+    ] {
+        if let Some((newest, at)) = newest_file(&root.join(src))
+            && newest > built
+        {
+            panic!(
+                "{} is older than {}: build it first (`cargo build -p evald`, or run `cargo test --workspace`)",
+                bin.display(),
+                at.display()
+            );
+        }
+    }
     bin
+}
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// The most recently modified file under `dir`, and when.
+fn newest_file(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let t = modified(&p);
+                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                    newest = Some((t, p));
+                }
+            }
+        }
+    }
+    newest
 }
 
 /// A free port on 127.0.0.1 (bound, read, released).
