@@ -135,6 +135,31 @@ macro_rules! no_compounds {
     };
 }
 
+/// A serializer that takes only a struct (the row), not a value.
+macro_rules! struct_only {
+    () => {
+        no_compounds!();
+        unsupported!(
+            serialize_i64(i64),
+            serialize_u32(u32),
+            serialize_u64(u64),
+            serialize_f64(f64),
+            serialize_str(&str),
+            serialize_none(),
+        );
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), RowError> {
+            Err(RowError("a row is a struct".into()))
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), RowError> {
+            Err(RowError("a row is a struct".into()))
+        }
+    };
+}
+
 /// Collects the field names of a struct.
 struct Names<'n>(&'n mut Vec<&'static str>);
 
@@ -142,25 +167,7 @@ impl<'n> ser::Serializer for Names<'n> {
     type Ok = ();
     type Error = RowError;
     type SerializeStruct = Names<'n>;
-    no_compounds!();
-    unsupported!(
-        serialize_i64(i64),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f64(f64),
-        serialize_str(&str),
-        serialize_none(),
-    );
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), RowError> {
-        Err(RowError("not a struct".into()))
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), RowError> {
-        Err(RowError("not a struct".into()))
-    }
+    struct_only!();
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Names<'n>, RowError> {
         Ok(self)
     }
@@ -211,25 +218,7 @@ impl<'w, W: Write> ser::Serializer for CsvRow<'w, W> {
     type Ok = ();
     type Error = RowError;
     type SerializeStruct = CsvRow<'w, W>;
-    no_compounds!();
-    unsupported!(
-        serialize_i64(i64),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f64(f64),
-        serialize_str(&str),
-        serialize_none(),
-    );
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), RowError> {
-        Err(RowError("a row is a struct".into()))
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), RowError> {
-        Err(RowError("a row is a struct".into()))
-    }
+    struct_only!();
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, RowError> {
         Ok(self)
     }
@@ -332,25 +321,7 @@ impl<'w, W: Write> ser::Serializer for JsonRow<'w, W> {
     type Ok = ();
     type Error = RowError;
     type SerializeStruct = JsonRow<'w, W>;
-    no_compounds!();
-    unsupported!(
-        serialize_i64(i64),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f64(f64),
-        serialize_str(&str),
-        serialize_none(),
-    );
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), RowError> {
-        Err(RowError("a row is a struct".into()))
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), RowError> {
-        Err(RowError("a row is a struct".into()))
-    }
+    struct_only!();
     fn serialize_struct(mut self, _: &'static str, _: usize) -> Result<Self, RowError> {
         self.first = true;
         Ok(self)
