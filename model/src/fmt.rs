@@ -11,6 +11,19 @@ pub fn fmt_ms(v: Option<f64>) -> String {
     }
 }
 
+/// A latency percentile with its 95 % confidence interval: `12.3 ms (11.9–12.8)`, or
+/// `12.3 ms (too few)` when the sample is too small to bound it.
+pub fn fmt_quantile(v: f64, ci: Option<[f64; 2]>) -> String {
+    let short = |ms: f64| {
+        let s = fmt_ms(Some(ms));
+        s.strip_suffix(" ms").map(String::from).unwrap_or(s)
+    };
+    match ci {
+        Some([lo, hi]) => format!("{} ({}–{})", fmt_ms(Some(v)), short(lo), short(hi)),
+        None => format!("{} (too few)", fmt_ms(Some(v))),
+    }
+}
+
 /// At most `n` characters of `s` (trimmed), with `…` when cut; never splits a character.
 pub fn clip(s: &str, n: usize) -> String {
     let s = s.trim();
@@ -37,6 +50,11 @@ mod tests {
         assert_eq!(fmt_ms(Some(100.4)), "100 ms");
         assert_eq!(fmt_ms(Some(9_999.0)), "9999 ms");
         assert_eq!(fmt_ms(Some(12_345.0)), "12.3 s");
+        assert_eq!(
+            fmt_quantile(12.34, Some([11.9, 12.81])),
+            "12.3 ms (11.9–12.8)"
+        );
+        assert_eq!(fmt_quantile(250.0, None), "250 ms (too few)");
     }
 
     #[test]

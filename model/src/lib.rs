@@ -22,7 +22,9 @@ pub mod tally;
 
 pub use jobs::{InvalidJob, JobInfo};
 pub use record::{Message, Metadata, Record, RecordFilter, RecordJson, RowRef, Score};
-pub use run::{BenchSummary, JobKind, Percentiles, RunStatus, RunSummary, TargetSummary, Trigger};
+pub use run::{
+    BenchSummary, Ci95, JobKind, Percentiles, RunStatus, RunSummary, TargetSummary, Trigger,
+};
 pub use score::{all_passed, mean, weighted_mean};
 pub use stats::{Stats, StatsGroup, TokenStats};
 pub use tally::{Tally, TargetTally};

@@ -54,6 +54,10 @@ pub struct Metadata {
     /// Largest gap between streamed chunks, in ms.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub itl_max_ms: Option<f64>,
+    /// Time to the first content token, ms (streams): equal to the TTFT unless the model
+    /// reasoned (or called a tool) first; the TTFT is to the first token of any kind.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ttfc_ms: Option<f64>,
     /// True when token counts were counted by evald because the server sent no usage.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub tokens_estimated: bool,

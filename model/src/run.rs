@@ -83,10 +83,35 @@ pub struct Percentiles {
     pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
+    #[serde(default)]
+    pub p999: f64,
     /// Largest sample.
     pub max: f64,
     /// Mean.
     pub mean: f64,
+    /// The 95 % confidence interval of each percentile.
+    #[serde(default)]
+    pub ci95: Ci95,
+}
+
+/// 95 % confidence intervals of percentiles, `[low, high]` ms, distribution-free (from order
+/// statistics: the ranks a Binomial(n, q) count of samples below the true q-quantile falls
+/// between with at least 95 % probability). `None` where the sample is too small to bound the
+/// percentile (a p99 from fewer than about 300 samples has no upper rank to stand on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ci95 {
+    /// Of the median.
+    pub p50: Option<[f64; 2]>,
+    /// Of the 90th percentile.
+    pub p90: Option<[f64; 2]>,
+    /// Of the 95th percentile.
+    pub p95: Option<[f64; 2]>,
+    /// Of the 99th percentile.
+    pub p99: Option<[f64; 2]>,
+    /// Of the 99.9th percentile.
+    pub p999: Option<[f64; 2]>,
 }
 
 /// Benchmark results of one target.

@@ -219,7 +219,11 @@ pub fn hostile_megabyte() -> String {
 }
 
 fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
-    let words: Vec<String> = text.split(' ').map(String::from).collect();
+    // `reasoner` thinks first: three reasoning chunks, then the answer as content.
+    let thinking = if model == "reasoner" { 3 } else { 0 };
+    let words: Vec<String> = std::iter::repeat_n("hmm".to_string(), thinking)
+        .chain(text.split(' ').map(String::from))
+        .collect();
     let (ttft, pace) = (
         Duration::from_millis(st.ttft_ms),
         Duration::from_millis(st.pace_ms),
@@ -240,8 +244,14 @@ fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
             if model == "trunc" && i == 2 {
                 return Some(Err(std::io::Error::other("cut")));
             }
+            if i < thinking {
+                return Some(chunk(
+                    json!({"id": "c", "object": "chat.completion.chunk", "model": model,
+                    "choices": [{"index": 0, "delta": {"reasoning_content": words[i]}, "finish_reason": null}]}),
+                ));
+            }
             if i < n {
-                let piece = if i == 0 {
+                let piece = if i == thinking {
                     words[i].clone()
                 } else {
                     format!(" {}", words[i])

@@ -323,3 +323,81 @@ async fn targets_of_a_benchmark_run_one_after_another() {
         "cases are cycled"
     );
 }
+
+/// A benchmark never retries unless `[load] retries` says so, whatever the endpoint's
+/// `max_retries` (2 in the test site): every 500 is one request the server saw and one failed
+/// record with its own latency. With `retries = 1`, each request is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_benchmark_does_not_retry_unless_asked() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    let job = |name: &str, retries: &str| {
+        site.job(
+            name,
+            &format!(
+                "kind = \"benchmark\"\ntargets = [\"test/err500\"]\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 1\nrequests = 5\n{retries}\n"
+            ),
+        )
+    };
+    job("plain", "");
+    job("retrying", "retries = 1");
+    let sent = |server: &TestServer| {
+        server
+            .seen()
+            .iter()
+            .filter(|s| s.body["model"] == "err500")
+            .count()
+    };
+    // Every request fails, so the run fails (exit 1); its report is printed all the same.
+    let failed_run = |job: &str| -> Value {
+        let out = site.evald(&["run", job, "--json"]);
+        assert_eq!(out.status.code(), Some(1));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = failed_run("plain");
+    assert_eq!(sent(&server), 5, "the endpoint's max_retries applied");
+    assert_eq!(report["summary"]["targets"][0]["errors"], 5);
+    let records = export(&site, "plain");
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        let meta: Value = r["metadata"].clone();
+        assert_eq!(meta["attempts"], 1, "{r}");
+        assert_eq!(meta["http_status"], 500, "{r}");
+    }
+    failed_run("retrying");
+    assert_eq!(
+        sent(&server),
+        5 + 10,
+        "retries = 1 sends each request twice"
+    );
+    for r in export(&site, "retrying") {
+        assert_eq!(r["metadata"]["attempts"], 2, "{r}");
+    }
+}
+
+/// A model that reasons first: the TTFT is at the first reasoning token, `ttfc_ms` at the first
+/// content token, three 20 ms gaps later; the reasoning is not part of the response, and its
+/// gaps are inter-token gaps. Tolerance as in `streamed_timings_match_the_injected_delays`: a
+/// timer never fires early, a loaded machine adds a few ms per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() {
+    let server = TestServer::with_timing(100, 20).await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "think",
+        "kind = \"benchmark\"\ntargets = [\"test/reasoner\"]\nstream = true\n[[cases]]\nid = \"c\"\nprompt = \"two words\"\n[load]\nconcurrency = 1\nrequests = 5\n",
+    );
+    run_json(&site, "think");
+    let records = export(&site, "think");
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        let ttft = r["ttft_ms"].as_f64().unwrap();
+        let ttfc = r["metadata"]["ttfc_ms"].as_f64().unwrap();
+        assert!((100.0..=118.0).contains(&ttft), "ttft {ttft}: {r}");
+        assert!((160.0..=190.0).contains(&ttfc), "ttfc {ttfc}: {r}");
+        assert_eq!(r["response"], "Echo: two words", "{r}");
+        // Three reasoning gaps and then the content's: every gap is ~20 ms.
+        let itl = r["metadata"]["itl_mean_ms"].as_f64().unwrap();
+        assert!((20.0..=26.0).contains(&itl), "itl {itl}: {r}");
+    }
+}

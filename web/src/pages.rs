@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use evald_model::fmt::{clip, fmt_ms};
+use evald_model::fmt::{clip, fmt_ms, fmt_quantile};
 use evald_model::{
     InvalidJob, JobInfo, JobKind, Percentiles, Record, RecordFilter, RunStatus, RunSummary,
     StatsGroup,
@@ -411,6 +411,7 @@ struct PctRow {
     p90: String,
     p95: String,
     p99: String,
+    p999: String,
     max: String,
     mean: String,
 }
@@ -420,10 +421,11 @@ impl PctRow {
         PctRow {
             what: what.into(),
             count: p.count,
-            p50: fmt_ms(Some(p.p50)),
-            p90: fmt_ms(Some(p.p90)),
-            p95: fmt_ms(Some(p.p95)),
-            p99: fmt_ms(Some(p.p99)),
+            p50: fmt_quantile(p.p50, p.ci95.p50),
+            p90: fmt_quantile(p.p90, p.ci95.p90),
+            p95: fmt_quantile(p.p95, p.ci95.p95),
+            p99: fmt_quantile(p.p99, p.ci95.p99),
+            p999: fmt_quantile(p.p999, p.ci95.p999),
             max: fmt_ms(Some(p.max)),
             mean: fmt_ms(Some(p.mean)),
         }
@@ -434,6 +436,8 @@ struct BenchBlock {
     target: String,
     facts: Vec<(String, String)>,
     rows: Vec<PctRow>,
+    /// Some percentile rests on too few samples to bound.
+    too_few: bool,
     errors: Vec<(String, u64)>,
     histogram: String,
 }
@@ -508,6 +512,9 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
                     PctRow::of("time per output token", &b.tpot_ms),
                     PctRow::of("end-to-end latency", &b.e2e_ms),
                 ],
+                too_few: [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]
+                    .iter()
+                    .any(|p| p.count > 0 && p.ci95.p999.is_none()),
                 errors: b
                     .errors_by_kind
                     .iter()

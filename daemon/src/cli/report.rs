@@ -6,6 +6,7 @@ use std::time::Duration;
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use evald::run::RunReport;
 pub use evald_model::fmt::fmt_ms;
+use evald_model::fmt::fmt_quantile;
 use evald_model::fmt::one_line;
 use evald_model::{JobKind, Percentiles};
 
@@ -123,16 +124,17 @@ pub fn print_report(report: &RunReport) {
             }
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
-            t.set_header(["", "n", "p50", "p90", "p95", "p99", "max", "mean"]);
+            t.set_header(["", "n", "p50", "p90", "p95", "p99", "p99.9", "max", "mean"]);
             let row = |name: &str, p: &Percentiles| {
                 let f = |v: f64| format!("{v:.1} ms");
                 vec![
                     name.to_string(),
                     p.count.to_string(),
-                    f(p.p50),
-                    f(p.p90),
-                    f(p.p95),
-                    f(p.p99),
+                    fmt_quantile(p.p50, p.ci95.p50),
+                    fmt_quantile(p.p90, p.ci95.p90),
+                    fmt_quantile(p.p95, p.ci95.p95),
+                    fmt_quantile(p.p99, p.ci95.p99),
+                    fmt_quantile(p.p999, p.ci95.p999),
                     f(p.max),
                     f(p.mean),
                 ]
@@ -142,6 +144,15 @@ pub fn print_report(report: &RunReport) {
             t.add_row(row("per output token", &b.tpot_ms));
             t.add_row(row("end-to-end", &b.e2e_ms));
             println!("{t}");
+            println!("  in brackets: the 95 % confidence interval of each percentile");
+            if [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]
+                .iter()
+                .any(|p| p.count > 0 && p.ci95.p99.is_none())
+            {
+                println!(
+                    "  \"too few\": the sample is too small to bound that percentile (a p99 needs about 300 requests)"
+                );
+            }
         }
     }
     if !s.targets.is_empty() {

@@ -35,6 +35,10 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Retries of a connect error, 429 or 5xx; `None` takes the endpoint's `max_retries`.
+    /// Benchmarks pass their own (0 unless `[load] retries` opts in): a failed request is a
+    /// failed request, with its own latency.
+    pub max_retries: Option<u32>,
 }
 
 /// What came back from one request (after any retries).
@@ -46,7 +50,7 @@ pub struct Outcome {
     pub response: Option<String>,
     /// End-to-end latency of the final attempt, ms.
     pub latency_ms: Option<f64>,
-    /// Time to the first content token, ms (streams).
+    /// Time to the first streamed token of any kind (content, reasoning, a tool call), ms.
     pub ttft_ms: Option<f64>,
     /// Usage, as the server reported it (or estimated, see `metadata.tokens_estimated`).
     pub prompt_tokens: Option<u32>,
@@ -185,7 +189,7 @@ impl Client {
                     .is_some_and(|s| s == 429 || s >= 500),
                 _ => false,
             };
-            if !retryable || attempt > ep.max_retries {
+            if !retryable || attempt > req.max_retries.unwrap_or(ep.max_retries) {
                 return out;
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
@@ -429,6 +433,27 @@ struct Choice {
 #[derive(Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    /// DeepSeek's and vLLM's reasoning parsers.
+    reasoning_content: Option<String>,
+    /// OpenRouter's and some gateways' name for the same.
+    reasoning: Option<String>,
+    /// A tool call being streamed: token-bearing, whatever it holds.
+    tool_calls: Option<serde_json::Value>,
+}
+
+impl ChoiceMessage {
+    /// Whether a streamed delta carries a token of any kind (content, reasoning or a tool
+    /// call): TTFT and the inter-token gaps count these.
+    fn has_token(&self) -> bool {
+        let some = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        some(&self.content)
+            || some(&self.reasoning_content)
+            || some(&self.reasoning)
+            || self
+                .tool_calls
+                .as_ref()
+                .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -548,15 +573,20 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
             if let Some(f) = c.finish_reason {
                 out.finish_reason = Some(f);
             }
+            let token = c.delta.as_ref().is_some_and(ChoiceMessage::has_token);
             let piece = c
                 .delta
                 .and_then(|d| d.content)
                 .or(c.text)
                 .unwrap_or_default();
-            if piece.is_empty() {
+            if piece.is_empty() && !token {
                 continue;
             }
             let now = Instant::now();
+            // Time to first content: equal to the TTFT unless the model reasoned first.
+            if !piece.is_empty() && out.metadata.ttfc_ms.is_none() {
+                out.metadata.ttfc_ms = Some(ms(now - t0));
+            }
             match last_token {
                 None => out.ttft_ms = Some(ms(now - t0)),
                 Some(prev) => {

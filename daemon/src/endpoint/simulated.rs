@@ -146,6 +146,8 @@ pub async fn chat(sim: &Simulated, req: ChatRequest<'_>) -> Outcome {
     if req.stream {
         tokio::time::sleep(first).await;
         out.ttft_ms = Some(ms(t0.elapsed()));
+        // The simulated model does not reason: its first token is content.
+        out.metadata.ttfc_ms = out.ttft_ms;
         tokio::time::sleep(total - first).await;
         if completion > 1 {
             out.metadata.itl_mean_ms = Some(ms(per_token));
@@ -208,6 +210,7 @@ mod tests {
             params: &params,
             stream: true,
             timeout: Duration::from_secs(5),
+            max_retries: None,
         };
         let out = chat(&sim, req).await;
         // "Echo: say one two three" = 5 words: 150 ms to the first, then 4 × 100 ms.

@@ -208,6 +208,9 @@ pub struct LoadSpec {
     pub slo_ttft_ms: Option<f64>,
     /// A request within this end-to-end latency counts as good.
     pub slo_e2e_ms: Option<f64>,
+    /// Retries of a failed request (connect error, 429, 5xx); 0 by default: the endpoint's
+    /// `max_retries` does not apply to benchmarks.
+    pub retries: u32,
 }
 
 impl Default for LoadSpec {
@@ -221,6 +224,7 @@ impl Default for LoadSpec {
             warmup: 0,
             slo_ttft_ms: None,
             slo_e2e_ms: None,
+            retries: 0,
         }
     }
 }

@@ -576,6 +576,7 @@ impl Validator<'_> {
             warmup: self.int("load.warmup", &l.warmup, 0, 1_000_000, 0) as u64,
             slo_ttft_ms: self.float("load.slo_ttft_ms", &l.slo_ttft_ms, 0.0, 1e9),
             slo_e2e_ms: self.float("load.slo_e2e_ms", &l.slo_e2e_ms, 0.0, 1e9),
+            retries: self.int("load.retries", &l.retries, 0, 10, 0) as u32,
         }
     }
 }

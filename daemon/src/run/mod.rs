@@ -323,6 +323,7 @@ pub fn record_of(
     metadata_extra: impl FnOnce(&mut Metadata),
 ) -> Record {
     let mut metadata = out.metadata;
+    metadata.ttfc_ms = metadata.ttfc_ms.map(round_us);
     metadata_extra(&mut metadata);
     Record {
         id: 0,
@@ -363,6 +364,10 @@ pub async fn send(ctx: &RunContext, job: &Job, target: &Target, case: &Case) -> 
         params: &job.params,
         stream: job.stream,
         timeout: job.timeout_for(&target.endpoint),
+        max_retries: match job.kind {
+            JobKind::Compare => None,
+            JobKind::Benchmark => Some(job.load.as_ref().map_or(0, |l| l.retries)),
+        },
     };
     let started_ms = chrono::Utc::now().timestamp_millis();
     let t0 = std::time::Instant::now();
