@@ -123,18 +123,39 @@ pub struct BenchSummary {
     pub request_throughput: f64,
     /// Output tokens per second.
     pub output_tokens_per_s: f64,
-    /// Requests per second that passed every scorer within the SLOs.
-    pub good_throughput: f64,
+    /// Goodput: requests per second that met every SLO (`slo_ttft_ms`, `slo_tpot_ms`,
+    /// `slo_e2e_ms`) and passed every scorer; failed requests do not.
+    #[serde(alias = "good_throughput")]
+    pub goodput: f64,
+    /// The share of requests that met every SLO and passed every scorer.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slo_attainment: Option<f64>,
     /// Errors by kind.
     pub errors_by_kind: std::collections::BTreeMap<String, u64>,
-    /// Time to first token.
+    /// Time to the first token of any kind (content, reasoning, a tool call).
     pub ttft_ms: Percentiles,
-    /// Inter-token latency.
+    /// Time to the first content token.
+    #[serde(default)]
+    pub ttfc_ms: Percentiles,
+    /// Inter-token latency: every gap of every request, pooled (vLLM's ITL).
     pub itl_ms: Percentiles,
+    /// Each request's mean gap between tokens (guidellm's inter-token latency).
+    #[serde(default)]
+    pub itl_request_mean_ms: Percentiles,
     /// Time per output token.
     pub tpot_ms: Percentiles,
-    /// End-to-end latency.
+    /// End-to-end latency, from the actual send.
     pub e2e_ms: Percentiles,
+    /// Open loop: end-to-end latency from the intended send time (what coordinated omission
+    /// cannot flatter).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub e2e_from_schedule_ms: Option<Percentiles>,
+    /// Open loop: how late requests were sent against their intended times.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub send_lag_ms: Option<Percentiles>,
+    /// Open loop: the client could not send at the intended times.
+    #[serde(default)]
+    pub fell_behind: bool,
     /// Open loop: the rate asked for, requests/s.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target_rate: Option<f64>,

@@ -207,7 +207,9 @@ async fn chat(
     if req["stream"].as_bool() == Some(true) {
         let usage =
             req["stream_options"]["include_usage"].as_bool() == Some(true) && model != "nousage";
-        return stream(&st, &model, &text, usage);
+        // `stall`: every second request stalls once, 300 ms before its fourth chunk.
+        let stall = model == "stall" && attempt % 2 == 0;
+        return stream(&st, &model, &text, usage, stall);
     }
     axum::Json(completion(&model, &text, true)).into_response()
 }
@@ -218,7 +220,7 @@ pub fn hostile_megabyte() -> String {
     unit.repeat(1024 * 1024 / unit.len() + 1)
 }
 
-fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
+fn stream(st: &ServerState, model: &str, text: &str, usage: bool, stall: bool) -> Response {
     // `reasoner` thinks first: three reasoning chunks, then the answer as content.
     let thinking = if model == "reasoner" { 3 } else { 0 };
     let words: Vec<String> = std::iter::repeat_n("hmm".to_string(), thinking)
@@ -240,6 +242,9 @@ fn stream(st: &ServerState, model: &str, text: &str, usage: bool) -> Response {
                 tokio::time::sleep(ttft).await;
             } else if i < n {
                 tokio::time::sleep(pace).await;
+            }
+            if stall && i == 3 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
             if model == "trunc" && i == 2 {
                 return Some(Err(std::io::Error::other("cut")));

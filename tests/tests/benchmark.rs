@@ -286,6 +286,13 @@ duration = "{}ms"
         mean_lag > 0.0 && mean_lag <= 20.0,
         "mean send lag {mean_lag} ms: an idle client is ~1 ms late"
     );
+    // Latency from the intended send time adds each request's lag: never less than from the
+    // actual send; the lag has its own percentiles; a client ~1 ms late did not fall behind.
+    let from_schedule = &b["e2e_from_schedule_ms"];
+    assert_eq!(from_schedule["count"], b["e2e_ms"]["count"], "{b}");
+    assert!(from_schedule["p50"].as_f64().unwrap() >= b["e2e_ms"]["p50"].as_f64().unwrap());
+    assert_eq!(b["send_lag_ms"]["count"].as_f64().unwrap(), n, "{b}");
+    assert_eq!(b["fell_behind"], false, "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,4 +407,79 @@ async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() 
         let itl = r["metadata"]["itl_mean_ms"].as_f64().unwrap();
         assert!((20.0..=26.0).contains(&itl), "itl {itl}: {r}");
     }
+}
+
+/// Every second request stalls once for 300 ms, among 29 gaps of 10 ms (30 chunks: "Echo:"
+/// and 29 words). Pooled over every gap (vLLM's ITL) the stall is 20 of 1,160 gaps, 1.7 %, so
+/// the p99 is a stall (≥ 250 ms, the stall less scheduling slack); per request (guidellm's), a
+/// stalled request's mean gap is (28 × 10 + 310) / 29 ≈ 20 ms, so the p99 of the means stays
+/// under 25 ms. A benchmark
+/// that pooled request means (as evald did) would show a p99 ITL of ~20 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_inter_token_latency_sees_a_stall_that_request_means_hide() {
+    let server = TestServer::with_timing(20, 10).await;
+    let site = Site::new(Some(&server), "");
+    let words = (1..=29)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    site.job(
+        "stall",
+        &format!(
+            "kind = \"benchmark\"\ntargets = [\"test/stall\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 4\nrequests = 40\n"
+        ),
+    );
+    let report = run_json(&site, "stall");
+    let b = &report["summary"]["targets"][0]["bench"];
+    let pooled = &b["itl_ms"];
+    let means = &b["itl_request_mean_ms"];
+    assert_eq!(pooled["count"], 40 * 29, "{b}");
+    assert_eq!(means["count"], 40, "{b}");
+    assert!(pooled["p99"].as_f64().unwrap() >= 250.0, "{pooled}");
+    assert!(pooled["p50"].as_f64().unwrap() < 14.0, "{pooled}");
+    assert!(means["p99"].as_f64().unwrap() < 25.0, "{means}");
+    // Every percentile carries its interval; 1,160 gaps bound a p99, 40 means do not.
+    assert!(pooled["ci95"]["p99"].is_array(), "{pooled}");
+    assert!(means["ci95"]["p99"].is_null(), "{means}");
+}
+
+/// The test server's TPOT is its 10 ms pace: an SLO of 15 ms is met by every request, one of
+/// 5 ms by none; goodput follows; an SLO on TTFT or TPOT in a job that does not stream is a
+/// problem `evald check` names by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slos_on_tpot_drive_goodput_and_need_a_stream() {
+    let server = TestServer::with_timing(20, 10).await;
+    let site = Site::new(Some(&server), "");
+    let job = |name: &str, slo: &str, stream: bool| {
+        site.job(
+            name,
+            &format!(
+                "kind = \"benchmark\"\ntargets = [\"test/ok\"]\nstream = {stream}\n[[cases]]\nid = \"c\"\nprompt = \"one two three four five six\"\n[load]\nconcurrency = 2\nrequests = 10\n{slo}\n"
+            ),
+        )
+    };
+    job("loose", "slo_tpot_ms = 15", true);
+    job("tight", "slo_tpot_ms = 5", true);
+    let attainment = |name: &str| {
+        let r = run_json(&site, name);
+        let b = r["summary"]["targets"][0]["bench"].clone();
+        (
+            b["slo_attainment"].as_f64().unwrap(),
+            b["goodput"].as_f64().unwrap(),
+        )
+    };
+    let (loose, loose_goodput) = attainment("loose");
+    let (tight, tight_goodput) = attainment("tight");
+    assert_eq!(loose, 1.0);
+    assert_eq!(tight, 0.0);
+    assert!(loose_goodput > 0.0 && tight_goodput == 0.0);
+    job("nostream", "slo_ttft_ms = 200", false);
+    let out = site.evald(&["check"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("nostream.toml:") && text.contains("load.slo_ttft_ms"),
+        "{text}"
+    );
 }

@@ -490,10 +490,20 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
                     format!("{:.1}", b.output_tokens_per_s),
                 ),
                 (
-                    "good requests/s".to_string(),
-                    format!("{:.1}", b.good_throughput),
+                    "goodput (requests/s)".to_string(),
+                    format!("{:.1}", b.goodput),
                 ),
             ];
+            if let Some(a) = b.slo_attainment {
+                facts.push(("met the SLOs".into(), format!("{:.0} %", a * 100.0)));
+            }
+            if b.fell_behind {
+                facts.push((
+                    "client".into(),
+                    "fell behind: sends were late, read the latencies from the intended send times"
+                        .into(),
+                ));
+            }
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
                 facts.push((
                     "rate asked / achieved".into(),
@@ -508,10 +518,21 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
                 facts,
                 rows: vec![
                     PctRow::of("time to first token", &b.ttft_ms),
-                    PctRow::of("inter-token latency", &b.itl_ms),
+                    PctRow::of("time to first content", &b.ttfc_ms),
+                    PctRow::of("inter-token latency (pooled)", &b.itl_ms),
+                    PctRow::of("inter-token latency (request mean)", &b.itl_request_mean_ms),
                     PctRow::of("time per output token", &b.tpot_ms),
                     PctRow::of("end-to-end latency", &b.e2e_ms),
-                ],
+                ]
+                .into_iter()
+                .chain(
+                    b.e2e_from_schedule_ms
+                        .as_ref()
+                        .map(|p| PctRow::of("end-to-end from the intended send", p)),
+                )
+                .chain(b.send_lag_ms.as_ref().map(|p| PctRow::of("send lag", p)))
+                .filter(|r| r.count > 0)
+                .collect(),
                 too_few: [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]
                     .iter()
                     .any(|p| p.count > 0 && p.ci95.p999.is_none()),

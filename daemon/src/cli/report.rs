@@ -101,11 +101,14 @@ pub fn print_report(report: &RunReport) {
     for target in &s.targets {
         if let Some(b) = &target.bench {
             println!(
-                "\n{}  {:.1} requests/s, {:.1} output tokens/s, {:.1} good requests/s over {:.1} s",
+                "\n{}  {:.1} requests/s, {:.1} output tokens/s, goodput {:.1} requests/s{} over {:.1} s",
                 target.target,
                 b.request_throughput,
                 b.output_tokens_per_s,
-                b.good_throughput,
+                b.goodput,
+                b.slo_attainment
+                    .map(|a| format!(" ({:.0} % met the SLOs)", a * 100.0))
+                    .unwrap_or_default(),
                 b.duration_s
             );
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
@@ -113,6 +116,12 @@ pub fn print_report(report: &RunReport) {
                     "  open loop: asked {want:.1}/s, sent {got:.1}/s, mean send lag {}",
                     fmt_ms(b.mean_send_lag_ms)
                 );
+                if b.fell_behind {
+                    println!(
+                        "  the client fell behind: sends were late (p90 lag {}); latencies from the intended send times are the ones to read",
+                        fmt_ms(b.send_lag_ms.as_ref().map(|l| l.p90))
+                    );
+                }
             }
             if !b.errors_by_kind.is_empty() {
                 let e: Vec<String> = b
@@ -140,9 +149,19 @@ pub fn print_report(report: &RunReport) {
                 ]
             };
             t.add_row(row("ttft (first token)", &b.ttft_ms));
-            t.add_row(row("inter-token", &b.itl_ms));
+            if b.ttfc_ms.count > 0 && b.ttfc_ms != b.ttft_ms {
+                t.add_row(row("ttfc (first content)", &b.ttfc_ms));
+            }
+            t.add_row(row("inter-token (pooled)", &b.itl_ms));
+            t.add_row(row("inter-token (request mean)", &b.itl_request_mean_ms));
             t.add_row(row("per output token", &b.tpot_ms));
             t.add_row(row("end-to-end", &b.e2e_ms));
+            if let Some(p) = &b.e2e_from_schedule_ms {
+                t.add_row(row("end-to-end from schedule", p));
+            }
+            if let Some(p) = &b.send_lag_ms {
+                t.add_row(row("send lag", p));
+            }
             println!("{t}");
             println!("  in brackets: the 95 % confidence interval of each percentile");
             if [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]

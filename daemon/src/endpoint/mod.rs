@@ -64,6 +64,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Attempts, error kind, status, stream timings.
     pub metadata: Metadata,
+    /// Every gap between consecutive token-bearing chunks, µs (streams). Not stored in the
+    /// record: a benchmark pools them into its run's inter-token histogram.
+    pub gaps_us: Vec<u32>,
 }
 
 /// Error classes recorded in `metadata.error_kind`.
@@ -591,6 +594,8 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
                 None => out.ttft_ms = Some(ms(now - t0)),
                 Some(prev) => {
                     let g = ms(now - prev);
+                    out.gaps_us
+                        .push(u32::try_from((now - prev).as_micros()).unwrap_or(u32::MAX));
                     gap_sum += g;
                     gap_max = gap_max.max(g);
                     gaps += 1;

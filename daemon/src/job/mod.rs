@@ -206,6 +206,8 @@ pub struct LoadSpec {
     pub warmup: u64,
     /// A request within this TTFT (and passing every scorer) counts as good.
     pub slo_ttft_ms: Option<f64>,
+    /// A request within this time per output token counts as good (streams).
+    pub slo_tpot_ms: Option<f64>,
     /// A request within this end-to-end latency counts as good.
     pub slo_e2e_ms: Option<f64>,
     /// Retries of a failed request (connect error, 429, 5xx); 0 by default: the endpoint's
@@ -223,6 +225,7 @@ impl Default for LoadSpec {
             duration: None,
             warmup: 0,
             slo_ttft_ms: None,
+            slo_tpot_ms: None,
             slo_e2e_ms: None,
             retries: 0,
         }

@@ -88,6 +88,7 @@ pub(super) struct RawLoad {
     pub(super) duration: Option<Spanned<String>>,
     pub(super) warmup: Option<Spanned<i64>>,
     pub(super) slo_ttft_ms: Option<Spanned<Num>>,
+    pub(super) slo_tpot_ms: Option<Spanned<Num>>,
     pub(super) slo_e2e_ms: Option<Spanned<Num>>,
     pub(super) retries: Option<Spanned<i64>>,
 }

@@ -124,7 +124,9 @@ impl Validator<'_> {
                 );
                 None
             }
-            (l, JobKind::Benchmark) => Some(self.load(l.as_ref())),
+            (l, JobKind::Benchmark) => {
+                Some(self.load(l.as_ref(), raw.stream.unwrap_or(kind == JobKind::Benchmark)))
+            }
             (None, JobKind::Compare) => None,
         };
         Job {
@@ -549,7 +551,7 @@ impl Validator<'_> {
         })
     }
 
-    fn load(&mut self, raw: Option<&Spanned<RawLoad>>) -> LoadSpec {
+    fn load(&mut self, raw: Option<&Spanned<RawLoad>>, stream: bool) -> LoadSpec {
         let Some(l) = raw else {
             return LoadSpec::default();
         };
@@ -562,6 +564,23 @@ impl Validator<'_> {
             .as_ref()
             .map(|_| self.int("load.requests", &l.requests, 1, 100_000_000, 1) as u64);
         let duration = self.duration("load.duration", &l.duration);
+        // TTFT and TPOT are measured on streams only: an SLO on them in a job that does not
+        // stream could never be met.
+        if !stream {
+            for (key, v) in [
+                ("slo_ttft_ms", &l.slo_ttft_ms),
+                ("slo_tpot_ms", &l.slo_tpot_ms),
+            ] {
+                if let Some(v) = v {
+                    self.err(
+                        Some(v.span()),
+                        format!(
+                            "load.{key}: TTFT and TPOT are measured on streamed responses only; set `stream = true` or drop the SLO"
+                        ),
+                    );
+                }
+            }
+        }
         if requests.is_none() && duration.is_none() {
             self.err(
                 Some(span),
@@ -575,6 +594,7 @@ impl Validator<'_> {
             duration,
             warmup: self.int("load.warmup", &l.warmup, 0, 1_000_000, 0) as u64,
             slo_ttft_ms: self.float("load.slo_ttft_ms", &l.slo_ttft_ms, 0.0, 1e9),
+            slo_tpot_ms: self.float("load.slo_tpot_ms", &l.slo_tpot_ms, 0.0, 1e9),
             slo_e2e_ms: self.float("load.slo_e2e_ms", &l.slo_e2e_ms, 0.0, 1e9),
             retries: self.int("load.retries", &l.retries, 0, 10, 0) as u32,
         }

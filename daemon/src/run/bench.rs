@@ -50,9 +50,17 @@ struct Acc {
     lag_sum: f64,
     lag_n: u64,
     ttft: Histogram<u64>,
+    ttfc: Histogram<u64>,
+    /// Every gap of every request, pooled (vLLM's ITL).
     itl: Histogram<u64>,
+    /// Each request's mean gap (guidellm's).
+    itl_request_mean: Histogram<u64>,
     tpot: Histogram<u64>,
     e2e: Histogram<u64>,
+    /// Open loop: latency from the intended send time.
+    e2e_from_schedule: Histogram<u64>,
+    /// Open loop: how late each request was sent.
+    send_lag: Histogram<u64>,
 }
 
 impl Acc {
@@ -65,54 +73,66 @@ impl Acc {
             lag_sum: 0.0,
             lag_n: 0,
             ttft: hist(),
+            ttfc: hist(),
             itl: hist(),
+            itl_request_mean: hist(),
             tpot: hist(),
             e2e: hist(),
+            e2e_from_schedule: hist(),
+            send_lag: hist(),
         }
     }
 
-    fn add(&mut self, r: &Record, load: &LoadSpec) {
+    fn add(&mut self, r: &Record, gaps_us: &[u32], load: &LoadSpec) {
         self.tally.add(r);
         if let Some(l) = r.metadata.send_lag_ms {
             self.lag_sum += l;
             self.lag_n += 1;
+            self.send_lag.saturating_record(us(l.max(0.0)));
         }
         if r.error.is_some() {
-            let k = r
-                .metadata
-                .error_kind
-                .clone()
-                .unwrap_or_else(|| "other".into());
-            *self.errors_by_kind.entry(k).or_default() += 1;
+            *self.errors_by_kind.entry(error_kind(r)).or_default() += 1;
             return;
+        }
+        for g in gaps_us {
+            self.itl.saturating_record(u64::from(*g).max(1));
+        }
+        if let (Some(e2e), Some(lag)) = (r.response_time_ms, r.metadata.send_lag_ms) {
+            self.e2e_from_schedule
+                .saturating_record(us(e2e + lag.max(0.0)));
+        }
+        if let Some(t) = r.metadata.ttfc_ms {
+            self.ttfc.saturating_record(us(t));
         }
         let out_tokens = r.completion_tokens.unwrap_or(0) as u64;
         self.output_tokens += out_tokens;
-        // Values past the histograms' hour-long range are clamped to it, not dropped.
-        if let Some(e2e) = r.response_time_ms {
-            self.e2e.saturating_record(us(e2e));
-            if let Some(ttft) = r.ttft_ms
-                && out_tokens > 1
-            {
-                self.tpot
-                    .saturating_record(us((e2e - ttft) / (out_tokens - 1) as f64));
+        // TPOT = (e2e − ttft) / (output tokens − 1), per request.
+        let tpot = match (r.response_time_ms, r.ttft_ms) {
+            (Some(e2e), Some(ttft)) if out_tokens > 1 => {
+                Some((e2e - ttft) / (out_tokens - 1) as f64)
             }
-        }
-        if let Some(t) = r.ttft_ms {
-            self.ttft.saturating_record(us(t));
-        }
-        if let Some(i) = r.metadata.itl_mean_ms {
-            self.itl.saturating_record(us(i));
+            _ => None,
+        };
+        // Values past the histograms' hour-long range are clamped to it, not dropped.
+        for (h, v) in [
+            (&mut self.e2e, r.response_time_ms),
+            (&mut self.tpot, tpot),
+            (&mut self.ttft, r.ttft_ms),
+            (&mut self.itl_request_mean, r.metadata.itl_mean_ms),
+        ] {
+            if let Some(v) = v {
+                h.saturating_record(us(v));
+            }
         }
         let within = |v: Option<f64>, slo: Option<f64>| match (v, slo) {
             (_, None) => true,
             (Some(v), Some(s)) => v <= s,
             (None, Some(_)) => false,
         };
-        if all_passed(&r.scores) != Some(false)
-            && within(r.ttft_ms, load.slo_ttft_ms)
-            && within(r.response_time_ms, load.slo_e2e_ms)
-        {
+        let met = within(r.ttft_ms, load.slo_ttft_ms)
+            && within(tpot, load.slo_tpot_ms)
+            && within(r.response_time_ms, load.slo_e2e_ms);
+        if met && all_passed(&r.scores) != Some(false) {
             self.good += 1;
         }
     }
@@ -122,16 +142,27 @@ impl Acc {
         let mut hdr = Vec::new();
         let _ = V2Serializer::new().serialize(&self.e2e, &mut hdr);
         let (requests, errors) = (self.tally.requests(), self.tally.errors());
+        let open = load.rate.is_some();
+        let send_lag = percentiles(&self.send_lag);
         let bench = BenchSummary {
             duration_s: secs,
             request_throughput: (requests - errors) as f64 / secs,
             output_tokens_per_s: self.output_tokens as f64 / secs,
-            good_throughput: self.good as f64 / secs,
+            goodput: self.good as f64 / secs,
+            slo_attainment: (requests > 0).then(|| self.good as f64 / requests as f64),
             errors_by_kind: self.errors_by_kind,
             ttft_ms: percentiles(&self.ttft),
+            ttfc_ms: percentiles(&self.ttfc),
             itl_ms: percentiles(&self.itl),
+            itl_request_mean_ms: percentiles(&self.itl_request_mean),
             tpot_ms: percentiles(&self.tpot),
             e2e_ms: percentiles(&self.e2e),
+            e2e_from_schedule_ms: open.then(|| percentiles(&self.e2e_from_schedule)),
+            // The client could not send at the intended times: a tenth of the requests went
+            // out more than FELL_BEHIND_MS late (a slow server alone delays responses, not
+            // sends, until the in-flight cap is reached).
+            fell_behind: open && send_lag.count > 0 && send_lag.p90 > FELL_BEHIND_MS,
+            send_lag_ms: open.then_some(send_lag),
             target_rate: load.rate,
             achieved_rate: load.rate.map(|_| requests as f64 / secs),
             mean_send_lag_ms: (self.lag_n > 0).then(|| self.lag_sum / self.lag_n as f64),
@@ -143,6 +174,29 @@ impl Acc {
             ..self.tally.finish(target)
         }
     }
+}
+
+/// Open loop: the p90 send lag past which the client is said to have fallen behind, ms.
+pub const FELL_BEHIND_MS: f64 = 50.0;
+
+/// A failed request's kind as a benchmark counts it: HTTP statuses split into `http_429`,
+/// `http_4xx` and `http_5xx`, a broken stream `stream_broken` (a timeout during a stream is
+/// `stream_timeout`); the stored record keeps its own `error_kind`.
+fn error_kind(r: &Record) -> String {
+    let kind = r.metadata.error_kind.as_deref().unwrap_or("other");
+    let s = match (kind, r.metadata.http_status) {
+        (crate::endpoint::kind::HTTP_STATUS, Some(429)) => "http_429",
+        (crate::endpoint::kind::HTTP_STATUS, Some(s)) if (400..500).contains(&s) => "http_4xx",
+        (crate::endpoint::kind::HTTP_STATUS, Some(_)) => "http_5xx",
+        (crate::endpoint::kind::STREAM, _)
+            if r.error.as_deref().is_some_and(|e| e.contains("timed out")) =>
+        {
+            "stream_timeout"
+        }
+        (crate::endpoint::kind::STREAM, _) => "stream_broken",
+        (other, _) => other,
+    };
+    s.to_string()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -334,7 +388,8 @@ impl Phase {
     /// Sends request number `i` (cases cycle in order), scores, counts and stores it.
     async fn one(&self, i: u64, warmup: bool, lag_ms: Option<f64>) {
         let case = &self.cases[(i % self.cases.len() as u64) as usize];
-        let out = send(&self.ctx, &self.job, &self.target, case).await;
+        let mut out = send(&self.ctx, &self.job, &self.target, case).await;
+        let gaps = std::mem::take(&mut out.gaps_us);
         let mut r = record_of(&self.job, &self.run_id, &self.target, case, out, |m| {
             m.warmup = warmup;
             m.send_lag_ms = lag_ms;
@@ -347,7 +402,7 @@ impl Phase {
             self.acc
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .add(&r, &self.load);
+                .add(&r, &gaps, &self.load);
             self.counters.done.fetch_add(1, Ordering::Relaxed);
             if r.error.is_some() {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
