@@ -58,6 +58,12 @@ pub struct Metadata {
     /// reasoned (or called a tool) first; the TTFT is to the first token of any kind.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ttfc_ms: Option<f64>,
+    /// Reasoning tokens among the completion tokens (`completion_tokens_details`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reasoning_tokens: Option<u32>,
+    /// Prompt tokens served from the provider's cache (`prompt_tokens_details`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cached_tokens: Option<u32>,
     /// True when token counts were counted by evald because the server sent no usage.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub tokens_estimated: bool,

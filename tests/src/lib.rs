@@ -205,8 +205,9 @@ async fn chat(
         _ => format!("Echo: {last}"),
     };
     if req["stream"].as_bool() == Some(true) {
-        let usage =
-            req["stream_options"]["include_usage"].as_bool() == Some(true) && model != "nousage";
+        let usage = req["stream_options"]["include_usage"].as_bool() == Some(true)
+            && model != "nousage"
+            && model != "chunky";
         // `stall`: every second request stalls once, 300 ms before its fourth chunk.
         let stall = model == "stall" && attempt % 2 == 0;
         return stream(&st, &model, &text, usage, stall);
@@ -223,8 +224,11 @@ pub fn hostile_megabyte() -> String {
 fn stream(st: &ServerState, model: &str, text: &str, usage: bool, stall: bool) -> Response {
     // `reasoner` thinks first: three reasoning chunks, then the answer as content.
     let thinking = if model == "reasoner" { 3 } else { 0 };
+    // `chunky` sends three words a chunk (and no usage).
+    let per_chunk = if model == "chunky" { 3 } else { 1 };
+    let split: Vec<&str> = text.split(' ').collect();
     let words: Vec<String> = std::iter::repeat_n("hmm".to_string(), thinking)
-        .chain(text.split(' ').map(String::from))
+        .chain(split.chunks(per_chunk).map(|c| c.join(" ")))
         .collect();
     let (ttft, pace) = (
         Duration::from_millis(st.ttft_ms),

@@ -165,8 +165,8 @@ async fn broken_streams_are_errors_that_keep_the_text_and_missing_usage_is_estim
     let nousage = by("nousage");
     assert_eq!(nousage["error"], Value::Null);
     assert_eq!(
-        nousage["completion_tokens"], 7,
-        "seven content chunks counted"
+        nousage["completion_tokens"], 9,
+        "seven chunks, nine tokens by o200k_base (the tokenizer counts, not the chunks)"
     );
     assert_eq!(nousage["metadata"]["tokens_estimated"], true);
     assert!(
@@ -482,4 +482,29 @@ async fn slos_on_tpot_drive_goodput_and_need_a_stream() {
         text.contains("nostream.toml:") && text.contains("load.slo_ttft_ms"),
         "{text}"
     );
+}
+
+/// Without usage, output tokens are counted by the tokenizer (o200k_base), not as chunks:
+/// "Echo:" and 29 words arrive in 10 chunks of three words; o200k_base makes 31 tokens of
+/// them ("Echo", ":" and one per word: "alpha" and "bravo" are single tokens). Counting
+/// chunks would say 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_tokens_without_usage_are_counted_by_the_tokenizer() {
+    let server = TestServer::with_timing(5, 2).await;
+    let site = Site::new(Some(&server), "");
+    let words = (1..=29)
+        .map(|i| ["alpha", "bravo"][i % 2])
+        .collect::<Vec<_>>()
+        .join(" ");
+    site.job(
+        "chunky",
+        &format!(
+            "kind = \"benchmark\"\ntargets = [\"test/chunky\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 1\nrequests = 3\n"
+        ),
+    );
+    run_json(&site, "chunky");
+    for r in export(&site, "chunky") {
+        assert_eq!(r["completion_tokens"], 31, "{r}");
+        assert_eq!(r["metadata"]["tokens_estimated"], true, "{r}");
+    }
 }

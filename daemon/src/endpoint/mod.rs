@@ -4,6 +4,7 @@
 //! Rust error: a failing endpoint is something evald measures, not something that stops it.
 
 pub mod simulated;
+pub mod tokens;
 
 use std::time::{Duration, Instant};
 
@@ -464,9 +465,20 @@ struct Usage {
     prompt_tokens: Option<u32>,
     completion_tokens: Option<u32>,
     total_tokens: Option<u32>,
+    completion_tokens_details: Option<UsageDetails>,
+    prompt_tokens_details: Option<UsageDetails>,
+}
+
+/// `completion_tokens_details` / `prompt_tokens_details` of an OpenAI usage object.
+#[derive(Deserialize, Clone, Copy)]
+struct UsageDetails {
+    reasoning_tokens: Option<u32>,
+    cached_tokens: Option<u32>,
 }
 
 fn apply_usage(out: &mut Outcome, u: Usage) {
+    out.metadata.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens);
+    out.metadata.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
     out.prompt_tokens = u.prompt_tokens;
     out.completion_tokens = u.completion_tokens;
     out.total_tokens = u
@@ -500,13 +512,16 @@ fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
         return;
     };
     out.finish_reason = choice.finish_reason;
-    out.response = Some(
-        choice
-            .message
-            .and_then(|m| m.content)
-            .or(choice.text)
-            .unwrap_or_default(),
-    );
+    let text = choice
+        .message
+        .and_then(|m| m.content)
+        .or(choice.text)
+        .unwrap_or_default();
+    if out.completion_tokens.is_none() && !text.is_empty() {
+        out.completion_tokens = Some(tokens::count(&text));
+        out.metadata.tokens_estimated = true;
+    }
+    out.response = Some(text);
 }
 
 /// Reads an SSE stream: times the first token and the gaps between tokens, keeps the text
@@ -529,6 +544,8 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
     });
     let mut events = capped.eventsource();
     let mut text = String::new();
+    // Reasoning text, kept only to count its tokens when the server sends no usage.
+    let mut reasoning = String::new();
     let mut last_token: Option<Instant> = None;
     let mut chunks = 0u32;
     let (mut gap_sum, mut gap_max, mut gaps) = (0.0f64, 0.0f64, 0u32);
@@ -577,6 +594,11 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
                 out.finish_reason = Some(f);
             }
             let token = c.delta.as_ref().is_some_and(ChoiceMessage::has_token);
+            if let Some(d) = &c.delta {
+                for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
+                    reasoning.push_str(r);
+                }
+            }
             let piece = c
                 .delta
                 .and_then(|d| d.content)
@@ -615,7 +637,8 @@ async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, en
         out.metadata.itl_max_ms = Some(gap_max);
     }
     if out.completion_tokens.is_none() && chunks > 0 {
-        out.completion_tokens = Some(chunks);
+        // Counted, not taken from the chunks: a chunk may carry several tokens.
+        out.completion_tokens = Some(tokens::count(&text) + tokens::count(&reasoning));
         out.metadata.tokens_estimated = true;
     }
     out.response = Some(text);
