@@ -10,7 +10,7 @@ N=${1:-100000}
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 cargo build --release -q -p evald
-BIN=target/release/evald
+BIN=${EVALD_BIN:-target/release/evald}
 T=$(mktemp -d)
 cleanup() { [ -f "$T/nginx.pid" ] && kill "$(cat "$T/nginx.pid")" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
