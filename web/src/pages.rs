@@ -525,6 +525,8 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
                     PctRow::of("end-to-end latency", &b.e2e_ms),
                 ]
                 .into_iter()
+                // Time to first content says something only when a model reasoned first.
+                .filter(|r| r.what != "time to first content" || b.ttfc_ms != b.ttft_ms)
                 .chain(
                     b.e2e_from_schedule_ms
                         .as_ref()

@@ -152,6 +152,9 @@ pub async fn chat(sim: &Simulated, req: ChatRequest<'_>) -> Outcome {
         if completion > 1 {
             out.metadata.itl_mean_ms = Some(ms(per_token));
             out.metadata.itl_max_ms = Some(ms(per_token));
+            // Its tokens are evenly paced: every gap is the per-token time.
+            let gap = u32::try_from(per_token.as_micros()).unwrap_or(u32::MAX);
+            out.gaps_us = vec![gap; completion as usize - 1];
         }
     } else {
         tokio::time::sleep(total).await;
