@@ -2,7 +2,8 @@
 # Load benchmark: evald's benchmark job against a fixed nginx completion endpoint on 127.0.0.1,
 # beside wrk (and oha, if installed) on the same endpoint and body, at concurrency 1, 8 and 64.
 # evald stores and scores nothing extra here, but does store every request record (redb).
-#   bench/load.sh [REQUESTS]      (default 100000 per evald run; wrk runs 10 s)
+#   bench/load.sh [REQUESTS]      (default 100000 per evald run; wrk and oha run 10 s each)
+# then the same fixed rate (RATE, default 5000/s) for oha -q and evald's open loop.
 # Needs Debian's nginx-light and wrk (installed if missing); builds evald in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,38 +53,49 @@ url = "http://127.0.0.1:$NP/v1"
 timeout = "10s"
 max_retries = 0
 TOML
-printf '| concurrency | wrk req/s | wrk p50 | wrk p99 | evald req/s (wall, incl. start and store) | evald p50 | evald p99 | evald ÷ wrk |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
-for C in 1 8 64; do
-  TH=$(( C < 2 ? 1 : 2 ))
-  W=$(wrk -t$TH -c$C -d10s --latency -s "$T/post.lua" "http://127.0.0.1:$NP/v1/chat/completions")
-  WR=$(awk '/Requests\/sec/{print $2}' <<<"$W")
-  W50=$(awk '$1=="50%"{print $2}' <<<"$W"); W99=$(awk '$1=="99%"{print $2}' <<<"$W")
-  cat >"$T/site/jobs/load.toml" <<JOB
-kind = "benchmark"
-targets = ["stub/stub-model"]
-stream = false
-[params]
-max_tokens = 16
-[[cases]]
-id = "hello"
-prompt = "Say hello."
-[load]
-concurrency = $C
-requests = $N
-warmup = 100
-JOB
+BODY='{"model":"stub-model","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+URL="http://127.0.0.1:$NP/v1/chat/completions"
+HAVE_OHA=$(command -v oha >/dev/null && echo 1 || echo "")
+[ -n "$HAVE_OHA" ] || echo "oha not installed (cargo install --locked oha): its columns stay empty" >&2
+oha_run() { # oha_run ARGS... -> "req/s p50_ms p99_ms"
+  oha --no-tui -m POST -H 'Content-Type: application/json' -d "$BODY" --output-format json "$@" "$URL" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print(round(d["summary"]["requestsPerSec"]), round(p["p50"]*1000,3), round(p["p99"]*1000,3))'
+}
+# evald_job CONCURRENCY REQUESTS [RATE]: the benchmark job; prints "req/s(wall) p50 p99"
+evald_run() {
+  local C=$1 REQ=$2 RATE=${3:-}
+  rm -rf "$T/site/data"; mkdir -p "$T/site/data"
+  {
+    printf 'kind = "benchmark"\ntargets = ["stub/stub-model"]\nstream = false\n[params]\nmax_tokens = 16\n'
+    printf '[[cases]]\nid = "hello"\nprompt = "Say hello."\n[load]\nrequests = %s\nwarmup = 100\n' "$REQ"
+    if [ -n "$RATE" ]; then printf 'rate = %s\n' "$RATE"; else printf 'concurrency = %s\n' "$C"; fi
+  } >"$T/site/jobs/load.toml"
+  local S E
   S=$(date +%s.%N)
   "$BIN" run load --json --config "$T/site/evald.toml" >"$T/run.json"
   E=$(date +%s.%N)
-  read -r ER E50 E99 <<<"$(python3 -c "
-import json; r=json.load(open('$T/run.json'))['summary']['targets'][0]; b=r['bench']
-print(round($N/($E-$S)), round(b['e2e_ms']['p50'],3), round(b['e2e_ms']['p99'],3))")"
-  printf '| %s | %s | %s | %s | %s | %s ms | %s ms | %s |\n' "$C" "$WR" "$W50" "$W99" "$ER" "$E50" "$E99" "$(python3 -c "print(round($ER/$WR,3))")"
-  rm -rf "$T/site/data"; mkdir -p "$T/site/data"
+  python3 -c "
+import json; b=json.load(open('$T/run.json'))['summary']['targets'][0]['bench']
+print(round($REQ/($E-$S)), round(b['e2e_ms']['p50'],3), round(b['e2e_ms']['p99'],3))"
+}
+printf '| concurrency | wrk req/s | oha req/s | evald req/s (wall, incl. start and store) | evald ÷ oha | wrk p50 | oha p50 | evald p50 | oha p99 | evald p99 |\n'
+printf '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+for C in 1 8 64; do
+  TH=$(( C < 2 ? 1 : 2 ))
+  W=$(wrk -t$TH -c$C -d10s --latency -s "$T/post.lua" "$URL")
+  WR=$(awk '/Requests\/sec/{print $2}' <<<"$W")
+  W50=$(awk '$1=="50%"{print $2}' <<<"$W")
+  read -r OR O50 O99 <<<"$([ -n "$HAVE_OHA" ] && oha_run -c "$C" -z 10s || echo "- - -")"
+  read -r ER E50 E99 <<<"$(evald_run "$C" "$N")"
+  RATIO=$([ -n "$HAVE_OHA" ] && python3 -c "print(round($ER/$OR,3))" || echo -)
+  printf '| %s | %s | %s | %s | %s | %s | %s ms | %s ms | %s ms | %s ms |\n' \
+    "$C" "$WR" "$OR" "$ER" "$RATIO" "$W50" "$O50" "$E50" "$O99" "$E99"
 done
-if command -v oha >/dev/null; then
-  echo; echo "oha at concurrency 64:"
-  oha -n 200000 -c 64 --no-tui -m POST -H 'Content-Type: application/json' \
-    -d '{"model":"stub-model","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}' \
-    "http://127.0.0.1:$NP/v1/chat/completions" | grep -E "Requests/sec|50.00%|99.00%"
+# The same fixed rate: latency without the client's queueing (oha -q; evald's open loop).
+RATE=${RATE:-5000}
+if [ -n "$HAVE_OHA" ]; then
+  read -r _ O50 O99 <<<"$(oha_run -c 64 -q "$RATE" -n $((RATE * 10)))"
+  read -r _ E50 E99 <<<"$(evald_run 0 $((RATE * 10)) "$RATE")"
+  printf '\nAt a fixed %s req/s: oha p50 %s ms, p99 %s ms; evald p50 %s ms, p99 %s ms (p50 difference %s ms)\n' \
+    "$RATE" "$O50" "$O99" "$E50" "$E99" "$(python3 -c "print(round($E50-$O50,3))")"
 fi

@@ -3,12 +3,13 @@
 //! JSON, empty choices, a stream cut short — comes back as data on the [`Outcome`], never as a
 //! Rust error: a failing endpoint is something evald measures, not something that stops it.
 
+pub mod http1;
+mod read;
 pub mod simulated;
 pub mod tokens;
 
 use std::time::{Duration, Instant};
 
-use evald_model::fmt::clip;
 use evald_model::{Message, Metadata};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -86,6 +87,8 @@ pub mod kind {
     pub const BODY_TOO_LARGE: &str = "body_too_large";
     /// A stream broke off, sent malformed data or never sent `[DONE]`.
     pub const STREAM: &str = "stream";
+    /// The request's timeout passed while the stream was being read.
+    pub const STREAM_TIMEOUT: &str = "stream_timeout";
     /// A shutdown cut the request off.
     pub const INTERRUPTED: &str = "interrupted";
     /// Any other transport failure.
@@ -114,7 +117,7 @@ impl Client {
     /// Sends one chat request, retrying connect errors, 429 and 5xx with backoff.
     pub async fn chat(&self, ep: &Endpoint, req: ChatRequest<'_>) -> Outcome {
         let started_ms = chrono::Utc::now().timestamp_millis();
-        let mut out = match &ep.kind {
+        let out = match &ep.kind {
             EndpointKind::Simulated(sim) => simulated::chat(sim, req).await,
             EndpointKind::OpenAi {
                 chat_url,
@@ -126,12 +129,7 @@ impl Client {
                     .await
             }
         };
-        out.started_ms = started_ms;
-        out.metadata.stream = req.stream;
-        if let Some(e) = out.error.take() {
-            out.error = Some(redact(&e, &self.secrets));
-        }
-        out
+        self.finish(out, started_ms, &req)
     }
 
     async fn chat_http(
@@ -142,31 +140,15 @@ impl Client {
         headers: &[(String, String)],
         req: ChatRequest<'_>,
     ) -> Outcome {
-        let mut body = json!({ "model": req.model, "messages": req.messages });
-        if let Some(t) = req.params.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(m) = req.params.max_tokens {
-            body["max_tokens"] = json!(m);
-        }
-        if let Some(p) = req.params.top_p {
-            body["top_p"] = json!(p);
-        }
-        if req.stream {
-            body["stream"] = json!(true);
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        // Serialize once: retries resend the same bytes.
-        let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        // Serialized once: retries resend the same bytes.
+        let body = request_body(&req);
         let auth = api_key.and_then(|k| {
             let mut v =
                 reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
             v.set_sensitive(true);
             Some(v)
         });
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        self.retrying(ep, req.max_retries, || async {
             let mut rb = self
                 .http
                 .post(chat_url.clone())
@@ -180,10 +162,31 @@ impl Client {
                 rb = rb.header(k, v);
             }
             let t0 = Instant::now();
-            let (mut out, retry_after) = match rb.send().await {
+            match rb.send().await {
                 Err(e) => (transport_error(&e, &ep.name), None),
                 Ok(resp) => self.read_response(resp, t0, req, &ep.name).await,
-            };
+            }
+        })
+        .await
+    }
+
+    /// Makes attempts until one succeeds, fails in a way a retry cannot mend, or the retries
+    /// (`max_retries`, else the endpoint's) are spent: connect errors, 429 and 5xx are retried
+    /// after the server's `Retry-After` or an exponential backoff. Both clients retry here.
+    async fn retrying<F, Fut>(
+        &self,
+        ep: &Endpoint,
+        max_retries: Option<u32>,
+        mut attempt_once: F,
+    ) -> Outcome
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = (Outcome, Option<Duration>)>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (mut out, retry_after) = attempt_once().await;
             out.metadata.attempts = attempt;
             let retryable = match out.metadata.error_kind.as_deref() {
                 Some(kind::CONNECT) => true,
@@ -193,7 +196,7 @@ impl Client {
                     .is_some_and(|s| s == 429 || s >= 500),
                 _ => false,
             };
-            if !retryable || attempt > req.max_retries.unwrap_or(ep.max_retries) {
+            if !retryable || attempt > max_retries.unwrap_or(ep.max_retries) {
                 return out;
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
@@ -203,7 +206,17 @@ impl Client {
         }
     }
 
-    /// Reads a response (plain JSON or SSE); the second value is a `Retry-After` to honour.
+    /// What [`Client::chat`] does to every outcome, whichever client fetched it.
+    fn finish(&self, mut out: Outcome, started_ms: i64, req: &ChatRequest<'_>) -> Outcome {
+        out.started_ms = started_ms;
+        out.metadata.stream = req.stream;
+        if let Some(e) = out.error.take() {
+            out.error = Some(redact(&e, &self.secrets));
+        }
+        out
+    }
+
+    /// Reads a reqwest response through the shared reader.
     async fn read_response(
         &self,
         resp: reqwest::Response,
@@ -211,46 +224,16 @@ impl Client {
         req: ChatRequest<'_>,
         endpoint: &str,
     ) -> (Outcome, Option<Duration>) {
-        let status = resp.status();
-        let mut out = Outcome::default();
-        out.metadata.http_status = Some(status.as_u16());
-        if !status.is_success() {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
-            out.latency_ms = Some(ms(t0.elapsed()));
-            out.metadata.error_kind = Some(kind::HTTP_STATUS.into());
-            out.error = Some(format!(
-                "HTTP {} from {endpoint}: {}",
-                status.as_u16(),
-                error_message(&body)
-            ));
-            return (out, retry_after);
-        }
-        let is_sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if req.stream && is_sse {
-            read_stream(resp, t0, &mut out, endpoint).await;
-            return (out, None);
-        }
-        match read_capped(resp, MAX_BODY_BYTES).await {
-            Err(e) => {
-                out.latency_ms = Some(ms(t0.elapsed()));
-                out.metadata.error_kind = Some(e.0.into());
-                out.error = Some(format!("{} from {endpoint}", e.1));
-            }
-            Ok(bytes) => {
-                out.latency_ms = Some(ms(t0.elapsed()));
-                parse_completion(&bytes, &mut out, endpoint);
-            }
-        }
-        (out, None)
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        read::response(
+            read::Head::of(status, &headers),
+            body_of(resp),
+            t0,
+            req.stream,
+            endpoint,
+        )
+        .await
     }
 
     /// The models an OpenAI-compatible endpoint lists at `GET /models` (sorted), or the
@@ -286,7 +269,7 @@ impl Client {
             ))
         })?;
         let status = resp.status();
-        let body = read_capped(resp, 16 * 1024 * 1024)
+        let body = read::read_capped(body_of(resp), 16 * 1024 * 1024)
             .await
             .map_err(|e| scrub(format!("listing models of {}: {}", ep.name, e.1)))?;
         if !status.is_success() {
@@ -294,7 +277,7 @@ impl Client {
                 "listing models of {}: HTTP {}: {}",
                 ep.name,
                 status.as_u16(),
-                error_message(&body)
+                read::error_message(&body)
             )));
         }
         #[derive(Deserialize)]
@@ -316,6 +299,25 @@ impl Client {
         ids.dedup();
         Ok(ids)
     }
+}
+
+/// The JSON body of a chat request.
+pub fn request_body(req: &ChatRequest<'_>) -> bytes::Bytes {
+    let mut body = json!({ "model": req.model, "messages": req.messages });
+    if let Some(t) = req.params.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(m) = req.params.max_tokens {
+        body["max_tokens"] = json!(m);
+    }
+    if let Some(p) = req.params.top_p {
+        body["top_p"] = json!(p);
+    }
+    if req.stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Milliseconds of a duration, with sub-ms precision.
@@ -347,6 +349,18 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
+/// A reqwest body as the shared reader takes it.
+fn body_of(
+    resp: reqwest::Response,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, read::BodyError>> {
+    resp.bytes_stream().map(|c| {
+        c.map_err(|e| read::BodyError {
+            timeout: e.is_timeout(),
+            message: e.to_string(),
+        })
+    })
+}
+
 fn transport_error(e: &reqwest::Error, endpoint: &str) -> Outcome {
     let mut out = Outcome::default();
     let (k, what) = if e.is_timeout() {
@@ -367,285 +381,6 @@ fn transport_error(e: &reqwest::Error, endpoint: &str) -> Outcome {
     }
     out.error = Some(format!("{what} to {endpoint}: {cause}"));
     out
-}
-
-/// Reads at most `cap` bytes of a body; more is an error (`body_too_large`).
-async fn read_capped(
-    resp: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, (&'static str, String)> {
-    let mut buf = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            let k = if e.is_timeout() {
-                kind::TIMEOUT
-            } else {
-                kind::TRANSPORT
-            };
-            (k, format!("reading the body failed: {e}"))
-        })?;
-        if buf.len() + chunk.len() > cap {
-            return Err((
-                kind::BODY_TOO_LARGE,
-                format!("response body larger than {} MiB", cap / (1024 * 1024)),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
-/// The human part of an error body: `error.message` (OpenAI style), `error`, `message`,
-/// `detail`, or the start of the text.
-pub fn error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        let pick = [
-            v.pointer("/error/message"),
-            v.get("error").filter(|e| e.is_string()),
-            v.get("message"),
-            v.get("detail"),
-        ];
-        if let Some(s) = pick.into_iter().flatten().find_map(|x| x.as_str()) {
-            return clip(s, 500);
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.is_empty() {
-        "(empty body)".into()
-    } else {
-        clip(&text, 500)
-    }
-}
-
-#[derive(Deserialize)]
-struct Completion {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: Option<ChoiceMessage>,
-    delta: Option<ChoiceMessage>,
-    text: Option<String>,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceMessage {
-    content: Option<String>,
-    /// DeepSeek's and vLLM's reasoning parsers.
-    reasoning_content: Option<String>,
-    /// OpenRouter's and some gateways' name for the same.
-    reasoning: Option<String>,
-    /// A tool call being streamed: token-bearing, whatever it holds.
-    tool_calls: Option<serde_json::Value>,
-}
-
-impl ChoiceMessage {
-    /// Whether a streamed delta carries a token of any kind (content, reasoning or a tool
-    /// call): TTFT and the inter-token gaps count these.
-    fn has_token(&self) -> bool {
-        let some = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-        some(&self.content)
-            || some(&self.reasoning_content)
-            || some(&self.reasoning)
-            || self
-                .tool_calls
-                .as_ref()
-                .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
-    }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-struct Usage {
-    prompt_tokens: Option<u32>,
-    completion_tokens: Option<u32>,
-    total_tokens: Option<u32>,
-    completion_tokens_details: Option<UsageDetails>,
-    prompt_tokens_details: Option<UsageDetails>,
-}
-
-/// `completion_tokens_details` / `prompt_tokens_details` of an OpenAI usage object.
-#[derive(Deserialize, Clone, Copy)]
-struct UsageDetails {
-    reasoning_tokens: Option<u32>,
-    cached_tokens: Option<u32>,
-}
-
-fn apply_usage(out: &mut Outcome, u: Usage) {
-    out.metadata.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens);
-    out.metadata.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
-    out.prompt_tokens = u.prompt_tokens;
-    out.completion_tokens = u.completion_tokens;
-    out.total_tokens = u
-        .total_tokens
-        .or(match (u.prompt_tokens, u.completion_tokens) {
-            (Some(p), Some(c)) => Some(p + c),
-            _ => None,
-        });
-}
-
-fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
-    let parsed: Completion = match serde_json::from_slice(body) {
-        Ok(c) => c,
-        Err(e) => {
-            out.metadata.error_kind = Some(kind::MALFORMED.into());
-            out.error = Some(format!(
-                "malformed response from {endpoint}: not a chat completion ({e}); body starts {:?}",
-                clip(&String::from_utf8_lossy(body), 80)
-            ));
-            return;
-        }
-    };
-    if let Some(u) = parsed.usage {
-        apply_usage(out, u);
-    }
-    let Some(choice) = parsed.choices.into_iter().next() else {
-        out.metadata.error_kind = Some(kind::EMPTY_CHOICES.into());
-        out.error = Some(format!(
-            "empty choices from {endpoint}: the response had no answer"
-        ));
-        return;
-    };
-    out.finish_reason = choice.finish_reason;
-    let text = choice
-        .message
-        .and_then(|m| m.content)
-        .or(choice.text)
-        .unwrap_or_default();
-    if out.completion_tokens.is_none() && !text.is_empty() {
-        out.completion_tokens = Some(tokens::count(&text));
-        out.metadata.tokens_estimated = true;
-    }
-    out.response = Some(text);
-}
-
-/// Reads an SSE stream: times the first token and the gaps between tokens, keeps the text
-/// received so far when the stream breaks.
-async fn read_stream(resp: reqwest::Response, t0: Instant, out: &mut Outcome, endpoint: &str) {
-    use eventsource_stream::Eventsource;
-    // Count raw bytes before they reach the event parser, which buffers an event until its
-    // blank line: an endless line must not grow memory past the cap.
-    let mut seen = 0usize;
-    let capped = resp.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen += chunk.len();
-        if seen > MAX_BODY_BYTES {
-            return Err(std::io::Error::other(format!(
-                "stream exceeded {} MiB",
-                MAX_BODY_BYTES >> 20
-            )));
-        }
-        Ok(chunk)
-    });
-    let mut events = capped.eventsource();
-    let mut text = String::new();
-    // Reasoning text, kept only to count its tokens when the server sends no usage.
-    let mut reasoning = String::new();
-    let mut last_token: Option<Instant> = None;
-    let mut chunks = 0u32;
-    let (mut gap_sum, mut gap_max, mut gaps) = (0.0f64, 0.0f64, 0u32);
-    let mut done = false;
-    let mut size = 0usize;
-    let mut failure: Option<String> = None;
-    while let Some(ev) = events.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                failure = Some(format!("stream from {endpoint} broke off: {e}"));
-                break;
-            }
-        };
-        let data = ev.data.trim();
-        if data == "[DONE]" {
-            done = true;
-            break;
-        }
-        if data.is_empty() {
-            continue;
-        }
-        size += data.len();
-        if size > MAX_BODY_BYTES {
-            failure = Some(format!(
-                "stream from {endpoint} exceeded {} MiB",
-                MAX_BODY_BYTES >> 20
-            ));
-            break;
-        }
-        let chunk: Completion = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                failure = Some(format!(
-                    "malformed stream chunk from {endpoint} ({e}): {:?}",
-                    clip(data, 80)
-                ));
-                break;
-            }
-        };
-        if let Some(u) = chunk.usage {
-            apply_usage(out, u);
-        }
-        for c in chunk.choices {
-            if let Some(f) = c.finish_reason {
-                out.finish_reason = Some(f);
-            }
-            let token = c.delta.as_ref().is_some_and(ChoiceMessage::has_token);
-            if let Some(d) = &c.delta {
-                for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
-                    reasoning.push_str(r);
-                }
-            }
-            let piece = c
-                .delta
-                .and_then(|d| d.content)
-                .or(c.text)
-                .unwrap_or_default();
-            if piece.is_empty() && !token {
-                continue;
-            }
-            let now = Instant::now();
-            // Time to first content: equal to the TTFT unless the model reasoned first.
-            if !piece.is_empty() && out.metadata.ttfc_ms.is_none() {
-                out.metadata.ttfc_ms = Some(ms(now - t0));
-            }
-            match last_token {
-                None => out.ttft_ms = Some(ms(now - t0)),
-                Some(prev) => {
-                    let g = ms(now - prev);
-                    out.gaps_us
-                        .push(u32::try_from((now - prev).as_micros()).unwrap_or(u32::MAX));
-                    gap_sum += g;
-                    gap_max = gap_max.max(g);
-                    gaps += 1;
-                }
-            }
-            last_token = Some(now);
-            chunks += 1;
-            text.push_str(&piece);
-        }
-    }
-    if !done && failure.is_none() {
-        failure = Some(format!("stream from {endpoint} ended before [DONE]"));
-    }
-    out.latency_ms = Some(ms(t0.elapsed()));
-    if gaps > 0 {
-        out.metadata.itl_mean_ms = Some(gap_sum / gaps as f64);
-        out.metadata.itl_max_ms = Some(gap_max);
-    }
-    if out.completion_tokens.is_none() && chunks > 0 {
-        // Counted, not taken from the chunks: a chunk may carry several tokens.
-        out.completion_tokens = Some(tokens::count(&text) + tokens::count(&reasoning));
-        out.metadata.tokens_estimated = true;
-    }
-    out.response = Some(text);
-    if let Some(f) = failure {
-        out.metadata.error_kind = Some(kind::STREAM.into());
-        out.error = Some(f);
-    }
 }
 
 /// Replaces every secret, and anything after `Bearer `, with `[redacted]`: an endpoint that
@@ -676,6 +411,7 @@ pub fn redact(text: &str, secrets: &[Secret]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::read::{error_message, parse_completion};
     use super::*;
 
     #[test]

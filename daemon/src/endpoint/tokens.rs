@@ -13,6 +13,25 @@ pub fn count(text: &str) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Set once the encoding's tables are loaded.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`count`] from async code: loading the tables (the first time) or encoding a long text
+/// happens on a blocking thread, not on a runtime thread where it would hold up the timers
+/// and streams of every other request in flight.
+pub async fn count_async(text: &str) -> u32 {
+    use std::sync::atomic::Ordering;
+    if READY.load(Ordering::Acquire) && text.len() < 16 * 1024 {
+        return count(text);
+    }
+    let owned = text.to_string();
+    let n = tokio::task::spawn_blocking(move || count(&owned))
+        .await
+        .unwrap_or_else(|_| count(text));
+    READY.store(true, Ordering::Release);
+    n
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

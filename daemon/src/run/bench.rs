@@ -6,20 +6,27 @@
 //! whatever the run length.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use evald_model::{
-    BenchSummary, Ci95, Percentiles, Record, TargetSummary, TargetTally, all_passed,
+    BenchSummary, Ci95, Percentiles, Record, RunSummary, TargetSummary, TargetTally, all_passed,
 };
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
+use tokio_util::sync::WaitForCancellationFuture;
 use tracing::Instrument;
 
+use crate::endpoint::http1::Http1;
+use crate::endpoint::request_body;
 use crate::job::{Case, Job, LoadSpec};
 use crate::metrics::TargetHandles;
-use crate::run::{Progress, ProgressFn, RunContext, Target, record_of, send};
+use crate::run::{
+    Progress, ProgressFn, RunContext, Target, chat_request, interruptible, record_of,
+};
 use crate::score::Scorers;
 
 /// Open loop: requests in flight at most; past this, sends are late (and counted late).
@@ -137,7 +144,8 @@ impl Acc {
         }
     }
 
-    fn summary(self, target: String, duration: Duration, load: &LoadSpec) -> TargetSummary {
+    /// The target's figures so far (also taken mid-phase, for a checkpoint).
+    fn summary(&self, target: String, duration: Duration, load: &LoadSpec) -> TargetSummary {
         let secs = duration.as_secs_f64().max(1e-9);
         let mut hdr = Vec::new();
         let _ = V2Serializer::new().serialize(&self.e2e, &mut hdr);
@@ -150,7 +158,7 @@ impl Acc {
             output_tokens_per_s: self.output_tokens as f64 / secs,
             goodput: self.good as f64 / secs,
             slo_attainment: (requests > 0).then(|| self.good as f64 / requests as f64),
-            errors_by_kind: self.errors_by_kind,
+            errors_by_kind: self.errors_by_kind.clone(),
             ttft_ms: percentiles(&self.ttft),
             ttfc_ms: percentiles(&self.ttfc),
             itl_ms: percentiles(&self.itl),
@@ -171,28 +179,26 @@ impl Acc {
         };
         TargetSummary {
             bench: Some(bench),
-            ..self.tally.finish(target)
+            ..self.tally.clone().finish(target)
         }
     }
 }
+
+/// How often a running benchmark writes its figures so far into its stored summary.
+pub const CHECKPOINT: Duration = Duration::from_secs(5);
 
 /// Open loop: the p90 send lag past which the client is said to have fallen behind, ms.
 pub const FELL_BEHIND_MS: f64 = 50.0;
 
 /// A failed request's kind as a benchmark counts it: HTTP statuses split into `http_429`,
-/// `http_4xx` and `http_5xx`, a broken stream `stream_broken` (a timeout during a stream is
-/// `stream_timeout`); the stored record keeps its own `error_kind`.
+/// `http_4xx` and `http_5xx`, a broken stream `stream_broken`; the rest (`stream_timeout`
+/// among them) as the record's own `error_kind`.
 fn error_kind(r: &Record) -> String {
     let kind = r.metadata.error_kind.as_deref().unwrap_or("other");
     let s = match (kind, r.metadata.http_status) {
         (crate::endpoint::kind::HTTP_STATUS, Some(429)) => "http_429",
         (crate::endpoint::kind::HTTP_STATUS, Some(s)) if (400..500).contains(&s) => "http_4xx",
         (crate::endpoint::kind::HTTP_STATUS, Some(_)) => "http_5xx",
-        (crate::endpoint::kind::STREAM, _)
-            if r.error.as_deref().is_some_and(|e| e.contains("timed out")) =>
-        {
-            "stream_timeout"
-        }
         (crate::endpoint::kind::STREAM, _) => "stream_broken",
         (other, _) => other,
     };
@@ -283,10 +289,15 @@ fn buckets(h: &Histogram<u64>, n: u64) -> Vec<(f64, u64)> {
 /// Runs the benchmark against each target in turn. Workers (and open-loop requests) are
 /// spawned tasks, so a busy benchmark uses every runtime thread; progress is read from counters
 /// every 100 ms rather than reported per request.
+///
+/// Every [`CHECKPOINT`] the figures so far are written into the running run's summary, so a
+/// benchmark cut off by a crash keeps what it measured up to then (its counts come from the
+/// stored records, see `Store::mark_interrupted`); the histograms themselves stay in memory,
+/// which costs no bytes per stored request.
 pub async fn run(
     ctx: &RunContext,
     job: &Job,
-    run_id: &str,
+    base: &RunSummary,
     targets: &[Target],
     cases: &[Case],
     scorers: &Scorers,
@@ -300,8 +311,8 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
     let job = Arc::new(job.clone());
     let cases: Arc<[Case]> = cases.to_vec().into();
-    let run_id: Arc<str> = run_id.into();
-    let mut out = Vec::new();
+    let run_id: Arc<str> = base.id.as_str().into();
+    let mut out: Vec<TargetSummary> = Vec::new();
     for target in targets {
         if ctx.stop.is_cancelled() {
             break;
@@ -317,6 +328,11 @@ pub async fn run(
             load: load.clone(),
             acc: std::sync::Mutex::new(Acc::new()),
             counters: counters.clone(),
+            http1: Http1::for_endpoint(&target.endpoint),
+            bodies: cases
+                .iter()
+                .map(|c| request_body(&chat_request(&job, target, c)))
+                .collect(),
         });
         if load.warmup > 0 {
             phase.clone().closed(Some(load.warmup), None, true).await;
@@ -335,10 +351,24 @@ pub async fn run(
         };
         tokio::pin!(work);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut checkpoint =
+            tokio::time::interval_at(tokio::time::Instant::now() + CHECKPOINT, CHECKPOINT);
         loop {
             tokio::select! {
                 _ = &mut work => break,
                 _ = tick.tick() => counters.report(progress, total),
+                _ = checkpoint.tick() => {
+                    let now = phase
+                        .acc
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .summary(target.name(), t0.elapsed(), &load);
+                    let mut s = base.clone();
+                    s.targets = out.iter().cloned().chain([now]).collect();
+                    s.requests = s.targets.iter().map(|t| t.requests).sum();
+                    s.errors = s.targets.iter().map(|t| t.errors).sum();
+                    ctx.writer.run(s).await;
+                }
             }
         }
         counters.report(progress, total);
@@ -382,13 +412,35 @@ struct Phase {
     load: LoadSpec,
     acc: std::sync::Mutex<Acc>,
     counters: Arc<Counters>,
+    /// The low-cost client, when the target is plain HTTP.
+    http1: Option<Http1>,
+    /// Each case's request body, serialized once for the phase.
+    bodies: Vec<Bytes>,
 }
 
 impl Phase {
     /// Sends request number `i` (cases cycle in order), scores, counts and stores it.
-    async fn one(&self, i: u64, warmup: bool, lag_ms: Option<f64>) {
-        let case = &self.cases[(i % self.cases.len() as u64) as usize];
-        let mut out = send(&self.ctx, &self.job, &self.target, case).await;
+    async fn one(
+        &self,
+        abort: Pin<&mut WaitForCancellationFuture<'_>>,
+        i: u64,
+        warmup: bool,
+        lag_ms: Option<f64>,
+    ) {
+        let idx = (i % self.cases.len() as u64) as usize;
+        let case = &self.cases[idx];
+        let mut out = match &self.http1 {
+            Some(h) => {
+                let req = chat_request(&self.job, &self.target, case);
+                let fut = self.ctx.client.chat_http1(h, &self.bodies[idx], req);
+                interruptible(abort, self.job.stream, fut).await
+            }
+            None => {
+                let req = chat_request(&self.job, &self.target, case);
+                let fut = self.ctx.client.chat(&self.target.endpoint, req);
+                interruptible(abort, self.job.stream, fut).await
+            }
+        };
         let gaps = std::mem::take(&mut out.gaps_us);
         let mut r = record_of(&self.job, &self.run_id, &self.target, case, out, |m| {
             m.warmup = warmup;
@@ -425,6 +477,7 @@ impl Phase {
             let (me, next) = (self.clone(), next.clone());
             workers.spawn(
                 async move {
+                    let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
                     loop {
                         if me.ctx.stop.is_cancelled()
                             || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
@@ -435,7 +488,7 @@ impl Phase {
                         if requests.is_some_and(|n| i >= n) {
                             break;
                         }
-                        me.one(i, warmup, None).await;
+                        me.one(abort.as_mut(), i, warmup, None).await;
                     }
                 }
                 .in_current_span(),
@@ -478,7 +531,8 @@ impl Phase {
             let me = self.clone();
             in_flight.spawn(
                 async move {
-                    me.one(i, false, Some(lag_ms)).await;
+                    let abort = std::pin::pin!(me.ctx.abort.cancelled());
+                    me.one(abort, i, false, Some(lag_ms)).await;
                     drop(permit);
                 }
                 .in_current_span(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use evald_model::{Metadata, Record, RunStatus, RunSummary, TargetSummary, Trigger};
 use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
 
 use crate::config::{Config, Endpoint};
@@ -231,7 +231,7 @@ async fn run_in_span(
         }
         JobKind::Benchmark => {
             summary.targets =
-                crate::run::bench::run(ctx, job, &summary.id, &targets, &cases, &scorers, progress)
+                crate::run::bench::run(ctx, job, &summary, &targets, &cases, &scorers, progress)
                     .await;
             summary.requests = summary.targets.iter().map(|t| t.requests).sum();
             summary.errors = summary.targets.iter().map(|t| t.errors).sum();
@@ -358,7 +358,14 @@ fn round_us(ms: f64) -> f64 {
 
 /// Sends one request, cut off (and recorded as interrupted) if `abort` fires first.
 pub async fn send(ctx: &RunContext, job: &Job, target: &Target, case: &Case) -> Outcome {
-    let req = ChatRequest {
+    let req = chat_request(job, target, case);
+    let abort = std::pin::pin!(ctx.abort.cancelled());
+    interruptible(abort, job.stream, ctx.client.chat(&target.endpoint, req)).await
+}
+
+/// The request a job sends for `case` to `target`.
+pub fn chat_request<'a>(job: &'a Job, target: &'a Target, case: &'a Case) -> ChatRequest<'a> {
+    ChatRequest {
         model: &target.model,
         messages: &case.messages,
         params: &job.params,
@@ -368,15 +375,25 @@ pub async fn send(ctx: &RunContext, job: &Job, target: &Target, case: &Case) -> 
             JobKind::Compare => None,
             JobKind::Benchmark => Some(job.load.as_ref().map_or(0, |l| l.retries)),
         },
-    };
-    let started_ms = chrono::Utc::now().timestamp_millis();
+    }
+}
+
+/// Waits for `request`, or records it as interrupted when `abort` (the grace period's end)
+/// comes first. A benchmark worker keeps one `abort` for all its requests.
+pub async fn interruptible(
+    abort: std::pin::Pin<&mut WaitForCancellationFuture<'_>>,
+    stream: bool,
+    request: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
     let t0 = std::time::Instant::now();
     tokio::select! {
-        out = ctx.client.chat(&target.endpoint, req) => out,
-        _ = ctx.abort.cancelled() => {
-            let mut out = Outcome { started_ms, latency_ms: Some(crate::endpoint::ms(t0.elapsed())), ..Outcome::default() };
+        out = request => out,
+        _ = abort => {
+            let elapsed = t0.elapsed();
+            let started_ms = chrono::Utc::now().timestamp_millis() - elapsed.as_millis() as i64;
+            let mut out = Outcome { started_ms, latency_ms: Some(crate::endpoint::ms(elapsed)), ..Outcome::default() };
             out.metadata.error_kind = Some(kind::INTERRUPTED.into());
-            out.metadata.stream = job.stream;
+            out.metadata.stream = stream;
             out.error = Some("interrupted: evald stopped before the response came".into());
             out
         }

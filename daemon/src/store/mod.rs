@@ -236,12 +236,26 @@ impl Store {
                 tally.add(&r.to_record());
                 true
             })?;
+            // A benchmark's latest checkpoint keeps its figures (the histograms died with the
+            // process); the counts come from the records, which may be a few seconds newer.
+            let measured: std::collections::BTreeMap<String, evald_model::BenchSummary> = summary
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.target.clone(), t.bench.clone()?)))
+                .collect();
             tally.finish(&mut summary);
+            for t in &mut summary.targets {
+                t.bench = measured.get(&t.target).cloned();
+            }
             summary.status = RunStatus::Interrupted;
             summary.ended_ms = Some(ended);
-            summary.message = Some(
-                "cut off: evald stopped before the run ended (marked at the next start)".into(),
-            );
+            summary.message = Some(if measured.is_empty() {
+                "cut off: evald stopped before the run ended (marked at the next start)".into()
+            } else {
+                "cut off: evald stopped before the run ended (marked at the next start); \
+                 benchmark figures as of its last checkpoint"
+                    .into()
+            });
             summaries.push(summary);
         }
         let tx = self.db.begin_write()?;
