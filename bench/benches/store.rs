@@ -97,6 +97,8 @@ fn record(i: u64, ts: i64) -> Record {
                 note: None,
             },
         ],
+        served_model: Some("gpt-4o-mini-2024-07-18".into()),
+        system_fingerprint: Some("fp_0ba0d124f1".into()),
     }
 }
 

@@ -49,6 +49,24 @@ enum Command {
         /// Print the run as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 3 when a watched target regressed against its baseline (for CI steps).
+        #[arg(long)]
+        fail_on_regression: bool,
+    },
+    /// Pins or unpins the run a watched job is tested against.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+    /// Two runs compared case by case: pass↔fail, score and latency deltas, changed answers.
+    Diff {
+        /// The earlier run's id.
+        run_a: String,
+        /// The later run's id.
+        run_b: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Sends one prompt to several targets and prints the answers side by side.
     Compare(CompareArgs),
@@ -73,6 +91,22 @@ enum Command {
         /// Only say what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BaselineAction {
+    /// Tests the job's next runs against RUN, until unpinned.
+    Pin {
+        /// The job's name.
+        job: String,
+        /// The run's id.
+        run: String,
+    },
+    /// Back to the job's `[watch] baseline`.
+    Unpin {
+        /// The job's name.
+        job: String,
     },
 }
 
@@ -122,7 +156,18 @@ fn main() -> ExitCode {
                     .map_err(|e| Failure::Other(format!("{e:#}")))
             }
             Command::Check { files } => cli::check::check(config, &files),
-            Command::Run { job, json } => cli::run::run(config, &job, json).await,
+            Command::Run {
+                job,
+                json,
+                fail_on_regression,
+            } => cli::run::run(config, &job, json, fail_on_regression).await,
+            Command::Baseline { action } => match action {
+                BaselineAction::Pin { job, run } => cli::watch::pin(config, &job, Some(&run)).await,
+                BaselineAction::Unpin { job } => cli::watch::pin(config, &job, None).await,
+            },
+            Command::Diff { run_a, run_b, json } => {
+                cli::watch::diff(config, &run_a, &run_b, json).await
+            }
             Command::Compare(args) => cli::run::compare(config, args).await,
             Command::Export(args) => cli::data::export(config, args).await,
             Command::Models { endpoint } => cli::data::models(config, &endpoint).await,

@@ -45,6 +45,7 @@ pub struct Metrics {
     /// Job files that failed to load.
     pub jobs_invalid: Gauge,
     plugin_errors: Family<Labels, Counter>,
+    events: Family<Labels, Counter>,
     /// Request records in the store (set at scrape time).
     pub store_records: Gauge,
     /// The store file's size (set at scrape time).
@@ -80,6 +81,7 @@ impl Metrics {
             last_run_ok: Family::default(),
             jobs_invalid: Gauge::default(),
             plugin_errors: Family::default(),
+            events: Family::default(),
             store_records: Gauge::default(),
             store_bytes: Gauge::default(),
             pruned: Counter::default(),
@@ -140,6 +142,11 @@ impl Metrics {
             "store_bytes",
             "Size of the store file",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "events",
+            "Events (served_model_changed) recorded since start, by kind",
+            m.events.clone(),
         );
         registry.register(
             "pruned_records",
@@ -204,6 +211,13 @@ impl Metrics {
                 ("plugin", plugin.to_string()),
                 ("cause", cause.to_string()),
             ])
+            .inc();
+    }
+
+    /// Counts an event of `kind`.
+    pub fn event(&self, kind: &str) {
+        self.events
+            .get_or_create(&vec![("kind", kind.to_string())])
             .inc();
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use evald_model::{InvalidJob, JobInfo, Record, RecordFilter, RowRef, RunSummary, Stats};
+use evald_model::{Event, InvalidJob, JobInfo, Record, RecordFilter, RowRef, RunSummary, Stats};
 use evald_web::read::{ReadError, ReadModel};
 
 use crate::metrics::Metrics;
@@ -113,6 +113,10 @@ impl ReadModel for View {
 
     fn stats(&self, days: u32) -> Result<Stats, ReadError> {
         stats(&self.store, days, chrono::Utc::now().timestamp_millis()).map_err(rerr)
+    }
+
+    fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, ReadError> {
+        self.store.events(job, limit).map_err(rerr)
     }
 
     fn metrics(&self) -> String {

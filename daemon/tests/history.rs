@@ -57,6 +57,8 @@ fn record(i: u64, ts: i64) -> Record {
             error: None,
             note: None,
         }],
+        served_model: None,
+        system_fingerprint: None,
     }
 }
 

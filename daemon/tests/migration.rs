@@ -33,13 +33,41 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn a_schema_1_store_migrates_and_reads_as_before() {
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let (dir, store) = opened();
-    // Byte for byte what the schema 1 binary exported.
-    for (format, file) in [(Format::Csv, "export.csv"), (Format::Jsonl, "export.jsonl")] {
-        let want = std::fs::read_to_string(format!("{FIXTURE}/{file}")).unwrap();
-        assert_eq!(export(&store, format), want, "{file}");
+    // What the schema 1 binary exported, field for field, with schema 3's two new columns
+    // (served_model, system_fingerprint) at the end, empty: those records never had them.
+    let want = std::fs::read_to_string(format!("{FIXTURE}/export.csv")).unwrap();
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect()
+    };
+    let (want, got) = (rows(&want), rows(&export(&store, Format::Csv)));
+    assert_eq!(want.len(), got.len());
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(&g[..w.len()], &w[..], "row {i}");
+        let tail: &[&str] = if i == 0 {
+            &["served_model", "system_fingerprint"]
+        } else {
+            &["", ""]
+        };
+        assert_eq!(&g[w.len()..], tail, "row {i}");
     }
+    let want = std::fs::read_to_string(format!("{FIXTURE}/export.jsonl")).unwrap();
+    let want: String = want
+        .lines()
+        .map(|l| {
+            format!(
+                "{},\"served_model\":null,\"system_fingerprint\":null}}\n",
+                &l[..l.len() - 1]
+            )
+        })
+        .collect();
+    assert_eq!(export(&store, Format::Jsonl), want);
     // The rollups, rebuilt as hourly and daily rows by group, give the same statistics.
     let want: Stats =
         serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURE}/stats.json")).unwrap())

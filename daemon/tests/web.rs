@@ -79,6 +79,7 @@ impl Fixture {
             config: self.config.clone(),
             client: Client::new(vec![]),
             writer: writer.clone(),
+            store: self.view.store.clone(),
             plugins: Plugins::new(&self.config.data_dir.join("plugin-cache")).unwrap(),
             metrics: self.view.metrics.clone(),
             stop: CancellationToken::new(),

@@ -10,6 +10,7 @@
 //! - [`score`]: the scoring maths (weighted mean, all passed).
 //! - [`stats`]: [`Stats`], the windowed analytics summary.
 //! - [`fmt`]: latencies and long texts shortened for people.
+//! - [`watch`]: verdicts against a baseline, served-model identity and events, run diffs.
 //! - [`jobs`]: [`JobInfo`] and [`InvalidJob`], what the registry reports.
 
 pub mod fmt;
@@ -19,6 +20,7 @@ pub mod run;
 pub mod score;
 pub mod stats;
 pub mod tally;
+pub mod watch;
 
 pub use jobs::{InvalidJob, JobInfo};
 pub use record::{Message, Metadata, Record, RecordFilter, RecordJson, RowRef, Score};
@@ -28,3 +30,4 @@ pub use run::{
 pub use score::{all_passed, mean, weighted_mean};
 pub use stats::{Stats, StatsGroup, TokenStats};
 pub use tally::{Tally, TargetTally};
+pub use watch::{DiffRow, Event, Identity, TargetWatch, Verdict};

@@ -76,6 +76,12 @@ pub struct Metadata {
     /// Which repetition of the case this was (0-based), when the job repeats cases.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub repeat: Option<u32>,
+    /// The values of the endpoint's `identity_headers` in the response, by header name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub identity: std::collections::BTreeMap<String, String>,
+    /// A re-send of a newly failing case (`[watch] confirm`): its outcome is the case's.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub confirm: bool,
 }
 
 /// One request to one target for one case: the stored request record, in the shape of the
@@ -126,6 +132,11 @@ pub struct Record {
     pub ttft_ms: Option<f64>,
     /// Every scorer's verdict.
     pub scores: Vec<Score>,
+    /// The model the response says served it (its `model` field), which a gateway or a moving
+    /// alias may resolve differently from the name sent.
+    pub served_model: Option<String>,
+    /// The response's `system_fingerprint`, when it has one.
+    pub system_fingerprint: Option<String>,
 }
 
 impl Record {
@@ -222,6 +233,10 @@ pub struct RowRef<'a> {
     /// [`Record::scores`] as a JSON array.
     #[serde(rename = "scores", serialize_with = "mark_raw_json")]
     pub scores_json: &'a str,
+    /// [`Record::served_model`].
+    pub served_model: Option<&'a str>,
+    /// [`Record::system_fingerprint`].
+    pub system_fingerprint: Option<&'a str>,
 }
 
 /// The newtype name that marks a field of stored JSON text: export writers copy it in as it
@@ -265,6 +280,8 @@ impl RowRef<'_> {
             endpoint: self.endpoint.into(),
             ttft_ms: self.ttft_ms,
             scores: serde_json::from_str(self.scores_json).unwrap_or_default(),
+            served_model: self.served_model.map(String::from),
+            system_fingerprint: self.system_fingerprint.map(String::from),
         }
     }
 }
@@ -313,6 +330,8 @@ impl RecordJson {
             endpoint: &r.endpoint,
             ttft_ms: r.ttft_ms,
             scores_json: &self.scores,
+            served_model: r.served_model.as_deref(),
+            system_fingerprint: r.system_fingerprint.as_deref(),
         }
     }
 }

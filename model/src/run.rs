@@ -197,6 +197,12 @@ pub struct TargetSummary {
     /// Benchmark jobs only.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bench: Option<BenchSummary>,
+    /// Watched jobs: the test against the baseline.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watch: Option<crate::watch::TargetWatch>,
+    /// The served model's identity in this run (the most common among its answers).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub identity: Option<crate::watch::Identity>,
 }
 
 /// One run of a job.

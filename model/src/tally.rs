@@ -43,7 +43,8 @@ fn mean_of(acc: (f64, u64)) -> Option<f64> {
 impl Tally {
     /// Counts one record in.
     pub fn add(&mut self, r: &Record) {
-        if r.metadata.warmup {
+        // Confirming re-sends (`[watch] confirm`) decide the watch test, not the run's figures.
+        if r.metadata.warmup || r.metadata.confirm {
             return;
         }
         self.targets.entry(r.target()).or_default().add(r);
@@ -116,6 +117,8 @@ impl TargetTally {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             bench: None,
+            watch: None,
+            identity: None,
         }
     }
 }

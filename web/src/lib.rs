@@ -14,6 +14,7 @@ pub mod export;
 pub mod pages;
 pub mod read;
 mod svg;
+mod watch;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(model: Arc<dyn ReadModel>, opts: WebOptions) -> Router {
         .route("/api/v1/jobs", get(api_jobs))
         .route("/api/v1/runs", get(api_runs))
         .route("/api/v1/runs/{id}", get(api_run))
+        .route("/api/v1/events", get(api_events))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/style.css", get(style))
@@ -188,9 +190,19 @@ async fn job_page(State(st): State<AppState>, Path(job): Path<String>) -> Respon
     }
 }
 
-async fn run_page(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+#[derive(Deserialize, Default)]
+struct RunQuery {
+    against: Option<String>,
+}
+
+async fn run_page(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> Response {
     let m = st.model.clone();
-    match blocking(move || pages::run(m.as_ref(), &id)).await {
+    let against = q.against.filter(|a| !a.trim().is_empty());
+    match blocking(move || pages::run(m.as_ref(), &id, against.as_deref())).await {
         Ok(Some(html)) => Html(html).into_response(),
         Ok(None) => WebError::NotFound("No such run", "No run by that id.").into_response(),
         Err(r) => r,
@@ -405,6 +417,21 @@ async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response
             axum::Json(serde_json::json!({ "error": "no run by that id" })),
         )
             .into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    job: Option<String>,
+}
+
+/// `/api/v1/events?job=`: newest first, at most 1,000.
+async fn api_events(State(st): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    let job = q.job.filter(|j| !j.is_empty());
+    let m = st.model.clone();
+    match blocking(move || m.events(job.as_deref(), 1000)).await {
+        Ok(v) => axum::Json(v).into_response(),
         Err(r) => r,
     }
 }

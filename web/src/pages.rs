@@ -101,6 +101,8 @@ struct JobRow {
     last_when: String,
     last_id: String,
     score: String,
+    /// The latest watched run's verdict (the worst of its targets), and its css class.
+    verdict: (String, &'static str),
     pass: String,
     latency: String,
     trend: String,
@@ -213,6 +215,7 @@ fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
         last_when: last.map(|r| fmt_ago(r.started_ms)).unwrap_or_default(),
         last_id: last.map(|r| r.id.clone()).unwrap_or_default(),
         score: fmt_score(real.first().and_then(|r| r.mean_score())),
+        verdict: crate::watch::latest_verdict(&real),
         pass: fmt_pct(real.first().and_then(|r| r.pass_rate())),
         latency: fmt_ms(real.first().and_then(|r| r.mean_latency_ms())),
         trend: svg::sparkline(&trend, 96.0, 22.0),
@@ -301,8 +304,7 @@ struct JobPage {
     targets: Vec<String>,
     file: String,
     broken: Vec<String>,
-    score_chart: String,
-    latency_chart: String,
+    watch: String,
     runs: Vec<RunRow>,
 }
 
@@ -313,24 +315,9 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
     if info.is_none() && runs.is_empty() {
         return Ok(None);
     }
-    let real: Vec<&RunSummary> = runs
-        .iter()
-        .rev()
-        .filter(|r| r.status != RunStatus::Skipped)
-        .collect();
-    let score_chart = svg::line_chart(
-        &[
-            ("s-score", real.iter().map(|r| r.mean_score()).collect()),
-            ("s-pass", real.iter().map(|r| r.pass_rate()).collect()),
-        ],
-        "",
-        Some((0.0, 1.0)),
-    );
-    let latency_chart = svg::line_chart(
-        &[("s-lat", real.iter().map(|r| r.mean_latency_ms()).collect())],
-        " ms",
-        None,
-    );
+    let watch = crate::watch::job_section(m, name, &runs, |t| {
+        format!("{} ({})", fmt_time(t), fmt_ago(t))
+    })?;
     let page = JobPage {
         name: name.to_string(),
         description: info
@@ -360,8 +347,7 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
             .map(|i| i.file.clone())
             .unwrap_or_else(|| "(job file gone)".into()),
         broken: info.map(|i| i.stale_errors).unwrap_or_default(),
-        score_chart,
-        latency_chart,
+        watch,
         runs: runs.iter().map(RunRow::of).collect(),
     };
     page.render().map(Some).map_err(ReadError::new)
@@ -396,6 +382,8 @@ struct MatrixRow {
 
 struct TargetRow {
     target: String,
+    /// The watch verdict, with its p-value and baseline, when the job is watched.
+    verdict: String,
     requests: u64,
     errors: u64,
     latency: String,
@@ -453,10 +441,12 @@ struct RunPage {
     target_rows: Vec<TargetRow>,
     matrix: Vec<MatrixRow>,
     benches: Vec<BenchBlock>,
+    /// `?against=`: this run beside another, case by case.
+    against: String,
 }
 
 /// `/runs/{id}`.
-pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
+pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<String>, ReadError> {
     let Some(run) = m.run(id)? else {
         return Ok(None);
     };
@@ -466,6 +456,14 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
         .iter()
         .map(|t| TargetRow {
             target: t.target.clone(),
+            verdict: t
+                .watch
+                .as_ref()
+                .map(|w| match w.p_value {
+                    Some(p) => format!("{} (p {p:.3}, {})", w.verdict.as_str(), w.reason),
+                    None => format!("{} ({})", w.verdict.as_str(), w.reason),
+                })
+                .unwrap_or_default(),
             requests: t.requests,
             errors: t.errors,
             latency: fmt_ms(t.mean_latency_ms),
@@ -476,6 +474,7 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
         .collect();
     let mut matrix = Vec::new();
     let mut benches = Vec::new();
+    let mut against = String::new();
     if run.kind == JobKind::Benchmark {
         for t in &run.targets {
             let Some(b) = &t.bench else { continue };
@@ -549,8 +548,18 @@ pub fn run(m: &dyn ReadModel, id: &str) -> Result<Option<String>, ReadError> {
     } else {
         let records = m.run_records(id, crate::MAX_RUN_RECORDS)?;
         matrix = build_matrix(&records, &targets);
+        if let Some(other) = other.filter(|o| *o != id) {
+            // `?against=` an unknown run says so in the section rather than failing the page.
+            let then = match m.run(other)? {
+                Some(_) => m.run_records(other, crate::MAX_RUN_RECORDS)?,
+                None => vec![],
+            };
+            let rows = evald_model::watch::diff(&then, &records);
+            against = crate::watch::against_section(other, &rows)?;
+        }
     }
     let page = RunPage {
+        against,
         job: run.job.clone(),
         kind: run.kind.as_str().into(),
         ended: run

@@ -2,7 +2,7 @@
 //! daemon implements [`ReadModel`] over its store and job registry; this crate never sees redb,
 //! so "read-only" holds by type: the trait has no method that writes.
 
-use evald_model::{InvalidJob, JobInfo, Record, RecordFilter, RowRef, RunSummary, Stats};
+use evald_model::{Event, InvalidJob, JobInfo, Record, RecordFilter, RowRef, RunSummary, Stats};
 
 /// An error while reading the store. Its text is for the log only: the page shows a fixed
 /// sentence.
@@ -44,4 +44,6 @@ pub trait ReadModel: Send + Sync + 'static {
     fn stats(&self, days: u32) -> Result<Stats, ReadError>;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
+    /// Events (a served model that changed), newest first, of one job or all.
+    fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, ReadError>;
 }

@@ -51,11 +51,13 @@ fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-/// A line chart over runs with a y-axis of `unit`; `series` = (css class, values).
-pub fn line_chart(
+/// A line chart over runs with a y-axis of `unit`; `series` = (css class, values), and a
+/// dashed vertical mark at each run index in `marks` (events).
+pub fn line_chart_marked(
     series: &[(&str, Vec<Option<f64>>)],
     unit: &str,
     fixed: Option<(f64, f64)>,
+    marks: &[usize],
 ) -> String {
     let (w, h, left, bottom) = (640.0, 180.0, 48.0, 18.0);
     let all = series.iter().flat_map(|s| s.1.iter().flatten().copied());
@@ -88,6 +90,14 @@ pub fn line_chart(
             left - 4.0,
             yy + 3.0,
             short(v)
+        );
+    }
+    for &i in marks.iter().filter(|&&i| i < n) {
+        let _ = write!(
+            s,
+            r#"<line x1="{0:.1}" x2="{0:.1}" y1="4" y2="{1:.1}" class="mark"/>"#,
+            x(i),
+            h - bottom
         );
     }
     for (class, vals) in series {

@@ -64,6 +64,8 @@ fn record() -> Record {
             error: None,
             note: Some(HOSTILE.into()),
         }],
+        served_model: None,
+        system_fingerprint: None,
     }
 }
 
@@ -179,6 +181,15 @@ impl ReadModel for Fake {
 
     fn metrics(&self) -> String {
         "evald_jobs_invalid 1\n".into()
+    }
+
+    fn events(
+        &self,
+        _job: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<evald_model::Event>, ReadError> {
+        self.fail()?;
+        Ok(vec![])
     }
 }
 

@@ -9,6 +9,7 @@ pub mod check;
 pub mod data;
 pub mod report;
 pub mod run;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -43,12 +44,18 @@ pub enum Failure {
     /// Something else stopped the command (the daemon's start-up, an endpoint).
     #[error("{0}")]
     Other(String),
+    /// `evald run --fail-on-regression`: a target regressed (exit 3).
+    #[error("{0}")]
+    Regressed(String),
 }
 
 impl Failure {
-    /// The exit status: 1 for every failure (DESIGN: `0` ok, `1` failed, `3` regressed).
+    /// The exit status (DESIGN: `0` ok, `1` failed, `3` regressed with `--fail-on-regression`).
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            Failure::Regressed(_) => 3,
+            _ => 1,
+        }
     }
 }
 

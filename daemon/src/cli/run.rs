@@ -13,7 +13,7 @@ use evald::metrics::Metrics;
 use evald::run::{Progress, RunContext, RunReport};
 use evald::score::plugins::Plugins;
 use evald::store::Store;
-use evald_model::{RunStatus, Trigger};
+use evald_model::{RunStatus, Trigger, Verdict};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,7 @@ async fn run_local(
         plugins: Plugins::new(&config.data_dir.join("plugin-cache"))?,
         config: Arc::new(config),
         writer: writer.clone(),
+        store: store.clone(),
         metrics: Arc::new(Metrics::new()),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
@@ -82,7 +83,12 @@ async fn run_local(
 }
 
 /// `evald run JOB`.
-pub async fn run(explicit: Option<&Path>, name: &str, json: bool) -> Result<bool, Failure> {
+pub async fn run(
+    explicit: Option<&Path>,
+    name: &str,
+    json: bool,
+    fail_on_regression: bool,
+) -> Result<bool, Failure> {
     let config = load_config(explicit)?;
     let file = config.jobs_dir.join(format!("{name}.toml"));
     if !file.is_file() {
@@ -118,6 +124,25 @@ pub async fn run(explicit: Option<&Path>, name: &str, json: bool) -> Result<bool
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
+        super::watch::print_verdicts(&report.summary);
+    }
+    let regressed: Vec<&str> = report
+        .summary
+        .targets
+        .iter()
+        .filter(|t| {
+            t.watch
+                .as_ref()
+                .is_some_and(|w| w.verdict == Verdict::Regressed)
+        })
+        .map(|t| t.target.as_str())
+        .collect();
+    if fail_on_regression && !regressed.is_empty() {
+        return Err(Failure::Regressed(format!(
+            "run {} regressed on {}",
+            report.summary.id,
+            regressed.join(", ")
+        )));
     }
     Ok(report.summary.status != RunStatus::Failed)
 }

@@ -93,6 +93,7 @@ struct RawEndpoint {
     timeout: Option<Spanned<String>>,
     max_retries: Option<Spanned<i64>>,
     headers: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    identity_headers: Option<Spanned<Vec<String>>>,
     simulated: Option<Spanned<RawSimulated>>,
 }
 
@@ -164,6 +165,9 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Retries on connect errors, 429 and 5xx.
     pub max_retries: u32,
+    /// Response headers that identify the model behind the name (e.g. `x-litellm-model-id`):
+    /// stored with each record and watched for changes. Lower case.
+    pub identity_headers: Vec<String>,
     /// Where requests go.
     pub kind: EndpointKind,
 }
@@ -463,6 +467,18 @@ fn validate_endpoint(
             0
         }
     };
+    let mut identity_headers = Vec::new();
+    if let Some(h) = &raw.identity_headers {
+        for name in h.get_ref() {
+            match hyper::header::HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(n) => identity_headers.push(n.as_str().to_string()),
+                Err(_) => errs.push(src.at(
+                    Some(h.span()),
+                    format!("{}: `{name}` is not a header name", key("identity_headers")),
+                )),
+            }
+        }
+    }
     let kind = match (&raw.url, &raw.simulated) {
         (Some(_), Some(s)) => {
             errs.push(src.at(
@@ -614,6 +630,7 @@ fn validate_endpoint(
         provider,
         timeout,
         max_retries,
+        identity_headers,
         kind,
     })
 }

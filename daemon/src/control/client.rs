@@ -127,6 +127,24 @@ impl DaemonClient {
         self.answer(&Request::Adhoc { spec: spec.clone() }).await
     }
 
+    /// Pins `run` as `job`'s baseline, or unpins; what was done, in words.
+    pub async fn pin(&self, job: &str, run: Option<&str>) -> Result<String, ControlError> {
+        self.answer(&Request::Pin {
+            job: job.to_string(),
+            run: run.map(String::from),
+        })
+        .await
+    }
+
+    /// Runs `a` and `b` compared case by case.
+    pub async fn diff(&self, a: &str, b: &str) -> Result<Vec<evald_model::DiffRow>, ControlError> {
+        self.answer(&Request::Diff {
+            a: a.to_string(),
+            b: b.to_string(),
+        })
+        .await
+    }
+
     /// The analytics summary over `days` days.
     pub async fn stats(&self, days: u32) -> Result<Stats, ControlError> {
         self.answer(&Request::Stats { days }).await

@@ -55,6 +55,20 @@ pub enum Request {
         /// Only report.
         dry_run: bool,
     },
+    /// Pin a run as a job's baseline, or unpin (`run` absent).
+    Pin {
+        /// The job.
+        job: String,
+        /// The run to pin.
+        run: Option<String>,
+    },
+    /// Two runs compared case by case.
+    Diff {
+        /// The earlier run.
+        a: String,
+        /// The later run.
+        b: String,
+    },
 }
 
 /// One line of an answer.

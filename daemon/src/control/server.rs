@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::{Frames, MAX_REQUEST, Reply, Request};
 use crate::job::AdhocSpec;
 use crate::run::{Progress, ProgressFn, RunReport};
-use crate::store::{PruneReport, Store};
+use crate::store::{PruneReport, Store, Writer};
 
 /// Why the daemon could not do what was asked; sent to the client as its text.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,6 +37,8 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PruneReport, HandlerError>> + Send;
     /// The store, for stats and exports.
     fn store(&self) -> Store;
+    /// The daemon's writer, for pins.
+    fn writer(&self) -> Writer;
 }
 
 /// Listens on `path` until the returned task is aborted.
@@ -161,6 +163,23 @@ async fn handle<H: Handler>(h: Arc<H>, mut w: UnixStream) -> anyhow::Result<()> 
             match res {
                 Ok(s) => send(&mut w, &Reply::Ok(serde_json::to_value(&s)?)).await?,
                 Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
+            }
+        }
+        Request::Pin { job, run } => {
+            let (store, writer) = (h.store(), h.writer());
+            match crate::run::watch::pin(&store, &writer, &job, run.as_deref()).await {
+                Ok(msg) => send(&mut w, &Reply::Ok(serde_json::Value::String(msg))).await?,
+                Err(e) => send(&mut w, &Reply::Error(e)).await?,
+            }
+        }
+        Request::Diff { a, b } => {
+            let store = h.store();
+            let res =
+                tokio::task::spawn_blocking(move || crate::run::watch::diff_runs(&store, &a, &b))
+                    .await?;
+            match res {
+                Ok(rows) => send(&mut w, &Reply::Ok(serde_json::to_value(rows)?)).await?,
+                Err(e) => send(&mut w, &Reply::Error(e)).await?,
             }
         }
         Request::Prune { dry_run } => match h.prune(dry_run).await {

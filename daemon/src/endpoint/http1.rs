@@ -43,9 +43,15 @@ impl std::fmt::Debug for Http1 {
 /// client honours it, this one would not), or `EVALD_GENERAL_CLIENT` is set (to compare the
 /// two clients, or to rule this one out when a server misbehaves).
 fn stand_aside() -> bool {
-    ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "EVALD_GENERAL_CLIENT"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    [
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "EVALD_GENERAL_CLIENT",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
 impl Http1 {
@@ -162,7 +168,14 @@ impl Http1 {
                     driver,
                     timer,
                 } = &mut conn;
-                let exchange = exchange(sender, self.request(body.clone()), timer, req, name);
+                let exchange = exchange(
+                    sender,
+                    self.request(body.clone()),
+                    timer,
+                    req,
+                    name,
+                    &self.endpoint.identity_headers,
+                );
                 let mut exchange = std::pin::pin!(exchange);
                 // The connection is driven here, in the request's own task, not in a task of
                 // its own: no hand-off between tasks for the request, the head or each chunk.
@@ -232,6 +245,7 @@ async fn exchange(
     sleep: &mut Pin<Box<tokio::time::Sleep>>,
     req: ChatRequest<'_>,
     name: &str,
+    identity: &[String],
 ) -> Exchange {
     let timed_out = |what: &str| {
         Exchange::Done(
@@ -269,7 +283,7 @@ async fn exchange(
         }
     };
     let (parts, incoming) = resp.into_parts();
-    let head = read::Head::of(parts.status.as_u16(), &parts.headers);
+    let head = read::Head::of(parts.status.as_u16(), &parts.headers, identity);
     let (out, retry_after) =
         read::response(head, body_stream(incoming, sleep), t0, req.stream, name).await;
     Exchange::Done(out, retry_after)

@@ -66,6 +66,10 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Attempts, error kind, status, stream timings.
     pub metadata: Metadata,
+    /// The model the response says served it.
+    pub served_model: Option<String>,
+    /// The response's `system_fingerprint`.
+    pub system_fingerprint: Option<String>,
     /// Every gap between consecutive token-bearing chunks, µs (streams). Not stored in the
     /// record: a benchmark pools them into its run's inter-token histogram.
     pub gaps_us: Vec<u32>,
@@ -164,7 +168,7 @@ impl Client {
             let t0 = Instant::now();
             match rb.send().await {
                 Err(e) => (transport_error(&e, &ep.name), None),
-                Ok(resp) => self.read_response(resp, t0, req, &ep.name).await,
+                Ok(resp) => self.read_response(resp, t0, req, ep).await,
             }
         })
         .await
@@ -222,16 +226,16 @@ impl Client {
         resp: reqwest::Response,
         t0: Instant,
         req: ChatRequest<'_>,
-        endpoint: &str,
+        ep: &Endpoint,
     ) -> (Outcome, Option<Duration>) {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         read::response(
-            read::Head::of(status, &headers),
+            read::Head::of(status, &headers, &ep.identity_headers),
             body_of(resp),
             t0,
             req.stream,
-            endpoint,
+            &ep.name,
         )
         .await
     }

@@ -42,12 +42,21 @@ pub(crate) struct Head<'a> {
     pub retry_after: Option<&'a str>,
     /// The body is an SSE stream.
     pub is_sse: bool,
+    /// The values of the endpoint's `identity_headers` that the response carries.
+    pub identity: std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> Head<'a> {
     /// The parts of `headers` the reader needs.
-    pub fn of(status: u16, headers: &'a hyper::HeaderMap) -> Head<'a> {
+    pub fn of(status: u16, headers: &'a hyper::HeaderMap, identity: &[String]) -> Head<'a> {
         Head {
+            identity: identity
+                .iter()
+                .filter_map(|name| {
+                    let v = headers.get(name.as_str())?.to_str().ok()?;
+                    Some((name.clone(), clip(v, 200)))
+                })
+                .collect(),
             status,
             retry_after: headers
                 .get(hyper::header::RETRY_AFTER)
@@ -74,6 +83,7 @@ where
 {
     let mut out = Outcome::default();
     out.metadata.http_status = Some(head.status);
+    out.metadata.identity = head.identity;
     if !(200..300).contains(&head.status) {
         let retry_after = head.retry_after.and_then(parse_retry_after);
         let body = read_capped(body, 64 * 1024).await.unwrap_or_default();
@@ -165,6 +175,19 @@ struct Completion {
     #[serde(default)]
     choices: Vec<Choice>,
     usage: Option<Usage>,
+    /// The model that served the request, as the server names it.
+    model: Option<String>,
+    system_fingerprint: Option<String>,
+}
+
+/// Keeps the served model and fingerprint a response (or its first chunk with them) names.
+fn note_identity(out: &mut Outcome, model: Option<String>, fingerprint: Option<String>) {
+    if out.served_model.is_none() {
+        out.served_model = model.filter(|m| !m.is_empty()).map(|m| clip(&m, 200));
+    }
+    if out.system_fingerprint.is_none() {
+        out.system_fingerprint = fingerprint.filter(|f| !f.is_empty()).map(|f| clip(&f, 200));
+    }
 }
 
 #[derive(Deserialize)]
@@ -242,6 +265,7 @@ pub(crate) fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
             return;
         }
     };
+    note_identity(out, parsed.model, parsed.system_fingerprint);
     if let Some(u) = parsed.usage {
         apply_usage(out, u);
     }
@@ -330,6 +354,7 @@ where
                 break;
             }
         };
+        note_identity(out, chunk.model, chunk.system_fingerprint);
         if let Some(u) = chunk.usage {
             apply_usage(out, u);
         }

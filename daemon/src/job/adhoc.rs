@@ -80,6 +80,7 @@ impl Job {
             generators: vec![],
             scorers: vec![],
             load: None,
+            watch: None,
         };
         let path = Path::new("compare.toml");
         let mut v = Validator {

@@ -191,6 +191,30 @@ pub struct ScorerSpec {
     pub kind: ScorerKind,
 }
 
+/// The `[watch]` table of a compare job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSpec {
+    /// What each run is tested against.
+    pub baseline: Baseline,
+    /// Level of the per-target McNemar test.
+    pub significance: f64,
+    /// A smaller drop in pass rate is never a regression.
+    pub min_drop: f64,
+    /// Re-send newly failing cases once before calling it.
+    pub confirm: bool,
+}
+
+/// `[watch] baseline`: a pinned run (`evald baseline pin`) overrides it until unpinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The last finished run.
+    Previous,
+    /// Each case's majority outcome over the last N finished runs.
+    Rolling(usize),
+    /// Only a pinned run; without one the verdict is `insufficient`.
+    Pinned,
+}
+
 /// The `[load]` table of a benchmark job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadSpec {
@@ -267,6 +291,8 @@ pub struct Job {
     pub scorers: Vec<ScorerSpec>,
     /// Benchmark load, for benchmark jobs.
     pub load: Option<LoadSpec>,
+    /// `[watch]`: each run tested against a baseline (compare jobs).
+    pub watch: Option<WatchSpec>,
     /// Hash of the file's text: a reload of an unchanged file is a no-op.
     pub digest: u64,
 }

@@ -26,6 +26,16 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub(super) scorers: Vec<Spanned<RawScorer>>,
     pub(super) load: Option<Spanned<RawLoad>>,
+    pub(super) watch: Option<Spanned<RawWatch>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) baseline: Option<Spanned<String>>,
+    pub(super) significance: Option<Spanned<Num>>,
+    pub(super) min_drop: Option<Spanned<Num>>,
+    pub(super) confirm: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

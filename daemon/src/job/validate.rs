@@ -129,6 +129,16 @@ impl Validator<'_> {
             }
             (None, JobKind::Compare) => None,
         };
+        let watch = raw.watch.as_ref().and_then(|w| match kind {
+            JobKind::Benchmark => {
+                self.err(
+                    Some(w.span()),
+                    "watch: only compare jobs take a [watch] table (it tests pass rates, case by case)",
+                );
+                None
+            }
+            JobKind::Compare => Some(self.watch(w, scorers.is_empty())),
+        });
         Job {
             name,
             file: self.src.path.to_path_buf(),
@@ -146,7 +156,47 @@ impl Validator<'_> {
             generators,
             scorers,
             load,
+            watch,
             digest: 0,
+        }
+    }
+
+    fn watch(&mut self, w: &Spanned<RawWatch>, no_scorers: bool) -> WatchSpec {
+        if no_scorers {
+            self.err(
+                Some(w.span()),
+                "watch: a watched job needs [[scorers]]: the test compares pass rates",
+            );
+        }
+        let w = w.get_ref();
+        let baseline = match &w.baseline {
+            None => Baseline::Rolling(5),
+            Some(b) => match b.get_ref().as_str() {
+                "previous" => Baseline::Previous,
+                "pinned" => Baseline::Pinned,
+                other => match other.strip_prefix("rolling:").map(str::parse::<usize>) {
+                    Some(Ok(n)) if (1..=100).contains(&n) => Baseline::Rolling(n),
+                    _ => {
+                        self.err(
+                            Some(b.span()),
+                            format!(
+                                "watch.baseline: `{other}` is not one of \"previous\", \"rolling:N\" (N from 1 to 100) or \"pinned\""
+                            ),
+                        );
+                        Baseline::Previous
+                    }
+                },
+            },
+        };
+        WatchSpec {
+            baseline,
+            significance: self
+                .float("watch.significance", &w.significance, 1e-9, 0.5)
+                .unwrap_or(0.05),
+            min_drop: self
+                .float("watch.min_drop", &w.min_drop, 0.0, 1.0)
+                .unwrap_or(0.05),
+            confirm: w.confirm.unwrap_or(false),
         }
     }
 

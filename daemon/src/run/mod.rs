@@ -8,6 +8,7 @@
 //! interrupted.
 
 pub mod bench;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::job::{Case, Job, JobKind, TargetSpec};
 use crate::metrics::Metrics;
 use crate::score::Scorers;
 use crate::score::plugins::{PluginError, Plugins};
-use crate::store::{Writer, new_run_id};
+use crate::store::{Store, Writer, new_run_id};
 
 /// Everything a run needs from the daemon (or the CLI).
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct RunContext {
     pub client: Client,
     /// Stores records and summaries.
     pub writer: Writer,
+    /// Reads the baselines a watched run is tested against.
+    pub store: Store,
     /// Loads scorer and generator plugins.
     pub plugins: Plugins,
     /// Counts requests and runs for `/metrics`.
@@ -223,10 +226,22 @@ async fn run_in_span(
 
     let records = match job.kind {
         JobKind::Compare => {
-            let (records, scoring_ms) =
+            let (mut records, scoring_ms) =
                 compare(ctx, job, &summary.id, &targets, &cases, &scorers, progress).await;
             summarize_into(&mut summary, &records);
             summary.scoring_ms = (!scorers.is_empty()).then_some(scoring_ms);
+            if !ctx.stop.is_cancelled() {
+                watch::after_run(
+                    ctx,
+                    job,
+                    &mut summary,
+                    &mut records,
+                    &targets,
+                    &cases,
+                    &scorers,
+                )
+                .await;
+            }
             records
         }
         JobKind::Benchmark => {
@@ -349,6 +364,8 @@ pub fn record_of(
         endpoint: target.endpoint.name.clone(),
         ttft_ms: out.ttft_ms.map(round_us),
         scores: vec![],
+        served_model: out.served_model,
+        system_fingerprint: out.system_fingerprint,
     }
 }
 
@@ -401,7 +418,7 @@ pub async fn interruptible(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn compare_one(
+pub(crate) async fn compare_one(
     ctx: &RunContext,
     job: &Job,
     run_id: &str,
@@ -410,6 +427,7 @@ async fn compare_one(
     rep: u32,
     case: &Case,
     target: &Target,
+    confirm: bool,
 ) -> Option<Record> {
     // After a stop, requests not yet sent are not sent.
     if ctx.stop.is_cancelled() {
@@ -420,6 +438,7 @@ async fn compare_one(
         if job.repeat > 1 {
             m.repeat = Some(rep);
         }
+        m.confirm = confirm;
     });
     let t = std::time::Instant::now();
     r.scores = scorers.score(case, &r).await;
@@ -455,6 +474,7 @@ async fn compare(
                     rep,
                     case,
                     t,
+                    false,
                 ));
             }
         }

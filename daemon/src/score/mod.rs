@@ -243,6 +243,8 @@ mod tests {
             endpoint: "e".into(),
             ttft_ms: None,
             scores: vec![],
+            served_model: None,
+            system_fingerprint: None,
         }
     }
 

@@ -10,7 +10,7 @@ use super::Daemon;
 use crate::control::{Handler, HandlerError};
 use crate::job::{AdhocSpec, Job};
 use crate::run::{ProgressFn, RunReport};
-use crate::store::{PruneReport, Store};
+use crate::store::{PruneReport, Store, Writer};
 
 /// The running daemon as the control socket sees it.
 pub struct ControlHandler(pub Arc<Daemon>);
@@ -36,5 +36,9 @@ impl Handler for ControlHandler {
 
     fn store(&self) -> Store {
         self.0.store.clone()
+    }
+
+    fn writer(&self) -> Writer {
+        self.0.writer.clone()
     }
 }

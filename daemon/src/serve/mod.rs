@@ -83,6 +83,7 @@ impl Daemon {
                 .map(|c| c.clone())
                 .unwrap_or_else(|p| p.into_inner().clone()),
             writer: self.writer.clone(),
+            store: self.store.clone(),
             plugins: self.plugins.clone(),
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),

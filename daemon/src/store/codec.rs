@@ -33,16 +33,31 @@ pub(super) struct Stored<'a> {
     pub(super) endpoint: &'a str,
     pub(super) ttft_ms: Option<f64>,
     pub(super) scores: &'a [u8],
+    /// [`RECORD_V3`] on: written after the fields above, as [`Tail`].
+    #[serde(skip)]
+    pub(super) tail: Tail<'a>,
+}
+
+/// What [`RECORD_V3`] added after [`Stored`]'s fields: the served model's identity.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct Tail<'a> {
+    pub(super) served_model: Option<&'a str>,
+    pub(super) system_fingerprint: Option<&'a str>,
 }
 
 impl<'a> Stored<'a> {
     /// Reads a stored value and its version; `None` for a version this binary cannot read.
     pub(super) fn decode(bytes: &'a [u8]) -> Option<(u8, Stored<'a>)> {
         let (&version, body) = bytes.split_first()?;
-        if version != RECORD_V1 && version != RECORD_V2 {
-            return None;
+        match version {
+            RECORD_V1 | RECORD_V2 => Some((version, postcard::from_bytes(body).ok()?)),
+            RECORD_V3 => {
+                let (mut s, rest): (Stored<'a>, _) = postcard::take_from_bytes(body).ok()?;
+                s.tail = postcard::from_bytes(rest).ok()?;
+                Some((version, s))
+            }
+            _ => None,
         }
-        Some((version, postcard::from_bytes(body).ok()?))
     }
 
     /// The row, with the messages and scores JSON found by the caller.
@@ -75,6 +90,8 @@ impl<'a> Stored<'a> {
             endpoint: self.endpoint,
             ttft_ms: self.ttft_ms,
             scores_json,
+            served_model: self.tail.served_model,
+            system_fingerprint: self.tail.system_fingerprint,
         }
     }
 }
@@ -135,12 +152,18 @@ impl Encoded {
             endpoint: &r.endpoint,
             ttft_ms: r.ttft_ms,
             scores: &scores,
+            tail: Tail::default(),
+        };
+        let tail = Tail {
+            served_model: r.served_model.as_deref(),
+            system_fingerprint: r.system_fingerprint.as_deref(),
         };
         let mut value = Vec::with_capacity(
             64 + r.response.as_ref().map_or(0, String::len) + metadata.len() + scores.len(),
         );
-        value.push(RECORD_V2);
+        value.push(RECORD_V3);
         let value = postcard::to_extend(&s, value)?;
+        let value = postcard::to_extend(&tail, value)?;
         Ok(Encoded {
             timestamp_ms: r.timestamp_ms.max(0) as u64,
             value,

@@ -31,6 +31,13 @@ impl Store {
                         "store migrated from schema 1 to 2"
                     );
                 }
+                // Migration 2 → 3: records gain the served model's identity (a new record
+                // version, read beside the old ones), and the events and pins tables are new:
+                // nothing to rewrite. The version is raised so an older binary refuses the
+                // file rather than skipping the records it cannot read.
+                Some(2) => {
+                    tracing::info!(file = %self.path.display(), "store migrated from schema 2 to 3")
+                }
                 // A new file (or one from before versions were written).
                 _ => {}
             }
@@ -44,6 +51,8 @@ impl Store {
             tx.open_table(GROUPS)?;
             tx.open_table(HOURS)?;
             tx.open_table(DAYS)?;
+            tx.open_table(EVENTS)?;
+            tx.open_table(PINS)?;
             tx.commit()?;
             Ok(None)
         };

@@ -15,6 +15,7 @@ mod migrate;
 mod retention;
 pub mod rollup;
 mod tables;
+mod watch;
 mod writer;
 
 pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
@@ -591,6 +592,8 @@ mod tests {
                 error: None,
                 note: Some("found".into()),
             }],
+            served_model: None,
+            system_fingerprint: None,
         }
     }
 

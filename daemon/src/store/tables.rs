@@ -8,7 +8,7 @@ use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, T
 use super::StoreError;
 
 /// The schema this binary writes. Bump it with a named migration in [`Store::migrate`].
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Key: a name (`schema_version`, `next_record_id`). Value: the number.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta-1");
@@ -34,6 +34,11 @@ pub(super) const HOURS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::ne
 /// Key: (day start ms, UTC, group id). Value: that day's [`Rollup`] of the group.
 pub(super) const DAYS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("rollups-day-2");
 
+/// Key: (time ms, a hash of the run and target). Value: the [`evald_model::Event`] as JSON.
+pub(super) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events-1");
+/// Key: job. Value: the run pinned as its baseline (`evald baseline pin`).
+pub(super) const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins-1");
+
 /// Schema 1's run → records index, dropped by migration 2: a run's records are found by
 /// scanning the run's time span in [`RECORDS`], which costs a run page little and saves every
 /// record an index entry.
@@ -52,6 +57,8 @@ pub(super) const RUN_SLACK_MS: i64 = 10 * 60 * 1000;
 pub(super) const RECORD_V1: u8 = 1;
 /// Version byte in front of a stored record: scores in postcard (~half the bytes).
 pub(super) const RECORD_V2: u8 = 2;
+/// Version 3: version 2 followed by the served model and system fingerprint ([`Tail`]).
+pub(super) const RECORD_V3: u8 = 3;
 
 /// redb's page cache.
 pub(super) const CACHE_BYTES: usize = 64 * 1024 * 1024;

@@ -9,6 +9,9 @@ use super::*;
 pub(super) enum Command {
     Record(Box<Encoded>),
     Run(Box<RunSummary>),
+    Event(Box<evald_model::Event>),
+    /// Pins a run as a job's baseline (`None` unpins).
+    Pin(String, Option<String>),
     Flush(oneshot::Sender<()>),
     Prune(
         PruneCutoffs,
@@ -52,6 +55,26 @@ impl Writer {
         if self.tx.send(Command::Run(Box::new(s))).await.is_err() {
             tracing::error!("store writer is gone; a run summary was lost");
         }
+    }
+
+    /// Queues an event.
+    pub async fn event(&self, e: evald_model::Event) {
+        if self.tx.send(Command::Event(Box::new(e))).await.is_err() {
+            tracing::error!("store writer is gone; an event was lost");
+        }
+    }
+
+    /// Pins `run` as `job`'s baseline, or unpins with `None`; committed when this returns.
+    pub async fn pin(&self, job: &str, run: Option<&str>) {
+        if self
+            .tx
+            .send(Command::Pin(job.to_string(), run.map(String::from)))
+            .await
+            .is_err()
+        {
+            tracing::error!("store writer is gone; a pin was lost");
+        }
+        self.flush().await;
     }
 
     /// Waits until everything queued before this call is committed.
@@ -148,6 +171,8 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
                 .iter()
                 .filter_map(|c| match c {
                     Command::Run(s) => Some(Command::Run(s.clone())),
+                    Command::Event(e) => Some(Command::Event(e.clone())),
+                    Command::Pin(j, r) => Some(Command::Pin(j.clone(), r.clone())),
                     _ => None,
                 })
                 .collect();
@@ -243,6 +268,21 @@ pub(super) fn commit(
                     } else {
                         running.remove(s.id.as_str())?;
                     }
+                }
+                Command::Event(e) => {
+                    let h = xxhash_rust::xxh3::xxh3_64(
+                        format!("{}\u{1f}{}", e.run_id, e.target).as_bytes(),
+                    );
+                    let bytes = serde_json::to_vec(&*e)?;
+                    tx.open_table(EVENTS)?
+                        .insert((e.time_ms.max(0) as u64, h), bytes.as_slice())?;
+                }
+                Command::Pin(job, run) => {
+                    let mut pins = tx.open_table(PINS)?;
+                    match run {
+                        Some(run) => pins.insert(job.as_str(), run.as_str())?,
+                        None => pins.remove(job.as_str())?,
+                    };
                 }
                 Command::Flush(_) | Command::Prune(..) | Command::Close => {}
             }

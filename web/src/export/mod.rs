@@ -366,6 +366,8 @@ mod columns {
             endpoint: "e",
             ttft_ms: None,
             scores_json: "",
+            served_model: Some("m-2024"),
+            system_fingerprint: None,
         };
         let mut w = ExportWriter::new(Format::Csv, Vec::new()).unwrap();
         w.write_row(&r).unwrap();
@@ -373,7 +375,7 @@ mod columns {
         assert_eq!(
             csv,
             format!(
-                "{}\n3,2023-11-14T22:13:20.123Z,\"m,\"\"1\"\"\",p,\"[{{\"\"role\"\":\"\"user\"\",\"\"content\"\":\"\"hi\"\"}}]\",1,16,,\"line\nbreak\",12.5,1,,1,,,\"{{\"\"attempts\"\":1}}\",j,r,c,e,,\n",
+                "{}\n3,2023-11-14T22:13:20.123Z,\"m,\"\"1\"\"\",p,\"[{{\"\"role\"\":\"\"user\"\",\"\"content\"\":\"\"hi\"\"}}]\",1,16,,\"line\nbreak\",12.5,1,,1,,,\"{{\"\"attempts\"\":1}}\",j,r,c,e,,,m-2024,\n",
                 COLUMNS.join(",")
             )
         );
@@ -382,7 +384,7 @@ mod columns {
         let line = String::from_utf8(w.finish().unwrap()).unwrap();
         assert_eq!(
             line,
-            "{\"id\":3,\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"model\":\"m,\\\"1\\\"\",\"provider\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1.0,\"max_tokens\":16,\"top_p\":null,\"response\":\"line\\nbreak\",\"response_time_ms\":12.5,\"prompt_tokens\":1,\"completion_tokens\":null,\"total_tokens\":1,\"finish_reason\":null,\"error\":null,\"metadata\":{\"attempts\":1},\"job\":\"j\",\"run_id\":\"r\",\"case_id\":\"c\",\"endpoint\":\"e\",\"ttft_ms\":null,\"scores\":null}\n"
+            "{\"id\":3,\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"model\":\"m,\\\"1\\\"\",\"provider\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1.0,\"max_tokens\":16,\"top_p\":null,\"response\":\"line\\nbreak\",\"response_time_ms\":12.5,\"prompt_tokens\":1,\"completion_tokens\":null,\"total_tokens\":1,\"finish_reason\":null,\"error\":null,\"metadata\":{\"attempts\":1},\"job\":\"j\",\"run_id\":\"r\",\"case_id\":\"c\",\"endpoint\":\"e\",\"ttft_ms\":null,\"scores\":null,\"served_model\":\"m-2024\",\"system_fingerprint\":null}\n"
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v.as_object().unwrap().len(), COLUMNS.len());
