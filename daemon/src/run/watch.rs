@@ -255,6 +255,7 @@ pub async fn after_run(
 ) {
     identities(ctx, job, summary, records).await;
     let Some(spec) = &job.watch else { return };
+    let t0 = std::time::Instant::now();
     let (runs, what) = baseline_runs(ctx, job, spec, &summary.id);
     let window: Vec<BTreeMap<String, Outcomes>> = runs
         .iter()
@@ -275,6 +276,11 @@ pub async fn after_run(
         let cur = current.get(&t.target).unwrap_or(&empty);
         t.watch = Some(evaluate(spec, cur, &win, &what));
     }
+    tracing::info!(
+        baseline_runs = window.len(),
+        ms = t0.elapsed().as_secs_f64() * 1000.0,
+        "watch: verdicts computed"
+    );
 }
 
 /// (target, case key) pairs that failed now and passed in the baseline.

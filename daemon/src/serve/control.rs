@@ -22,6 +22,12 @@ impl Handler for ControlHandler {
         trigger: Trigger,
         progress: Box<ProgressFn>,
     ) -> Result<JoinHandle<RunReport>, HandlerError> {
+        // `evald run` runs the job file as it is now: one written or edited a moment ago may
+        // not have reached the watcher yet (it settles changes for DEBOUNCE).
+        let file = self.0.config().jobs_dir.join(format!("{job}.toml"));
+        if !job.contains(['/', '\\']) && crate::job::is_job_file_name(&file) && file.is_file() {
+            self.0.reload_file(&file).await;
+        }
         Ok(self.0.start_run(job, trigger, Some(progress)).await?)
     }
 
