@@ -193,6 +193,11 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
             "dup-case.toml:6:4: cases[1].id: duplicate case id `a` (first at line 3)",
         ),
         ("empty", "", "empty.toml:1:1: empty job file"),
+        (
+            "bad-watch",
+            "targets = [\"sim/a\"]\n[watch]\nbaseline = \"rolling:0\"\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[scorers]]\nbuiltin=\"contains\"\nvalue=\"x\"\n",
+            "bad-watch.toml:3:12: watch.baseline: `rolling:0` is not one of",
+        ),
     ];
     for (name, text, _) in bad {
         site.job(name, text);
@@ -231,6 +236,7 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
         "bad-endpoint",
         "dup-case",
         "empty",
+        "bad-watch",
         "binary",
     ] {
         assert!(
