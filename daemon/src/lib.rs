@@ -14,15 +14,19 @@
 //! 5. [`score`]: built-in scorers and plugin scorers and generators over the sandbox.
 //! 6. [`store`]: the redb file: tables, record codec, the batching writer, reads, rollups,
 //!    retention and migrations.
-//! 7. [`run`]: one run of a job: compare runs and benchmark runs, their progress and report.
+//! 7. [`run`]: one run of a job: compare runs and benchmark runs, their progress and report;
+//!    after a compare run, served-model identities and the `[watch]` test (`run/watch.rs`).
 //! 8. [`registry`]: loaded jobs, broken job files, running flags; [`scheduler`]: cron firings,
-//!    skip-if-running, the run limit; [`view`]: the store and registry as the web's read model.
+//!    skip-if-running, the run limit; [`alert`]: alert states after each run and on a tick,
+//!    and the delivery queue; [`view`] (which reads `alert`, never the other way): the store,
+//!    registry and alert states as the web's read model.
 //! 9. [`control`]: the Unix-socket protocol between the CLI and a running daemon, both ends.
 //! 10. [`serve`]: `evald serve`: wires it all, the control socket's handler, the jobs-directory
 //!     watcher, systemd notifications, reloads and shutdown.
 //!
 //! The commands (`check`, `run`, `compare`, …) live on the binary's side, in `cli/`.
 
+pub mod alert;
 pub mod config;
 pub mod control;
 pub mod diag;

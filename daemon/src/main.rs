@@ -58,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         action: BaselineAction,
     },
+    /// Alert states per job, alert and target, and the latest deliveries.
+    Alerts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends to notifiers.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
     /// Two runs compared case by case: pass↔fail, score and latency deltas, changed answers.
     Diff {
         /// The earlier run's id.
@@ -91,6 +102,15 @@ enum Command {
         /// Only say what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NotifyAction {
+    /// Sends a test delivery to NOTIFIER and prints the answer.
+    Test {
+        /// The notifier's name in evald.toml.
+        notifier: String,
     },
 }
 
@@ -165,6 +185,10 @@ fn main() -> ExitCode {
                 BaselineAction::Pin { job, run } => cli::watch::pin(config, &job, Some(&run)).await,
                 BaselineAction::Unpin { job } => cli::watch::pin(config, &job, None).await,
             },
+            Command::Alerts { json } => cli::alerts::alerts(config, json).await,
+            Command::Notify {
+                action: NotifyAction::Test { notifier },
+            } => cli::alerts::notify_test(config, &notifier).await,
             Command::Diff { run_a, run_b, json } => {
                 cli::watch::diff(config, &run_a, &run_b, json).await
             }

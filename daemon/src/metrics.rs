@@ -46,6 +46,7 @@ pub struct Metrics {
     pub jobs_invalid: Gauge,
     plugin_errors: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
+    alert_state: Family<Labels, Gauge>,
     /// Request records in the store (set at scrape time).
     pub store_records: Gauge,
     /// The store file's size (set at scrape time).
@@ -82,6 +83,7 @@ impl Metrics {
             jobs_invalid: Gauge::default(),
             plugin_errors: Family::default(),
             events: Family::default(),
+            alert_state: Family::default(),
             store_records: Gauge::default(),
             store_bytes: Gauge::default(),
             pruned: Counter::default(),
@@ -142,6 +144,11 @@ impl Metrics {
             "store_bytes",
             "Size of the store file",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "alert_state",
+            "Each alert's state per job and target: 0 ok, 1 warning, 2 firing, 3 no_data, 4 silenced",
+            m.alert_state.clone(),
         );
         registry.register(
             "events",
@@ -212,6 +219,17 @@ impl Metrics {
                 ("cause", cause.to_string()),
             ])
             .inc();
+    }
+
+    /// Sets an alert's state gauge.
+    pub fn alert_state(&self, job: &str, alert: &str, target: &str, v: i64) {
+        self.alert_state
+            .get_or_create(&vec![
+                ("job", job.to_string()),
+                ("alert", alert.to_string()),
+                ("target", target.to_string()),
+            ])
+            .set(v);
     }
 
     /// Counts an event of `kind`.

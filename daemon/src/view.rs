@@ -19,6 +19,8 @@ pub struct View {
     pub registry: Arc<Registry>,
     /// The counters.
     pub metrics: Arc<Metrics>,
+    /// Alert states and deliveries.
+    pub alerts: Arc<crate::alert::Alerts>,
 }
 
 fn rerr(e: StoreError) -> ReadError {
@@ -113,6 +115,10 @@ impl ReadModel for View {
 
     fn stats(&self, days: u32) -> Result<Stats, ReadError> {
         stats(&self.store, days, chrono::Utc::now().timestamp_millis()).map_err(rerr)
+    }
+
+    fn alerts(&self) -> evald_model::AlertsView {
+        self.alerts.view()
     }
 
     fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, ReadError> {

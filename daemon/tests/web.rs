@@ -50,10 +50,18 @@ fn fixture(jobs: &[(&str, &str)]) -> Fixture {
     let registry = Arc::new(Registry::default());
     registry.replace_all(set.jobs, set.invalid);
     let store = Store::open(&config.db_path()).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let alerts = Arc::new(evald::alert::Alerts::new(
+        &store,
+        store.writer(),
+        metrics.clone(),
+        &config,
+    ));
     let view = Arc::new(View {
         store,
         registry,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        alerts,
     });
     Fixture {
         _dir: dir,

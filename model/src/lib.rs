@@ -13,6 +13,7 @@
 //! - [`watch`]: verdicts against a baseline, served-model identity and events, run diffs.
 //! - [`jobs`]: [`JobInfo`] and [`InvalidJob`], what the registry reports.
 
+pub mod alerts;
 pub mod fmt;
 pub mod jobs;
 pub mod record;
@@ -22,6 +23,7 @@ pub mod stats;
 pub mod tally;
 pub mod watch;
 
+pub use alerts::{AlertState, AlertStatus, AlertsView, Delivery};
 pub use jobs::{InvalidJob, JobInfo};
 pub use record::{Message, Metadata, Record, RecordFilter, RecordJson, RowRef, Score};
 pub use run::{

@@ -198,6 +198,11 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
             "targets = [\"sim/a\"]\n[watch]\nbaseline = \"rolling:0\"\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[scorers]]\nbuiltin=\"contains\"\nvalue=\"x\"\n",
             "bad-watch.toml:3:12: watch.baseline: `rolling:0` is not one of",
         ),
+        (
+            "bad-alert",
+            "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[alerts]]\nwhen = \"pass_rat < 0.9\"\n",
+            "bad-alert.toml:6:8: alerts[0].when: unknown metric `pass_rat`",
+        ),
     ];
     for (name, text, _) in bad {
         site.job(name, text);
@@ -237,6 +242,7 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
         "dup-case",
         "empty",
         "bad-watch",
+        "bad-alert",
         "binary",
     ] {
         assert!(

@@ -9,6 +9,7 @@
 //! GET and HEAD with 405. With a token configured, every route but `/healthz` asks for it (a
 //! bearer header, or a cookie set from `?token=`), compared in constant time.
 
+mod alerts;
 mod error;
 pub mod export;
 pub mod pages;
@@ -62,6 +63,9 @@ pub fn router(model: Arc<dyn ReadModel>, opts: WebOptions) -> Router {
         .route("/api/v1/runs", get(api_runs))
         .route("/api/v1/runs/{id}", get(api_run))
         .route("/api/v1/events", get(api_events))
+        .route("/api/v1/alerts", get(api_alerts))
+        .route("/alerts", get(alerts_page))
+        .route("/badge/{file}", get(badge))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/style.css", get(style))
@@ -417,6 +421,43 @@ async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response
             axum::Json(serde_json::json!({ "error": "no run by that id" })),
         )
             .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn api_alerts(State(st): State<AppState>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || Ok::<_, ReadError>(m.alerts())).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn alerts_page(State(st): State<AppState>) -> Response {
+    let m = st.model.clone();
+    match blocking(move || alerts::page(m.as_ref())).await {
+        Ok(html) => Html(html).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `/badge/{job}.svg`.
+async fn badge(State(st): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(job) = file.strip_suffix(".svg").map(String::from) else {
+        return WebError::NotFound("No such badge", "Badges are at /badge/JOB.svg.")
+            .into_response();
+    };
+    let m = st.model.clone();
+    match blocking(move || alerts::badge(m.as_ref(), &job)).await {
+        Ok(Some(svg)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+                (axum::http::header::CACHE_CONTROL, "no-cache, max-age=0"),
+            ],
+            svg,
+        )
+            .into_response(),
+        Ok(None) => WebError::NotFound("No such job", "No job by that name.").into_response(),
         Err(r) => r,
     }
 }

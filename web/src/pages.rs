@@ -107,6 +107,8 @@ struct JobRow {
     latency: String,
     trend: String,
     broken: Vec<String>,
+    /// The job's worst alert state, when it has alerts.
+    alert: &'static str,
 }
 
 struct StatRow {
@@ -220,16 +222,22 @@ fn job_row(j: &JobInfo, runs: &[RunSummary]) -> JobRow {
         latency: fmt_ms(real.first().and_then(|r| r.mean_latency_ms())),
         trend: svg::sparkline(&trend, 96.0, 22.0),
         broken: j.stale_errors.clone(),
+        alert: "",
     }
 }
 
 /// `/`.
 pub fn index(m: &dyn ReadModel) -> Result<String, ReadError> {
     let jobs = m.jobs();
+    let alerts = m.alerts();
     let mut rows = Vec::new();
     for j in &jobs {
         let runs = m.runs(Some(&j.name), 20)?;
-        rows.push(job_row(j, &runs));
+        let mut row = job_row(j, &runs);
+        row.alert = crate::alerts::job_state(&alerts, &j.name)
+            .map(|s| s.as_str())
+            .unwrap_or_default();
+        rows.push(row);
     }
     let stats = m.stats(7)?;
     let recent = m.recent_records(&RecordFilter {

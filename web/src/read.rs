@@ -44,6 +44,8 @@ pub trait ReadModel: Send + Sync + 'static {
     fn stats(&self, days: u32) -> Result<Stats, ReadError>;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
+    /// Alert states and the delivery log.
+    fn alerts(&self) -> evald_model::AlertsView;
     /// Events (a served model that changed), newest first, of one job or all.
     fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, ReadError>;
 }

@@ -183,6 +183,10 @@ impl ReadModel for Fake {
         "evald_jobs_invalid 1\n".into()
     }
 
+    fn alerts(&self) -> evald_model::AlertsView {
+        evald_model::AlertsView::default()
+    }
+
     fn events(
         &self,
         _job: Option<&str>,

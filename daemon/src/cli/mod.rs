@@ -5,6 +5,7 @@
 //! - `check`: the config and the jobs; `run`: `run` and `compare`; `data`: `models`, `export`,
 //!   `stats`, `prune`; `report`: the tables a run prints.
 
+pub mod alerts;
 pub mod check;
 pub mod data;
 pub mod report;

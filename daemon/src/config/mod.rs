@@ -2,8 +2,11 @@
 //! validated once into [`Config`] with defaults applied and relative paths resolved against the
 //! config file's folder. Every problem is a [`Diagnostic`] naming file, line and key.
 
+pub mod alerts;
+pub mod cron;
 mod secrets;
 
+pub use alerts::{Maintenance, Notifier, NotifierFormat};
 use secrets::{KeyFileError, read_key_file};
 pub use secrets::{Secret, Secrets};
 
@@ -66,6 +69,10 @@ struct RawConfig {
     web: Option<RawWeb>,
     #[serde(default)]
     endpoints: BTreeMap<Spanned<String>, Spanned<RawEndpoint>>,
+    #[serde(default)]
+    notifiers: BTreeMap<String, Spanned<alerts::RawNotifier>>,
+    #[serde(default)]
+    maintenance: Vec<Spanned<alerts::RawMaintenance>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +135,10 @@ pub struct Config {
     pub web_token: Option<Secret>,
     /// Endpoints by name.
     pub endpoints: BTreeMap<String, Arc<Endpoint>>,
+    /// Where alerts are delivered, by name.
+    pub notifiers: BTreeMap<String, Notifier>,
+    /// When alerts are silenced.
+    pub maintenance: Vec<Maintenance>,
 }
 
 /// Retention of stored data.
@@ -385,6 +396,8 @@ impl Config {
             }
         }
 
+        let notifiers = alerts::notifiers(&src, dir, raw.notifiers, secrets, &mut errs);
+        let maintenance = alerts::maintenance(&src, raw.maintenance, &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -399,6 +412,8 @@ impl Config {
             retention,
             web_token,
             endpoints,
+            notifiers,
+            maintenance,
         })
     }
 
@@ -435,6 +450,7 @@ impl Config {
             })
             .collect();
         out.extend(self.web_token.clone());
+        out.extend(self.notifiers.values().filter_map(|n| n.secret.clone()));
         out
     }
 }

@@ -136,6 +136,11 @@ impl DaemonClient {
         .await
     }
 
+    /// Alert states and the delivery log.
+    pub async fn alerts(&self) -> Result<evald_model::AlertsView, ControlError> {
+        self.answer(&Request::Alerts).await
+    }
+
     /// Runs `a` and `b` compared case by case.
     pub async fn diff(&self, a: &str, b: &str) -> Result<Vec<evald_model::DiffRow>, ControlError> {
         self.answer(&Request::Diff {

@@ -62,6 +62,8 @@ pub enum Request {
         /// The run to pin.
         run: Option<String>,
     },
+    /// Alert states and the delivery log.
+    Alerts,
     /// Two runs compared case by case.
     Diff {
         /// The earlier run.

@@ -39,6 +39,8 @@ pub trait Handler: Send + Sync + 'static {
     fn store(&self) -> Store;
     /// The daemon's writer, for pins.
     fn writer(&self) -> Writer;
+    /// Alert states and the delivery log.
+    fn alerts(&self) -> evald_model::AlertsView;
 }
 
 /// Listens on `path` until the returned task is aborted.
@@ -172,6 +174,7 @@ async fn handle<H: Handler>(h: Arc<H>, mut w: UnixStream) -> anyhow::Result<()> 
                 Err(e) => send(&mut w, &Reply::Error(e)).await?,
             }
         }
+        Request::Alerts => send(&mut w, &Reply::Ok(serde_json::to_value(h.alerts())?)).await?,
         Request::Diff { a, b } => {
             let store = h.store();
             let res =

@@ -81,6 +81,7 @@ impl Job {
             scorers: vec![],
             load: None,
             watch: None,
+            alerts: vec![],
         };
         let path = Path::new("compare.toml");
         let mut v = Validator {

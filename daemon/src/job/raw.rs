@@ -27,6 +27,21 @@ pub(super) struct RawJob {
     pub(super) scorers: Vec<Spanned<RawScorer>>,
     pub(super) load: Option<Spanned<RawLoad>>,
     pub(super) watch: Option<Spanned<RawWatch>>,
+    #[serde(default)]
+    pub(super) alerts: Vec<Spanned<RawAlert>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlert {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) when: Option<Spanned<String>>,
+    pub(super) warn: Option<Spanned<String>>,
+    pub(super) targets: Option<Vec<Spanned<String>>>,
+    pub(super) for_runs: Option<Spanned<i64>>,
+    pub(super) resolve_runs: Option<Spanned<i64>>,
+    pub(super) renotify: Option<Spanned<String>>,
+    pub(super) notify: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

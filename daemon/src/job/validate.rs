@@ -10,12 +10,19 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, span: Option<Range<usize>>, msg: impl Into<String>) {
         let d = self.src.at(span, msg);
         self.errs.push(d);
     }
 
-    fn int(&mut self, key: &str, v: &Option<Spanned<i64>>, lo: i64, hi: i64, default: i64) -> i64 {
+    pub(super) fn int(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<i64>>,
+        lo: i64,
+        hi: i64,
+        default: i64,
+    ) -> i64 {
         match v {
             None => default,
             Some(n) if (lo..=hi).contains(n.get_ref()) => *n.get_ref(),
@@ -43,7 +50,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, key: &str, v: &Option<Spanned<String>>) -> Option<Duration> {
+    pub(super) fn duration(&mut self, key: &str, v: &Option<Spanned<String>>) -> Option<Duration> {
         let s = v.as_ref()?;
         match parse_duration(s.get_ref()) {
             Ok(d) if !d.is_zero() => Some(d),
@@ -139,6 +146,7 @@ impl Validator<'_> {
             }
             JobKind::Compare => Some(self.watch(w, scorers.is_empty())),
         });
+        let alerts = self.alerts(raw.alerts, config, schedule.is_some());
         Job {
             name,
             file: self.src.path.to_path_buf(),
@@ -157,6 +165,7 @@ impl Validator<'_> {
             scorers,
             load,
             watch,
+            alerts,
             digest: 0,
         }
     }

@@ -47,4 +47,8 @@ impl Handler for ControlHandler {
     fn writer(&self) -> Writer {
         self.0.writer.clone()
     }
+
+    fn alerts(&self) -> evald_model::AlertsView {
+        self.0.alerts.view()
+    }
 }

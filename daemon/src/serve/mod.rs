@@ -42,6 +42,8 @@ pub struct Daemon {
     pub plugins: Plugins,
     /// The counters.
     pub metrics: Arc<Metrics>,
+    /// Alert states and deliveries.
+    pub alerts: Arc<crate::alert::Alerts>,
     scheduler: Scheduler,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -97,6 +99,7 @@ impl Daemon {
             store: self.store.clone(),
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
+            alerts: self.alerts.clone(),
         }
     }
 
@@ -153,6 +156,12 @@ impl Daemon {
         let ctx = self.run_context();
         let report = run::run_job(&ctx, job, trigger, progress.as_deref()).await;
         drop(permit);
+        if !job.alerts.is_empty() {
+            let events = self.store.events(Some(&job.name), 50).unwrap_or_default();
+            self.alerts
+                .after_run(&ctx.config, job, &report, &events)
+                .await;
+        }
         report
     }
 
@@ -348,6 +357,13 @@ pub async fn serve(
     let web_token = config.web_token.as_ref().map(|s| s.expose().to_string());
     let grace = config.shutdown_grace;
     let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::new());
+    let alerts = Arc::new(crate::alert::Alerts::new(
+        &store,
+        writer.clone(),
+        metrics.clone(),
+        &config,
+    ));
     let daemon = Arc::new(Daemon {
         client: RwLock::new(Client::new(config.secrets())),
         gate: RunGate::new(registry.clone(), config.max_concurrent_runs),
@@ -356,7 +372,8 @@ pub async fn serve(
         store,
         writer,
         plugins,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        alerts,
         scheduler,
         tracker: TaskTracker::new(),
         stop: CancellationToken::new(),
@@ -397,6 +414,24 @@ pub async fn serve(
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = d.stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    // Alerts: no_run, renotify and maintenance windows, once a second.
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = d.stop.cancelled() => break,
+                }
+                let jobs: Vec<Arc<Job>> = d.registry.jobs().into_iter().map(|s| s.job).collect();
+                if jobs.iter().any(|j| !j.alerts.is_empty()) {
+                    d.alerts.tick(&d.config(), &jobs, &d.store).await;
                 }
             }
         });

@@ -53,6 +53,7 @@ impl Store {
             tx.open_table(DAYS)?;
             tx.open_table(EVENTS)?;
             tx.open_table(PINS)?;
+            tx.open_table(ALERTS)?;
             tx.commit()?;
             Ok(None)
         };

@@ -36,6 +36,9 @@ pub(super) const DAYS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new
 
 /// Key: (time ms, a hash of the run and target). Value: the [`evald_model::Event`] as JSON.
 pub(super) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events-1");
+/// Key: job, alert and target joined by U+001F. Value: the [`evald_model::AlertStatus`] as
+/// JSON: restored at start, so a restart neither forgets nor repeats a firing alert.
+pub(super) const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts-1");
 /// Key: job. Value: the run pinned as its baseline (`evald baseline pin`).
 pub(super) const PINS: TableDefinition<&str, &str> = TableDefinition::new("pins-1");
 

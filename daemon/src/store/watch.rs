@@ -26,6 +26,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Every stored alert state.
+    pub fn alert_states(&self) -> Result<Vec<evald_model::AlertStatus>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ALERTS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (_, v) = e?;
+            if let Ok(a) = serde_json::from_slice(v.value()) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
     /// The run pinned as `job`'s baseline.
     pub fn pinned(&self, job: &str) -> Result<Option<String>, StoreError> {
         let tx = self.db.begin_read()?;

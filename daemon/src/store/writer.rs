@@ -10,6 +10,7 @@ pub(super) enum Command {
     Record(Box<Encoded>),
     Run(Box<RunSummary>),
     Event(Box<evald_model::Event>),
+    Alert(Box<evald_model::AlertStatus>),
     /// Pins a run as a job's baseline (`None` unpins).
     Pin(String, Option<String>),
     Flush(oneshot::Sender<()>),
@@ -61,6 +62,13 @@ impl Writer {
     pub async fn event(&self, e: evald_model::Event) {
         if self.tx.send(Command::Event(Box::new(e))).await.is_err() {
             tracing::error!("store writer is gone; an event was lost");
+        }
+    }
+
+    /// Queues an alert's state (insert or replace).
+    pub async fn alert(&self, a: evald_model::AlertStatus) {
+        if self.tx.send(Command::Alert(Box::new(a))).await.is_err() {
+            tracing::error!("store writer is gone; an alert state was lost");
         }
     }
 
@@ -172,6 +180,7 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
                 .filter_map(|c| match c {
                     Command::Run(s) => Some(Command::Run(s.clone())),
                     Command::Event(e) => Some(Command::Event(e.clone())),
+                    Command::Alert(a) => Some(Command::Alert(a.clone())),
                     Command::Pin(j, r) => Some(Command::Pin(j.clone(), r.clone())),
                     _ => None,
                 })
@@ -276,6 +285,12 @@ pub(super) fn commit(
                     let bytes = serde_json::to_vec(&*e)?;
                     tx.open_table(EVENTS)?
                         .insert((e.time_ms.max(0) as u64, h), bytes.as_slice())?;
+                }
+                Command::Alert(a) => {
+                    let key = format!("{}\u{1f}{}\u{1f}{}", a.job, a.alert, a.target);
+                    let bytes = serde_json::to_vec(&*a)?;
+                    tx.open_table(ALERTS)?
+                        .insert(key.as_str(), bytes.as_slice())?;
                 }
                 Command::Pin(job, run) => {
                     let mut pins = tx.open_table(PINS)?;

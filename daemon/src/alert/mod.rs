@@ -1,0 +1,491 @@
+//! Alerts: after each run of a job with `[[alerts]]`, each alert is judged per target and its
+//! state moves (`ok`, `warning`, `firing`, `no_data`, `silenced`); a change between ok,
+//! warning, firing and no_data, and every `renotify` while firing, is delivered to the alert's
+//! notifiers ([`deliver`]). States are stored (a restart resumes them without sending), shown
+//! on `/alerts` and as `evald_alert_state`. A tick every second judges `no_run`, renotifies
+//! and moves states into and out of maintenance windows.
+
+pub mod deliver;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use evald_model::{AlertState, AlertStatus, AlertsView, Delivery, Event, RunStatus, Verdict};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::job::{AlertSpec, Condition, EventCondition, Job, Metric};
+use crate::metrics::Metrics;
+use crate::run::RunReport;
+use crate::store::{Store, Writer};
+
+pub use deliver::Deliveries;
+
+/// The target of a job-level condition (`no_run`).
+pub const JOB_LEVEL: &str = "*";
+
+fn key(job: &str, alert: &str, target: &str) -> String {
+    format!("{job}\u{1f}{alert}\u{1f}{target}")
+}
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The engine: states, and the delivery queue.
+pub struct Alerts {
+    states: Mutex<BTreeMap<String, AlertStatus>>,
+    /// The queue and its log.
+    pub deliveries: Deliveries,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    started_ms: i64,
+}
+
+/// What one judgement of an alert for a target says.
+struct Judged<'a> {
+    bad: Option<bool>,
+    warn: bool,
+    value: Option<f64>,
+    run_id: Option<&'a str>,
+}
+
+impl Alerts {
+    /// The engine with the states stored in `store`.
+    pub fn new(store: &Store, writer: Writer, metrics: Arc<Metrics>, config: &Config) -> Alerts {
+        let mut states = BTreeMap::new();
+        for a in store.alert_states().unwrap_or_default() {
+            metrics.alert_state(&a.job, &a.alert, &a.target, a.state.gauge());
+            states.insert(key(&a.job, &a.alert, &a.target), a);
+        }
+        Alerts {
+            states: Mutex::new(states),
+            deliveries: Deliveries::new(config.secrets()),
+            writer,
+            metrics,
+            started_ms: Utc::now().timestamp_millis(),
+        }
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AlertStatus>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every state, and the delivery log.
+    pub fn view(&self) -> AlertsView {
+        AlertsView {
+            alerts: self.states().values().cloned().collect(),
+            deliveries: self.deliveries.recent(),
+        }
+    }
+
+    /// Forgets the states of alerts a job no longer has (or of a job that is gone).
+    pub fn retain(&self, jobs: &[Arc<Job>]) {
+        self.states().retain(|_, a| {
+            jobs.iter()
+                .any(|j| j.name == a.job && j.alerts.iter().any(|s| s.name == a.alert))
+        });
+    }
+
+    /// Judges every alert of `job` on the run in `report`.
+    pub async fn after_run(
+        &self,
+        config: &Config,
+        job: &Job,
+        report: &RunReport,
+        events: &[Event],
+    ) {
+        let s = &report.summary;
+        if job.alerts.is_empty() || matches!(s.status, RunStatus::Skipped | RunStatus::Running) {
+            return;
+        }
+        for spec in &job.alerts {
+            if matches!(spec.when, Condition::Event(EventCondition::NoRun)) {
+                // A finished run is a good judgement of `no_run`.
+                if matches!(s.status, RunStatus::Ok | RunStatus::Failed) {
+                    let j = Judged {
+                        bad: Some(false),
+                        warn: false,
+                        value: None,
+                        run_id: Some(&s.id),
+                    };
+                    self.judge(config, job, spec, JOB_LEVEL, j).await;
+                }
+                continue;
+            }
+            for t in s.targets.iter().filter(|t| spec.covers(&t.target)) {
+                let eval = |c: &Condition| -> (Option<bool>, Option<f64>) {
+                    match c {
+                        Condition::Threshold {
+                            metric,
+                            op,
+                            threshold,
+                        } => {
+                            let v = value(metric, t, report);
+                            (v.map(|v| op.holds(v, *threshold)), v)
+                        }
+                        Condition::Event(EventCondition::Regression) => {
+                            let w = t.watch.as_ref();
+                            (
+                                w.map(|w| w.verdict == Verdict::Regressed),
+                                w.and_then(|w| w.p_value),
+                            )
+                        }
+                        Condition::Event(EventCondition::ServedModelChanged) => (
+                            Some(
+                                events
+                                    .iter()
+                                    .any(|e| e.run_id == s.id && e.target == t.target),
+                            ),
+                            None,
+                        ),
+                        Condition::Event(EventCondition::NoRun) => (None, None),
+                    }
+                };
+                let (bad, v) = eval(&spec.when);
+                let warn = spec.warn.as_ref().is_some_and(|w| eval(w).0 == Some(true));
+                let j = Judged {
+                    bad,
+                    warn,
+                    value: v,
+                    run_id: Some(&s.id),
+                };
+                self.judge(config, job, spec, &t.target, j).await;
+            }
+        }
+    }
+
+    /// Moves one alert's state for one target, stores it, and notifies on a change.
+    async fn judge(
+        &self,
+        config: &Config,
+        job: &Job,
+        spec: &AlertSpec,
+        target: &str,
+        j: Judged<'_>,
+    ) {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        let window = config
+            .maintenance
+            .iter()
+            .find_map(|m| m.covers(&job.name, now));
+        let threshold = match &spec.when {
+            Condition::Threshold { threshold, .. } => Some(*threshold),
+            Condition::Event(_) => None,
+        };
+        let (notify, status) = {
+            let mut states = self.states();
+            let a = states
+                .entry(key(&job.name, &spec.name, target))
+                .or_insert_with(|| AlertStatus {
+                    job: job.name.clone(),
+                    alert: spec.name.clone(),
+                    target: target.to_string(),
+                    state: AlertState::Ok,
+                    since: rfc3339(now_ms),
+                    since_ms: now_ms,
+                    value: None,
+                    threshold,
+                    bad_runs: 0,
+                    good_runs: 0,
+                    underlying: None,
+                    silenced_until: None,
+                    notified_ms: None,
+                    run_id: None,
+                });
+            let before = a.underlying.unwrap_or(a.state);
+            a.value = j.value;
+            a.threshold = threshold;
+            if let Some(r) = j.run_id {
+                a.run_id = Some(r.to_string());
+            }
+            let after = match j.bad {
+                None => {
+                    a.bad_runs = 0;
+                    a.good_runs = 0;
+                    AlertState::NoData
+                }
+                Some(true) => {
+                    a.bad_runs += 1;
+                    a.good_runs = 0;
+                    if a.bad_runs >= spec.for_runs || before == AlertState::Firing {
+                        AlertState::Firing
+                    } else if j.warn {
+                        AlertState::Warning
+                    } else if before == AlertState::NoData {
+                        AlertState::Ok
+                    } else {
+                        before
+                    }
+                }
+                Some(false) => {
+                    a.good_runs += 1;
+                    a.bad_runs = 0;
+                    let resolving = matches!(before, AlertState::Firing | AlertState::Warning)
+                        && a.good_runs < spec.resolve_runs;
+                    if resolving {
+                        before
+                    } else if j.warn {
+                        AlertState::Warning
+                    } else {
+                        AlertState::Ok
+                    }
+                }
+            };
+            let changed = after != before;
+            if changed {
+                a.since_ms = now_ms;
+                a.since = rfc3339(now_ms);
+            }
+            let notify = match window {
+                Some(until) => {
+                    a.underlying = Some(after);
+                    a.state = AlertState::Silenced;
+                    a.silenced_until = Some(until.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    None
+                }
+                None => {
+                    a.underlying = None;
+                    a.silenced_until = None;
+                    a.state = after;
+                    changed.then_some(before)
+                }
+            };
+            if notify.is_some() {
+                a.notified_ms = Some(now_ms);
+            }
+            (notify, a.clone())
+        };
+        self.metrics.alert_state(
+            &status.job,
+            &status.alert,
+            &status.target,
+            status.state.gauge(),
+        );
+        self.writer.alert(status.clone()).await;
+        if let Some(previous) = notify {
+            self.notify(config, spec, &status, previous);
+        }
+    }
+
+    /// Queues a delivery of `a`'s state to each of the alert's notifiers.
+    fn notify(&self, config: &Config, spec: &AlertSpec, a: &AlertStatus, previous: AlertState) {
+        let state = a.state.as_str();
+        let value = a.value.map_or("no value".to_string(), |v| format!("{v}"));
+        let message = match a.state {
+            AlertState::Ok => format!(
+                "resolved: {}/{} on {} is ok again (was {}; value {value})",
+                a.job,
+                a.alert,
+                a.target,
+                previous.as_str()
+            ),
+            _ => format!(
+                "{}: {}/{} on {} ({}; value {value})",
+                state.to_uppercase(),
+                a.job,
+                a.alert,
+                a.target,
+                condition_words(&spec.when)
+            ),
+        };
+        for name in &spec.notify {
+            let Some(n) = config.notifiers.get(name) else {
+                continue;
+            };
+            let id = uuid::Uuid::new_v4().to_string();
+            let payload = json!({
+                "id": id,
+                "alert": a.alert,
+                "job": a.job,
+                "target": a.target,
+                "state": state,
+                "previous_state": previous.as_str(),
+                "value": a.value,
+                "threshold": a.threshold,
+                "since": a.since,
+                "run_id": a.run_id,
+                "run_url": a.run_id.as_ref().map(|r| format!("http://{}/runs/{r}", config.listen)),
+                "message": message,
+            });
+            let d = Delivery {
+                id,
+                notifier: name.clone(),
+                job: a.job.clone(),
+                alert: a.alert.clone(),
+                target: a.target.clone(),
+                state: state.to_string(),
+                attempts: 0,
+                status: "pending".into(),
+                http_status: None,
+                error: None,
+                time: rfc3339(Utc::now().timestamp_millis()),
+            };
+            tracing::info!(job = %a.job, alert = %a.alert, target = %a.target, state, previous = previous.as_str(), notifier = %name, "alert state changed; notifying");
+            self.deliveries.send(n, d, payload);
+        }
+    }
+
+    /// Once a second: `no_run` for scheduled jobs, renotify while firing, and maintenance
+    /// windows starting or ending.
+    pub async fn tick(&self, config: &Config, jobs: &[Arc<Job>], store: &Store) {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        for job in jobs {
+            for spec in job
+                .alerts
+                .iter()
+                .filter(|s| matches!(s.when, Condition::Event(EventCondition::NoRun)))
+            {
+                let Some(sched) = &job.schedule else { continue };
+                let (Some(a), Some(b)) = (
+                    sched.next_after(now),
+                    sched.next_after(now).and_then(|a| sched.next_after(a)),
+                ) else {
+                    continue;
+                };
+                let period = (b - a).num_milliseconds().max(1);
+                let last = store
+                    .runs(Some(&job.name), 200)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Failed))
+                    .and_then(|r| r.ended_ms);
+                let since = last.unwrap_or(0).max(self.started_ms);
+                let overdue = now_ms - since > 2 * period;
+                let current = self
+                    .states()
+                    .get(&key(&job.name, &spec.name, JOB_LEVEL))
+                    .map(|a| a.state);
+                // Judged when it turns overdue (or is still overdue but not yet firing); a
+                // finished run judges it good (`after_run`).
+                if overdue
+                    && current != Some(AlertState::Firing)
+                    && current != Some(AlertState::Silenced)
+                {
+                    let j = Judged {
+                        bad: Some(true),
+                        warn: false,
+                        value: Some((now_ms - since) as f64 / 1000.0),
+                        run_id: None,
+                    };
+                    self.judge(config, job, spec, JOB_LEVEL, j).await;
+                }
+            }
+        }
+        // Renotify while firing; maintenance windows starting and ending.
+        let mut renotify = Vec::new();
+        let mut moved = Vec::new();
+        {
+            let mut states = self.states();
+            for a in states.values_mut() {
+                let Some(job) = jobs.iter().find(|j| j.name == a.job) else {
+                    continue;
+                };
+                let Some(spec) = job.alerts.iter().find(|s| s.name == a.alert) else {
+                    continue;
+                };
+                let window = config
+                    .maintenance
+                    .iter()
+                    .find_map(|m| m.covers(&a.job, now));
+                match (a.state, window) {
+                    (AlertState::Silenced, None) => {
+                        a.state = a.underlying.take().unwrap_or(AlertState::Ok);
+                        a.silenced_until = None;
+                        moved.push(a.clone());
+                    }
+                    (AlertState::Silenced, Some(_)) => {}
+                    (s, Some(until)) => {
+                        a.underlying = Some(s);
+                        a.state = AlertState::Silenced;
+                        a.silenced_until = Some(until.to_rfc3339_opts(SecondsFormat::Secs, true));
+                        moved.push(a.clone());
+                    }
+                    (AlertState::Firing, None) => {
+                        if let Some(every) = spec.renotify
+                            && now_ms - a.notified_ms.unwrap_or(a.since_ms)
+                                >= every.as_millis() as i64
+                        {
+                            a.notified_ms = Some(now_ms);
+                            renotify.push((spec.clone(), a.clone()));
+                            moved.push(a.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for a in moved {
+            self.metrics
+                .alert_state(&a.job, &a.alert, &a.target, a.state.gauge());
+            self.writer.alert(a).await;
+        }
+        for (spec, a) in renotify {
+            self.notify(config, &spec, &a, AlertState::Firing);
+        }
+    }
+}
+
+/// A condition as written.
+fn condition_words(c: &Condition) -> String {
+    match c {
+        Condition::Threshold {
+            metric,
+            op,
+            threshold,
+        } => {
+            let op = match op {
+                crate::job::Op::Lt => "<",
+                crate::job::Op::Le => "<=",
+                crate::job::Op::Gt => ">",
+                crate::job::Op::Ge => ">=",
+                crate::job::Op::Eq => "==",
+                crate::job::Op::Ne => "!=",
+            };
+            format!("{} {op} {threshold}", metric.name())
+        }
+        Condition::Event(EventCondition::Regression) => "regression".into(),
+        Condition::Event(EventCondition::ServedModelChanged) => "served_model_changed".into(),
+        Condition::Event(EventCondition::NoRun) => "no_run".into(),
+    }
+}
+
+/// A metric of one target of a run; `None` when it does not apply or there is nothing to
+/// measure (every request failed).
+fn value(m: &Metric, t: &evald_model::TargetSummary, report: &RunReport) -> Option<f64> {
+    let p95 = |f: &dyn Fn(&evald_model::Record) -> Option<f64>| -> Option<f64> {
+        let mut v: Vec<f64> = report
+            .records
+            .iter()
+            .filter(|r| r.target() == t.target && r.error.is_none() && !r.metadata.confirm)
+            .filter_map(f)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1])
+    };
+    match m {
+        Metric::PassRate => t.pass_rate,
+        Metric::MeanScore => t.mean_score,
+        Metric::Score(n) => t.scorer_means.get(n).copied(),
+        Metric::ErrorRate => (t.requests > 0).then(|| t.errors as f64 / t.requests as f64),
+        Metric::LatencyP95Ms => match &t.bench {
+            Some(b) => (b.e2e_ms.count > 0).then_some(b.e2e_ms.p95),
+            None => p95(&|r| r.response_time_ms),
+        },
+        Metric::TtftP95Ms => match &t.bench {
+            Some(b) => (b.ttft_ms.count > 0).then_some(b.ttft_ms.p95),
+            None => p95(&|r| r.ttft_ms),
+        },
+        Metric::Goodput => t.bench.as_ref().map(|b| b.goodput),
+        Metric::SloAttainment => t.bench.as_ref().and_then(|b| b.slo_attainment),
+        Metric::CostUsd => None,
+    }
+}

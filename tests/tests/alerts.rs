@@ -1,0 +1,269 @@
+//! Alerts end to end with the real binary: a job scheduled every second against the test
+//! server's `arith` model (its quality driven by the test), a webhook receiver in the test
+//! recording every delivery. Fires once after `for_runs` bad runs with a signature that
+//! verifies, resolves once after `resolve_runs` good runs, says nothing while steady,
+//! renotifies, sends nothing new across a restart while firing, and is silenced by a
+//! maintenance window whose end restores the state.
+
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use evald_tests::{Site, TestServer};
+use serde_json::Value;
+
+const SECRET: &str = "hook-secret-e2e-4417";
+
+/// (delivery id header, signature header, raw body) of every post.
+type Posts = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+async fn receiver() -> (String, Posts) {
+    use axum::routing::post;
+    let posts: Posts = Arc::default();
+    let p2 = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |h: axum::http::HeaderMap, body: bytes::Bytes| {
+            let posts = p2.clone();
+            async move {
+                let get = |k: &str| {
+                    h.get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                posts.lock().unwrap().push((
+                    get("x-evald-delivery"),
+                    get("x-evald-signature"),
+                    body.to_vec(),
+                ));
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, posts)
+}
+
+fn bodies(posts: &Posts, alert: &str) -> Vec<Value> {
+    posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, b)| serde_json::from_slice::<Value>(b).unwrap())
+        .filter(|v| v["alert"] == alert)
+        .collect()
+}
+
+fn site(server: &TestServer, hook: &str, extra: &str) -> Site {
+    let mut site = Site::new(
+        None,
+        &format!(
+            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\n[notifiers.hook]\nurl = \"{hook}\"\nsecret_env = \"HOOK_SECRET\"\n{extra}",
+            server.url()
+        ),
+    );
+    site.env.push(("HOOK_SECRET".into(), SECRET.into()));
+    let mut job = String::from(
+        "schedule = \"* * * * * *\"\ntargets = [\"st/arith\"]\n[[scorers]]\nbuiltin = \"equals\"\n",
+    );
+    for k in 1..=10u32 {
+        job.push_str(&format!(
+            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + 5?\"\nreference = \"{}\"\n",
+            k + 5
+        ));
+    }
+    job.push_str("[[alerts]]\nname = \"quality\"\nwhen = \"pass_rate < 0.9\"\nfor_runs = 2\nresolve_runs = 2\nnotify = [\"hook\"]\n");
+    job.push_str("[[alerts]]\nname = \"loud\"\nwhen = \"pass_rate < 0.9\"\nrenotify = \"2s\"\nnotify = [\"hook\"]\n");
+    site.job("guard", &job);
+    site
+}
+
+/// Finished runs of `guard` with their pass rate, oldest first.
+async fn runs(site: &Site) -> Vec<(String, f64)> {
+    let (_, body) = site.get("/api/v1/runs?job=guard&limit=1000").await;
+    let mut v: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+    v.reverse();
+    v.iter()
+        .filter(|r| r["status"] == "ok")
+        .filter_map(|r| {
+            Some((
+                r["id"].as_str()?.to_string(),
+                r["targets"][0]["pass_rate"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+async fn state(site: &Site, alert: &str) -> String {
+    let (_, body) = site.get("/api/v1/alerts").await;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["job"] == "guard" && a["alert"] == alert)
+        .map(|a| a["state"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn verify(sig: &str, body: &[u8]) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let hex = sig.strip_prefix("sha256=").unwrap_or("");
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    ring::hmac::verify(&key, body, &bytes).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
+    let server = TestServer::start().await;
+    let (hook, posts) = receiver().await;
+    let site = site(&server, &hook, "");
+    let d = site.serve().await;
+    site.until(20, "three good runs", || async {
+        runs(&site).await.len() >= 3
+    })
+    .await;
+    assert!(posts.lock().unwrap().is_empty(), "nothing while good");
+    assert_eq!(state(&site, "quality").await, "ok");
+
+    // Every answer wrong: `quality` fires on the 2nd bad run, once; `loud` repeats every 2 s.
+    server.set_arith(10, false, None, None);
+    site.until(20, "a firing delivery", || async {
+        !bodies(&posts, "quality").is_empty()
+    })
+    .await;
+    let fired = bodies(&posts, "quality");
+    assert_eq!(fired.len(), 1);
+    let f = &fired[0];
+    assert_eq!(
+        (f["state"].as_str(), f["previous_state"].as_str()),
+        (Some("firing"), Some("ok"))
+    );
+    assert_eq!(
+        (f["value"].as_f64(), f["threshold"].as_f64()),
+        (Some(0.0), Some(0.9))
+    );
+    let all = runs(&site).await;
+    let at = all
+        .iter()
+        .position(|(id, _)| f["run_id"] == id.as_str())
+        .unwrap();
+    assert!(at >= 2, "{all:?}");
+    let rates: Vec<f64> = all[at - 2..=at].iter().map(|r| r.1).collect();
+    assert_eq!(
+        rates,
+        [1.0, 0.0, 0.0],
+        "fires on the 2nd consecutive bad run"
+    );
+    {
+        let p = posts.lock().unwrap();
+        let (id, sig, body) = p
+            .iter()
+            .find(|(_, _, b)| serde_json::from_slice::<Value>(b).unwrap()["alert"] == "quality")
+            .unwrap();
+        assert!(!id.is_empty());
+        assert!(verify(sig, body), "the signature verifies");
+        assert!(!String::from_utf8_lossy(body).contains(SECRET));
+    }
+    site.until(20, "a renotification of `loud`", || async {
+        bodies(&posts, "loud").len() >= 2
+    })
+    .await;
+
+    // A restart while firing sends nothing new for `quality`.
+    let n = runs(&site).await.len();
+    d.signal("TERM");
+    assert_eq!(d.wait(30).await, Some(0));
+    let before = bodies(&posts, "quality").len();
+    let _d = site.serve().await;
+    site.until(20, "three more bad runs", || async {
+        runs(&site).await.len() >= n + 3
+    })
+    .await;
+    assert_eq!(state(&site, "quality").await, "firing");
+    assert_eq!(
+        bodies(&posts, "quality").len(),
+        before,
+        "no new delivery after a restart"
+    );
+
+    // Good again: one `ok` (resolved) delivery on the 2nd good run, then quiet.
+    server.set_arith(0, false, None, None);
+    site.until(20, "a resolved delivery", || async {
+        bodies(&posts, "quality").iter().any(|b| b["state"] == "ok")
+    })
+    .await;
+    let resolved: Vec<Value> = bodies(&posts, "quality")
+        .into_iter()
+        .filter(|b| b["state"] == "ok")
+        .collect();
+    assert_eq!(resolved[0]["previous_state"], "firing");
+    let n = runs(&site).await.len();
+    let count = bodies(&posts, "quality").len();
+    site.until(20, "three steady runs", || async {
+        runs(&site).await.len() >= n + 3
+    })
+    .await;
+    assert_eq!(
+        bodies(&posts, "quality").len(),
+        count,
+        "nothing while steady"
+    );
+    let (_, metrics) = site.get("/metrics").await;
+    assert!(
+        metrics
+            .contains("evald_alert_state{job=\"guard\",alert=\"quality\",target=\"st/arith\"} 0"),
+        "{metrics}"
+    );
+    let (_, page) = site.get("/alerts").await;
+    assert!(page.contains("quality") && !page.contains(SECRET));
+    // `evald notify test` delivers now and prints the answer.
+    let out = site.evald(&["notify", "test", "hook"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 200"));
+    assert_eq!(bodies(&posts, "test").len(), 1);
+    // `evald alerts` lists the states (through the daemon, with the delivery log).
+    let out = site.evald(&["alerts"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("quality") && text.contains("delivered"),
+        "{text}"
+    );
+}
+
+/// A maintenance window (every 20 s, 8 s long) silences: while in it the state is `silenced`
+/// and nothing is sent; when it ends the state under it (firing) is back, without a delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_silences_and_its_end_restores_the_state() {
+    let server = TestServer::start().await;
+    let (hook, posts) = receiver().await;
+    server.set_arith(10, false, None, None);
+    let site = site(
+        &server,
+        &hook,
+        "[[maintenance]]\nschedule = \"*/20 * * * * *\"\nduration = \"8s\"\njobs = [\"gua*\"]\n",
+    );
+    let _d = site.serve().await;
+    site.until(30, "the window", || async {
+        state(&site, "quality").await == "silenced"
+    })
+    .await;
+    let quality_posts = bodies(&posts, "quality").len();
+    site.until(30, "the window's end", || async {
+        state(&site, "quality").await == "firing"
+    })
+    .await;
+    // Whatever was sent before the window (the alert may have fired first), nothing was sent
+    // on entering or leaving it.
+    assert_eq!(bodies(&posts, "quality").len(), quality_posts);
+}
