@@ -188,11 +188,11 @@ impl Http1 {
                 }
             };
             match result {
-                Exchange::Done(out, retry_after) => {
+                Exchange::Done(out, retry_after, ended) => {
                     // A connection whose response was read to its end serves the next request.
-                    let reusable = out.error.is_none()
+                    let clean = out.error.is_none()
                         || out.metadata.error_kind.as_deref() == Some(kind::HTTP_STATUS);
-                    if reusable && !closed {
+                    if ended && clean && !closed {
                         self.idle().push(conn);
                     }
                     return (out, retry_after);
@@ -233,7 +233,8 @@ struct Conn {
 // allocation per request for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Exchange {
-    Done(Outcome, Option<Duration>),
+    /// The outcome, a `Retry-After`, and whether the body was read to its end.
+    Done(Outcome, Option<Duration>, bool),
     /// The request never left: the connection was closed or broken before it was written.
     NotSent(String),
 }
@@ -251,6 +252,7 @@ async fn exchange(
         Exchange::Done(
             failed(kind::TIMEOUT, format!("timed out to {name}: {what}")),
             None,
+            false,
         )
     };
     tokio::select! {
@@ -279,15 +281,32 @@ async fn exchange(
                     format!("request failed to {name}: {}", innermost(e.error())),
                 ),
                 None,
+                false,
             );
         }
     };
     let (parts, incoming) = resp.into_parts();
     let head = read::Head::of(parts.status.as_u16(), &parts.headers, identity);
-    let (out, retry_after) =
-        read::response(head, body_stream(incoming, sleep), t0, req.stream, name).await;
-    Exchange::Done(out, retry_after)
+    let mut body = std::pin::pin!(body_stream(incoming, sleep));
+    let (out, retry_after) = read::response(head, body.as_mut(), t0, req.stream, name).await;
+    // A stream is read up to its `[DONE]`; what follows (the chunked body's last chunk) is read
+    // here, off the clock, so the connection ends the exchange clean and can carry the next
+    // request. A body that does not end at once leaves the connection unusable.
+    let ended = tokio::time::timeout(DRAIN, async {
+        while let Some(c) = body.next().await {
+            if c.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false);
+    Exchange::Done(out, retry_after, ended)
 }
+
+/// How long the rest of a body may take to arrive after the reader is done with it.
+const DRAIN: Duration = Duration::from_millis(100);
 
 impl Client {
     /// Sends one chat request through `h` with a body made by [`super::request_body`]: the
