@@ -99,6 +99,8 @@ fn record(i: u64, ts: i64) -> Record {
         ],
         served_model: Some("gpt-4o-mini-2024-07-18".into()),
         system_fingerprint: Some("fp_0ba0d124f1".into()),
+        cost_usd: None,
+        cost_source: None,
     }
 }
 

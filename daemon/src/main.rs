@@ -52,6 +52,13 @@ enum Command {
         /// Exit 3 when a watched target regressed against its baseline (for CI steps).
         #[arg(long)]
         fail_on_regression: bool,
+        /// Print the upper bound of the run's cost (prompts counted, max_tokens per answer)
+        /// and send nothing.
+        #[arg(long)]
+        estimate: bool,
+        /// Run even when the job's budget_usd_month is spent.
+        #[arg(long)]
+        force: bool,
     },
     /// Pins or unpins the run a watched job is tested against.
     Baseline {
@@ -180,7 +187,17 @@ fn main() -> ExitCode {
                 job,
                 json,
                 fail_on_regression,
-            } => cli::run::run(config, &job, json, fail_on_regression).await,
+                estimate,
+                force,
+            } => {
+                let opts = cli::run::RunOptions {
+                    json,
+                    fail_on_regression,
+                    estimate,
+                    force,
+                };
+                cli::run::run(config, &job, opts).await
+            }
             Command::Baseline { action } => match action {
                 BaselineAction::Pin { job, run } => cli::watch::pin(config, &job, Some(&run)).await,
                 BaselineAction::Unpin { job } => cli::watch::pin(config, &job, None).await,

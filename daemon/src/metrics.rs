@@ -29,6 +29,7 @@ pub struct TargetHandles {
     ttft: Histogram,
     prompt: Counter,
     completion: Counter,
+    cost: Counter<f64, AtomicU64>,
 }
 
 /// Every series evald exports.
@@ -47,6 +48,7 @@ pub struct Metrics {
     plugin_errors: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
     alert_state: Family<Labels, Gauge>,
+    cost: Family<Labels, Counter<f64, AtomicU64>>,
     /// Request records in the store (set at scrape time).
     pub store_records: Gauge,
     /// The store file's size (set at scrape time).
@@ -84,6 +86,7 @@ impl Metrics {
             plugin_errors: Family::default(),
             events: Family::default(),
             alert_state: Family::default(),
+            cost: Family::default(),
             store_records: Gauge::default(),
             store_bytes: Gauge::default(),
             pruned: Counter::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             m.store_bytes.clone(),
         );
         registry.register(
+            "cost_usd",
+            "What requests cost, USD, by job and target (requests with a known cost)",
+            m.cost.clone(),
+        );
+        registry.register(
             "alert_state",
             "Each alert's state per job and target: 0 ok, 1 warning, 2 firing, 3 no_data, 4 silenced",
             m.alert_state.clone(),
@@ -185,6 +193,9 @@ impl Metrics {
             ])
             .inc();
         let jt: Labels = vec![("job", r.job.clone()), ("target", target.clone())];
+        if let Some(c) = r.cost_usd {
+            self.cost.get_or_create(&jt).inc_by(c);
+        }
         if r.error.is_none() {
             if let Some(ms) = r.response_time_ms {
                 self.duration.get_or_create(&jt).observe(ms / 1000.0);
@@ -254,6 +265,7 @@ impl Metrics {
             ttft: self.ttft.get_or_create_owned(&jt),
             prompt: self.tokens.get_or_create_owned(&with("kind", "prompt")),
             completion: self.tokens.get_or_create_owned(&with("kind", "completion")),
+            cost: self.cost.get_or_create_owned(&jt),
         }
     }
 
@@ -274,6 +286,9 @@ impl Metrics {
         }
         if let Some(n) = r.completion_tokens {
             h.completion.inc_by(n as u64);
+        }
+        if let Some(c) = r.cost_usd {
+            h.cost.inc_by(c);
         }
     }
 

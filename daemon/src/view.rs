@@ -35,6 +35,40 @@ pub fn stats(store: &Store, days: u32, now_ms: i64) -> Result<Stats, StoreError>
     Ok(rollup::stats(days, &names, &totals))
 }
 
+/// What `job` cost this calendar month (UTC) up to `now_ms`, from the rollups (no record is
+/// read): the figure a `budget_usd_month` is held against.
+pub fn month_cost(store: &Store, job: &str, now_ms: i64) -> Result<f64, StoreError> {
+    use chrono::Datelike;
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms).unwrap_or_default();
+    let start = now
+        .date_naive()
+        .with_day(1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_millis())
+        .unwrap_or(now_ms);
+    let (names, totals) = store.rollup_totals(start, now_ms + 1)?;
+    let s = rollup::stats(31, &names, &totals);
+    Ok(s.by_job
+        .iter()
+        .find(|g| g.name == job)
+        .and_then(|g| g.cost_usd)
+        .unwrap_or(0.0))
+}
+
+/// Why `job` may not run now: its budget for this month is spent.
+pub fn budget_spent(store: &Store, job: &crate::job::Job, now_ms: i64) -> Option<String> {
+    over_budget(store, &job.name, job.budget_usd_month?, now_ms)
+}
+
+fn over_budget(store: &Store, job: &str, budget: f64, now_ms: i64) -> Option<String> {
+    let spent = month_cost(store, job, now_ms).ok()?;
+    (spent >= budget).then(|| {
+        format!(
+            "budget reached: {spent:.4} USD of budget_usd_month {budget} spent this month (UTC)"
+        )
+    })
+}
+
 impl ReadModel for View {
     fn jobs(&self) -> Vec<JobInfo> {
         let now = chrono::Utc::now();
@@ -139,5 +173,59 @@ impl ReadModel for View {
                 .count();
         self.metrics.jobs_invalid.set(invalid as i64);
         self.metrics.encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use evald_model::Record;
+
+    use super::*;
+
+    fn costed(job: &str, ts: i64, cost: f64) -> Record {
+        Record {
+            timestamp_ms: ts,
+            job: job.into(),
+            model: "m".into(),
+            endpoint: "e".into(),
+            provider: "p".into(),
+            run_id: "r".into(),
+            case_id: "c".into(),
+            response_time_ms: Some(5.0),
+            cost_usd: Some(cost),
+            cost_source: Some("price".into()),
+            ..Record::default()
+        }
+    }
+
+    /// A budget of 0.01 USD: spent on the 15th of November by 0.0162, so a run on the 20th is
+    /// refused with the figures; on the 1st of December (a clock the test sets) the month is
+    /// new and the job runs again. Another job's cost does not count.
+    #[tokio::test]
+    async fn a_spent_budget_holds_until_the_month_turns() {
+        let store = Store::in_memory();
+        let w = store.writer();
+        let at = |d: &str| {
+            chrono::DateTime::parse_from_rfc3339(d)
+                .unwrap()
+                .timestamp_millis()
+        };
+        for _ in 0..3 {
+            w.record(costed("nightly", at("2026-11-15T03:00:00Z"), 0.0054))
+                .await;
+        }
+        w.record(costed("other", at("2026-11-16T03:00:00Z"), 5.0))
+            .await;
+        w.flush().await;
+        let nov20 = at("2026-11-20T12:00:00Z");
+        assert!((month_cost(&store, "nightly", nov20).unwrap() - 0.0162).abs() < 1e-12);
+        let why = over_budget(&store, "nightly", 0.01, nov20).unwrap();
+        assert!(why.contains("0.0162") && why.contains("0.01"), "{why}");
+        assert_eq!(over_budget(&store, "nightly", 0.02, nov20), None);
+        assert_eq!(
+            over_budget(&store, "nightly", 0.01, at("2026-12-01T00:00:01Z")),
+            None
+        );
+        w.close().await;
     }
 }

@@ -59,6 +59,8 @@ fn record(i: u64, ts: i64) -> Record {
         }],
         served_model: None,
         system_fingerprint: None,
+        cost_usd: None,
+        cost_source: None,
     }
 }
 

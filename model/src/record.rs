@@ -86,7 +86,7 @@ pub struct Metadata {
 
 /// One request to one target for one case: the stored request record, in the shape of the
 /// export columns (DESIGN.md "Stored request record and export columns").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Record {
     /// Unique, increasing record id.
     pub id: u64,
@@ -137,6 +137,10 @@ pub struct Record {
     pub served_model: Option<String>,
     /// The response's `system_fingerprint`, when it has one.
     pub system_fingerprint: Option<String>,
+    /// What the request cost, USD; `None` when unknown (never 0 for unknown).
+    pub cost_usd: Option<f64>,
+    /// `gateway` (the gateway's `x-litellm-response-cost`) or `price` (the price table).
+    pub cost_source: Option<String>,
 }
 
 impl Record {
@@ -237,11 +241,20 @@ pub struct RowRef<'a> {
     pub served_model: Option<&'a str>,
     /// [`Record::system_fingerprint`].
     pub system_fingerprint: Option<&'a str>,
+    /// [`Record::cost_usd`].
+    pub cost_usd: Option<f64>,
+    /// [`Record::cost_source`]; JSON exports only (see [`JSON_ONLY_COLUMNS`]).
+    pub cost_source: Option<&'a str>,
 }
 
 /// The newtype name that marks a field of stored JSON text: export writers copy it in as it
 /// is (JSON) or as the cell's text (CSV); an empty text is `null`.
 pub const RAW_JSON: &str = "$evald::raw_json";
+/// Fields the CSV export leaves out (JSON exports keep them): `cost_source` says where the
+/// cost came from; the CSV, whose columns spreadsheets and scripts already read by position,
+/// gains `cost_usd` only.
+pub const JSON_ONLY_COLUMNS: [&str; 1] = ["cost_source"];
+
 /// The newtype name that marks the record's timestamp (Unix ms): export writers write it as
 /// RFC 3339 UTC with milliseconds.
 pub const TIMESTAMP_MS: &str = "$evald::timestamp_ms";
@@ -282,6 +295,8 @@ impl RowRef<'_> {
             scores: serde_json::from_str(self.scores_json).unwrap_or_default(),
             served_model: self.served_model.map(String::from),
             system_fingerprint: self.system_fingerprint.map(String::from),
+            cost_usd: self.cost_usd,
+            cost_source: self.cost_source.map(String::from),
         }
     }
 }
@@ -332,6 +347,8 @@ impl RecordJson {
             scores_json: &self.scores,
             served_model: r.served_model.as_deref(),
             system_fingerprint: r.system_fingerprint.as_deref(),
+            cost_usd: r.cost_usd,
+            cost_source: r.cost_source.as_deref(),
         }
     }
 }

@@ -203,6 +203,9 @@ pub struct TargetSummary {
     /// The served model's identity in this run (the most common among its answers).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub identity: Option<crate::watch::Identity>,
+    /// What the target's requests cost, USD (those with a known cost); `null` when none had.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
 }
 
 /// One run of a job.

@@ -22,6 +22,9 @@ pub struct StatsGroup {
     pub error_rate: f64,
     /// Token totals.
     pub tokens: TokenStats,
+    /// What the group's requests cost, USD (those with a known cost); `null` when none had.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
 }
 
 /// Token totals of a stats group.

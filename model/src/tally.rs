@@ -27,6 +27,8 @@ pub struct TargetTally {
     scorers: BTreeMap<String, (f64, u64)>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// Sum of the known costs, and how many records had one.
+    cost: (f64, u64),
 }
 
 fn add_to(acc: &mut (f64, u64), v: Option<f64>) {
@@ -68,6 +70,7 @@ impl TargetTally {
         self.requests += 1;
         self.prompt_tokens += r.prompt_tokens.map_or(0, u64::from);
         self.completion_tokens += r.completion_tokens.map_or(0, u64::from);
+        add_to(&mut self.cost, r.cost_usd);
         if r.error.is_some() {
             self.errors += 1;
             return;
@@ -119,6 +122,8 @@ impl TargetTally {
             bench: None,
             watch: None,
             identity: None,
+            // Unknown when no request had a price, never 0 for unknown.
+            cost_usd: (self.cost.1 > 0).then_some(self.cost.0),
         }
     }
 }

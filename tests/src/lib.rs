@@ -231,6 +231,24 @@ async fn chat(
     if model == "arith" {
         return arith(&st, &last);
     }
+    // `costly` and `gwcost` report 1,000 prompt tokens (400 cached) and 500 completion tokens
+    // (100 of them reasoning); `gwcost` also sends the gateway's cost header, 0.0123 USD.
+    if model == "costly" || model == "gwcost" || model == "unpriced" {
+        let mut v = completion(&model, "A costly answer.", false);
+        v["usage"] = json!({
+            "prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 400},
+            "completion_tokens_details": {"reasoning_tokens": 100},
+        });
+        let mut r = axum::Json(v).into_response();
+        if model == "gwcost" {
+            r.headers_mut().insert(
+                "x-litellm-response-cost",
+                header::HeaderValue::from_static("0.0123"),
+            );
+        }
+        return r;
+    }
     let attempt = {
         let mut a = st.attempts.lock().unwrap_or_else(|p| p.into_inner());
         let n = a.entry(model.clone()).or_default();

@@ -14,6 +14,7 @@ mod error;
 pub mod export;
 pub mod pages;
 pub mod read;
+mod run_page;
 mod svg;
 mod watch;
 
@@ -206,7 +207,7 @@ async fn run_page(
 ) -> Response {
     let m = st.model.clone();
     let against = q.against.filter(|a| !a.trim().is_empty());
-    match blocking(move || pages::run(m.as_ref(), &id, against.as_deref())).await {
+    match blocking(move || run_page::run(m.as_ref(), &id, against.as_deref())).await {
         Ok(Some(html)) => Html(html).into_response(),
         Ok(None) => WebError::NotFound("No such run", "No run by that id.").into_response(),
         Err(r) => r,

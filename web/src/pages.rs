@@ -3,16 +3,11 @@
 //! of a compare run, or the percentile tables and histogram of a benchmark). Askama escapes every
 //! value by default; only the server-drawn SVG (numbers only) is inserted raw.
 
-use std::collections::BTreeMap;
-
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use evald_model::fmt::{clip, fmt_ms, fmt_quantile};
-use evald_model::{
-    InvalidJob, JobInfo, JobKind, Percentiles, Record, RecordFilter, RunStatus, RunSummary,
-    StatsGroup,
-};
+use evald_model::fmt::{clip, fmt_ms};
+use evald_model::{InvalidJob, JobInfo, Record, RecordFilter, RunStatus, RunSummary, StatsGroup};
 
 use crate::read::{ReadError, ReadModel};
 use crate::svg;
@@ -44,22 +39,31 @@ impl askama::filters::Escaper for Html {
 /// The stylesheet: small, hand-written, light and dark, readable on a phone.
 pub const STYLE: &str = include_str!("../templates/style.css");
 
-fn fmt_pct(v: Option<f64>) -> String {
+pub(crate) fn fmt_pct(v: Option<f64>) -> String {
     v.map(|x| format!("{:.0}%", x * 100.0))
         .unwrap_or_else(|| "—".into())
 }
 
-fn fmt_score(v: Option<f64>) -> String {
+/// USD with the precision small costs need; `—` when unknown.
+pub(crate) fn fmt_usd(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(c) if c < 0.01 => format!("${c:.6}"),
+        Some(c) => format!("${c:.2}"),
+    }
+}
+
+pub(crate) fn fmt_score(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
 }
 
-fn fmt_time(ms: i64) -> String {
+pub(crate) fn fmt_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_default()
 }
 
-fn fmt_ago(ms: i64) -> String {
+pub(crate) fn fmt_ago(ms: i64) -> String {
     let d = (Utc::now().timestamp_millis() - ms) / 1000;
     match d {
         i64::MIN..=-1 => {
@@ -78,7 +82,7 @@ fn fmt_ago(ms: i64) -> String {
     }
 }
 
-fn status_class(s: RunStatus) -> &'static str {
+pub(crate) fn status_class(s: RunStatus) -> &'static str {
     match s {
         RunStatus::Ok => "ok",
         RunStatus::Running => "running",
@@ -268,22 +272,22 @@ pub fn jobs_json(m: &dyn ReadModel) -> Result<serde_json::Value, ReadError> {
     Ok(serde_json::json!({ "jobs": out, "invalid": m.invalid_jobs() }))
 }
 
-struct RunRow {
-    id: String,
-    when: String,
-    trigger: String,
-    status: String,
-    class: String,
-    requests: u64,
-    errors: u64,
-    score: String,
-    pass: String,
-    latency: String,
-    message: String,
+pub(crate) struct RunRow {
+    pub(crate) id: String,
+    pub(crate) when: String,
+    pub(crate) trigger: String,
+    pub(crate) status: String,
+    pub(crate) class: String,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) score: String,
+    pub(crate) pass: String,
+    pub(crate) latency: String,
+    pub(crate) message: String,
 }
 
 impl RunRow {
-    fn of(r: &RunSummary) -> RunRow {
+    pub(crate) fn of(r: &RunSummary) -> RunRow {
         RunRow {
             id: r.id.clone(),
             when: fmt_time(r.started_ms),
@@ -313,6 +317,8 @@ struct JobPage {
     file: String,
     broken: Vec<String>,
     watch: String,
+    /// What the job's runs started this month (UTC) cost.
+    month_cost: String,
     runs: Vec<RunRow>,
 }
 
@@ -356,356 +362,25 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
             .unwrap_or_else(|| "(job file gone)".into()),
         broken: info.map(|i| i.stale_errors).unwrap_or_default(),
         watch,
+        month_cost: {
+            use chrono::Datelike;
+            let now = Utc::now();
+            let start = now
+                .date_naive()
+                .with_day(1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc().timestamp_millis())
+                .unwrap_or(0);
+            let costs: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.started_ms >= start)
+                .flat_map(|r| r.targets.iter().filter_map(|t| t.cost_usd))
+                .collect();
+            fmt_usd((!costs.is_empty()).then(|| costs.iter().sum()))
+        },
         runs: runs.iter().map(RunRow::of).collect(),
     };
     page.render().map(Some).map_err(ReadError::new)
-}
-
-struct ScoreCell {
-    name: String,
-    value: String,
-    passed: Option<bool>,
-    error: String,
-    note: String,
-}
-
-struct Cell {
-    present: bool,
-    best: bool,
-    response: String,
-    long: bool,
-    preview: String,
-    error: String,
-    latency: String,
-    tokens: String,
-    scores: Vec<ScoreCell>,
-    repeats: usize,
-}
-
-struct MatrixRow {
-    case_id: String,
-    prompt: String,
-    cells: Vec<Cell>,
-}
-
-struct TargetRow {
-    target: String,
-    /// The watch verdict, with its p-value and baseline, when the job is watched.
-    verdict: String,
-    requests: u64,
-    errors: u64,
-    latency: String,
-    score: String,
-    pass: String,
-    tokens: String,
-}
-
-struct PctRow {
-    what: String,
-    count: u64,
-    p50: String,
-    p90: String,
-    p95: String,
-    p99: String,
-    p999: String,
-    max: String,
-    mean: String,
-}
-
-impl PctRow {
-    fn of(what: &str, p: &Percentiles) -> PctRow {
-        PctRow {
-            what: what.into(),
-            count: p.count,
-            p50: fmt_quantile(p.p50, p.ci95.p50),
-            p90: fmt_quantile(p.p90, p.ci95.p90),
-            p95: fmt_quantile(p.p95, p.ci95.p95),
-            p99: fmt_quantile(p.p99, p.ci95.p99),
-            p999: fmt_quantile(p.p999, p.ci95.p999),
-            max: fmt_ms(Some(p.max)),
-            mean: fmt_ms(Some(p.mean)),
-        }
-    }
-}
-
-struct BenchBlock {
-    target: String,
-    facts: Vec<(String, String)>,
-    rows: Vec<PctRow>,
-    /// Some percentile rests on too few samples to bound.
-    too_few: bool,
-    errors: Vec<(String, u64)>,
-    histogram: String,
-}
-
-#[derive(Template)]
-#[template(path = "run.html")]
-struct RunPage {
-    run: RunRow,
-    job: String,
-    kind: String,
-    ended: String,
-    targets: Vec<String>,
-    target_rows: Vec<TargetRow>,
-    matrix: Vec<MatrixRow>,
-    benches: Vec<BenchBlock>,
-    /// `?against=`: this run beside another, case by case.
-    against: String,
-}
-
-/// `/runs/{id}`.
-pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<String>, ReadError> {
-    let Some(run) = m.run(id)? else {
-        return Ok(None);
-    };
-    let targets: Vec<String> = run.targets.iter().map(|t| t.target.clone()).collect();
-    let target_rows = run
-        .targets
-        .iter()
-        .map(|t| TargetRow {
-            target: t.target.clone(),
-            verdict: t
-                .watch
-                .as_ref()
-                .map(|w| match w.p_value {
-                    Some(p) => format!("{} (p {p:.3}, {})", w.verdict.as_str(), w.reason),
-                    None => format!("{} ({})", w.verdict.as_str(), w.reason),
-                })
-                .unwrap_or_default(),
-            requests: t.requests,
-            errors: t.errors,
-            latency: fmt_ms(t.mean_latency_ms),
-            score: fmt_score(t.mean_score),
-            pass: fmt_pct(t.pass_rate),
-            tokens: format!("{} / {}", t.prompt_tokens, t.completion_tokens),
-        })
-        .collect();
-    let mut matrix = Vec::new();
-    let mut benches = Vec::new();
-    let mut against = String::new();
-    if run.kind == JobKind::Benchmark {
-        for t in &run.targets {
-            let Some(b) = &t.bench else { continue };
-            let mut facts = vec![
-                ("measured for".to_string(), format!("{:.1} s", b.duration_s)),
-                (
-                    "requests/s".to_string(),
-                    format!("{:.1}", b.request_throughput),
-                ),
-                (
-                    "output tokens/s".to_string(),
-                    format!("{:.1}", b.output_tokens_per_s),
-                ),
-                (
-                    "goodput (requests/s)".to_string(),
-                    format!("{:.1}", b.goodput),
-                ),
-            ];
-            if let Some(a) = b.slo_attainment {
-                facts.push(("met the SLOs".into(), format!("{:.0} %", a * 100.0)));
-            }
-            if b.fell_behind {
-                facts.push((
-                    "client".into(),
-                    "fell behind: sends were late, read the latencies from the intended send times"
-                        .into(),
-                ));
-            }
-            if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
-                facts.push((
-                    "rate asked / achieved".into(),
-                    format!("{want:.1} / {got:.1}"),
-                ));
-            }
-            if let Some(l) = b.mean_send_lag_ms {
-                facts.push(("mean send lag".into(), fmt_ms(Some(l))));
-            }
-            benches.push(BenchBlock {
-                target: t.target.clone(),
-                facts,
-                rows: vec![
-                    PctRow::of("time to first token", &b.ttft_ms),
-                    PctRow::of("time to first content", &b.ttfc_ms),
-                    PctRow::of("inter-token latency (pooled)", &b.itl_ms),
-                    PctRow::of("inter-token latency (request mean)", &b.itl_request_mean_ms),
-                    PctRow::of("time per output token", &b.tpot_ms),
-                    PctRow::of("end-to-end latency", &b.e2e_ms),
-                ]
-                .into_iter()
-                // Time to first content says something only when a model reasoned first.
-                .filter(|r| r.what != "time to first content" || b.ttfc_ms != b.ttft_ms)
-                .chain(
-                    b.e2e_from_schedule_ms
-                        .as_ref()
-                        .map(|p| PctRow::of("end-to-end from the intended send", p)),
-                )
-                .chain(b.send_lag_ms.as_ref().map(|p| PctRow::of("send lag", p)))
-                .filter(|r| r.count > 0)
-                .collect(),
-                too_few: [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]
-                    .iter()
-                    .any(|p| p.count > 0 && p.ci95.p999.is_none()),
-                errors: b
-                    .errors_by_kind
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect(),
-                histogram: svg::histogram(&b.e2e_histogram, " ms"),
-            });
-        }
-    } else {
-        let records = m.run_records(id, crate::MAX_RUN_RECORDS)?;
-        matrix = build_matrix(&records, &targets);
-        if let Some(other) = other.filter(|o| *o != id) {
-            // `?against=` an unknown run says so in the section rather than failing the page.
-            let then = match m.run(other)? {
-                Some(_) => m.run_records(other, crate::MAX_RUN_RECORDS)?,
-                None => vec![],
-            };
-            let rows = evald_model::watch::diff(&then, &records);
-            against = crate::watch::against_section(other, &rows)?;
-        }
-    }
-    let page = RunPage {
-        against,
-        job: run.job.clone(),
-        kind: run.kind.as_str().into(),
-        ended: run
-            .ended_ms
-            .map(fmt_time)
-            .unwrap_or_else(|| "still running".into()),
-        run: RunRow::of(&run),
-        targets,
-        target_rows,
-        matrix,
-        benches,
-    };
-    page.render().map(Some).map_err(ReadError::new)
-}
-
-fn build_matrix(records: &[Record], targets: &[String]) -> Vec<MatrixRow> {
-    let mut cases: Vec<String> = Vec::new();
-    let mut by: BTreeMap<(String, String), Vec<&Record>> = BTreeMap::new();
-    for r in records {
-        if !cases.contains(&r.case_id) {
-            cases.push(r.case_id.clone());
-        }
-        by.entry((r.case_id.clone(), r.target()))
-            .or_default()
-            .push(r);
-    }
-    let mut extra_targets: Vec<String> = Vec::new();
-    for r in records {
-        let t = r.target();
-        if !targets.contains(&t) && !extra_targets.contains(&t) {
-            extra_targets.push(t);
-        }
-    }
-    let all_targets: Vec<String> = targets.iter().cloned().chain(extra_targets).collect();
-    cases
-        .iter()
-        .map(|case| {
-            let first = records.iter().find(|r| &r.case_id == case);
-            let mut cells: Vec<Cell> = all_targets
-                .iter()
-                .map(|t| match by.get(&(case.clone(), t.clone())) {
-                    None => Cell {
-                        present: false,
-                        best: false,
-                        response: String::new(),
-                        long: false,
-                        preview: String::new(),
-                        error: String::new(),
-                        latency: String::new(),
-                        tokens: String::new(),
-                        scores: vec![],
-                        repeats: 0,
-                    },
-                    Some(rs) => {
-                        let r = rs[0];
-                        let response = r.response.clone().unwrap_or_default();
-                        Cell {
-                            present: true,
-                            best: false,
-                            long: response.chars().count() > 280 || response.lines().count() > 6,
-                            preview: clip(&response, 200),
-                            response,
-                            error: r.error.clone().unwrap_or_default(),
-                            latency: fmt_ms(evald_model::mean(
-                                rs.iter().filter_map(|r| r.response_time_ms),
-                            )),
-                            tokens: match (r.prompt_tokens, r.completion_tokens) {
-                                (Some(p), Some(c)) => format!("{p}→{c} tok"),
-                                _ => String::new(),
-                            },
-                            scores: r
-                                .scores
-                                .iter()
-                                .map(|s| ScoreCell {
-                                    name: s.name.clone(),
-                                    value: fmt_score(s.value),
-                                    passed: s.passed,
-                                    error: s.error.clone().unwrap_or_default(),
-                                    note: s.note.clone().unwrap_or_default(),
-                                })
-                                .collect(),
-                            repeats: rs.len(),
-                        }
-                    }
-                })
-                .collect();
-            // The best target of a case: highest mean weighted score, then fastest.
-            let rank: Vec<Option<(f64, f64)>> = all_targets
-                .iter()
-                .map(|t| {
-                    let rs = by.get(&(case.clone(), t.clone()))?;
-                    let ok: Vec<&&Record> = rs.iter().filter(|r| r.error.is_none()).collect();
-                    if ok.is_empty() {
-                        return None;
-                    }
-                    let score = evald_model::mean(
-                        ok.iter()
-                            .filter_map(|r| evald_model::weighted_mean(&r.scores)),
-                    )
-                    .unwrap_or(0.0);
-                    let lat = evald_model::mean(ok.iter().filter_map(|r| r.response_time_ms))
-                        .unwrap_or(f64::MAX);
-                    Some((score, lat))
-                })
-                .collect();
-            if let Some((i, _)) = rank
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.map(|r| (i, r)))
-                .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(b.1.1.total_cmp(&a.1.1)))
-                && all_targets.len() > 1
-            {
-                cells[i].best = true;
-            }
-            MatrixRow {
-                case_id: case.clone(),
-                prompt: first
-                    .and_then(|r| r.messages.iter().rev().find(|m| m.role == "user"))
-                    .map(|m| clip(&m.content, 300))
-                    .unwrap_or_default(),
-                cells,
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use askama::filters::Escaper;
-
-    #[test]
-    fn the_escaper_uses_named_entities() {
-        let mut out = String::new();
-        Html.write_escaped_str(&mut out, "<a href=\"x\">'&'</a>")
-            .unwrap();
-        assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-    }
 }
 
 #[derive(Template)]
@@ -725,4 +400,18 @@ pub fn error_page(status: u16, title: &str, detail: &str) -> String {
     }
     .render()
     .unwrap_or_else(|_| format!("{status} {title}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use askama::filters::Escaper;
+
+    #[test]
+    fn the_escaper_uses_named_entities() {
+        let mut out = String::new();
+        Html.write_escaped_str(&mut out, "<a href=\"x\">'&'</a>")
+            .unwrap();
+        assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
 }

@@ -66,6 +66,8 @@ fn record() -> Record {
         }],
         served_model: None,
         system_fingerprint: None,
+        cost_usd: None,
+        cost_source: None,
     }
 }
 

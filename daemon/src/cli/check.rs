@@ -78,6 +78,27 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
     }
     if problems == 0 {
         eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
+        // What the schedules will spend, where prices are known.
+        for j in &jobs {
+            let (Some(runs), rows) = (
+                super::estimate::runs_per_month(j),
+                super::estimate::estimate(&config, j),
+            ) else {
+                continue;
+            };
+            let priced: f64 = rows.iter().filter_map(|r| r.3).sum();
+            if rows.iter().any(|r| r.3.is_some()) {
+                eprintln!(
+                    "cost: job `{}` at most {:.4} USD a run, {runs} runs in the next 30 days: at most {:.2} USD a month{}",
+                    j.name,
+                    priced,
+                    priced * runs as f64,
+                    j.budget_usd_month
+                        .map(|b| format!(" (budget_usd_month {b})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
     } else {
         eprintln!("{problems} problem(s) in {bad_files} file(s)");
     }

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod check;
 pub mod data;
+pub mod estimate;
 pub mod report;
 pub mod run;
 pub mod watch;

@@ -82,13 +82,27 @@ async fn run_local(
     Ok(report)
 }
 
+/// Options of `evald run`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Print JSON.
+    pub json: bool,
+    /// Exit 3 when a watched target regressed.
+    pub fail_on_regression: bool,
+    /// Print the cost's upper bound and send nothing.
+    pub estimate: bool,
+    /// Run even when the monthly budget is spent.
+    pub force: bool,
+}
+
 /// `evald run JOB`.
-pub async fn run(
-    explicit: Option<&Path>,
-    name: &str,
-    json: bool,
-    fail_on_regression: bool,
-) -> Result<bool, Failure> {
+pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Result<bool, Failure> {
+    let RunOptions {
+        json,
+        fail_on_regression,
+        estimate,
+        force,
+    } = opts;
     let config = load_config(explicit)?;
     let file = config.jobs_dir.join(format!("{name}.toml"));
     if !file.is_file() {
@@ -111,12 +125,27 @@ pub async fn run(
                 .join("\n"),
         )
     })?;
+    if estimate {
+        super::estimate::print(&config, &job);
+        return Ok(true);
+    }
     let pb = progress_bar(job.kind == job::JobKind::Benchmark);
     let report = match backend(&config)? {
-        Backend::Local(store) => run_local(store, config, &job, &pb).await?,
+        Backend::Local(store) => {
+            if !force
+                && let Some(why) =
+                    evald::view::budget_spent(&store, &job, chrono::Utc::now().timestamp_millis())
+            {
+                pb.finish_and_clear();
+                return Err(Failure::Invalid(format!(
+                    "{why}; `evald run {name} --force` runs it anyway"
+                )));
+            }
+            run_local(store, config, &job, &pb).await?
+        }
         Backend::Daemon(daemon) => {
             let pb2 = pb.clone();
-            daemon.run(name, |p| update(&pb2, p)).await?
+            daemon.run(name, force, |p| update(&pb2, p)).await?
         }
     };
     pb.finish_and_clear();

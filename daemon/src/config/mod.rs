@@ -4,9 +4,11 @@
 
 pub mod alerts;
 pub mod cron;
+pub mod pricing;
 mod secrets;
 
 pub use alerts::{Maintenance, Notifier, NotifierFormat};
+pub use pricing::{Price, Pricing};
 use secrets::{KeyFileError, read_key_file};
 pub use secrets::{Secret, Secrets};
 
@@ -73,6 +75,7 @@ struct RawConfig {
     notifiers: BTreeMap<String, Spanned<alerts::RawNotifier>>,
     #[serde(default)]
     maintenance: Vec<Spanned<alerts::RawMaintenance>>,
+    pricing: Option<pricing::RawPricing>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +142,8 @@ pub struct Config {
     pub notifiers: BTreeMap<String, Notifier>,
     /// When alerts are silenced.
     pub maintenance: Vec<Maintenance>,
+    /// What tokens cost.
+    pub pricing: Pricing,
 }
 
 /// Retention of stored data.
@@ -398,6 +403,7 @@ impl Config {
 
         let notifiers = alerts::notifiers(&src, dir, raw.notifiers, secrets, &mut errs);
         let maintenance = alerts::maintenance(&src, raw.maintenance, &mut errs);
+        let pricing = pricing::parse(&src, dir, raw.pricing, &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -414,6 +420,7 @@ impl Config {
             endpoints,
             notifiers,
             maintenance,
+            pricing,
         })
     }
 

@@ -112,10 +112,12 @@ impl DaemonClient {
     pub async fn run(
         &self,
         job: &str,
+        force: bool,
         on_progress: impl FnMut(Progress),
     ) -> Result<RunReport, ControlError> {
         let req = Request::Run {
             job: job.to_string(),
+            force,
         };
         Ok(serde_json::from_value(
             self.ask(&req, on_progress).await?.0,

@@ -32,6 +32,9 @@ pub enum Request {
     Run {
         /// The job's name.
         job: String,
+        /// Run even when the job's monthly budget is spent.
+        #[serde(default)]
+        force: bool,
     },
     /// Run an ad hoc job (`evald compare`).
     Adhoc {

@@ -26,6 +26,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         job: &str,
         trigger: Trigger,
+        force: bool,
         progress: Box<ProgressFn>,
     ) -> impl Future<Output = Result<JoinHandle<RunReport>, HandlerError>> + Send;
     /// Starts `evald compare`'s ad hoc job.
@@ -124,12 +125,12 @@ async fn handle<H: Handler>(h: Arc<H>, mut w: UnixStream) -> anyhow::Result<()> 
         }
     };
     match req {
-        Request::Run { job } => {
+        Request::Run { job, force } => {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
             let progress: Box<ProgressFn> = Box::new(move |p| {
                 let _ = tx.send(p);
             });
-            match h.start_run(&job, Trigger::Manual, progress).await {
+            match h.start_run(&job, Trigger::Manual, force, progress).await {
                 Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
                 Ok(handle) => {
                     // Forward progress until the run ends (the sender drops with the run).

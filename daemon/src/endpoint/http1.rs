@@ -287,7 +287,8 @@ async fn exchange(
     };
     let (parts, incoming) = resp.into_parts();
     let head = read::Head::of(parts.status.as_u16(), &parts.headers, identity);
-    let mut body = std::pin::pin!(body_stream(incoming, sleep));
+    // Fused: the reader may have read it to its end already, and the drain asks again.
+    let mut body = std::pin::pin!(body_stream(incoming, sleep).fuse());
     let (out, retry_after) = read::response(head, body.as_mut(), t0, req.stream, name).await;
     // A stream is read up to its `[DONE]`; what follows (the chunked body's last chunk) is read
     // here, off the clock, so the connection ends the exchange clean and can carry the next

@@ -70,6 +70,8 @@ pub struct Outcome {
     pub served_model: Option<String>,
     /// The response's `system_fingerprint`.
     pub system_fingerprint: Option<String>,
+    /// The cost the gateway reported for the request, USD.
+    pub gateway_cost: Option<f64>,
     /// Every gap between consecutive token-bearing chunks, µs (streams). Not stored in the
     /// record: a benchmark pools them into its run's inter-token histogram.
     pub gaps_us: Vec<u32>,

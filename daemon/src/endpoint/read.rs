@@ -44,12 +44,19 @@ pub(crate) struct Head<'a> {
     pub is_sse: bool,
     /// The values of the endpoint's `identity_headers` that the response carries.
     pub identity: std::collections::BTreeMap<String, String>,
+    /// The cost a gateway reports (`x-litellm-response-cost`), USD.
+    pub gateway_cost: Option<f64>,
 }
 
 impl<'a> Head<'a> {
     /// The parts of `headers` the reader needs.
     pub fn of(status: u16, headers: &'a hyper::HeaderMap, identity: &[String]) -> Head<'a> {
         Head {
+            gateway_cost: headers
+                .get("x-litellm-response-cost")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|c| c.is_finite() && *c >= 0.0),
             identity: identity
                 .iter()
                 .filter_map(|name| {
@@ -84,6 +91,7 @@ where
     let mut out = Outcome::default();
     out.metadata.http_status = Some(head.status);
     out.metadata.identity = head.identity;
+    out.gateway_cost = head.gateway_cost;
     if !(200..300).contains(&head.status) {
         let retry_after = head.retry_after.and_then(parse_retry_after);
         let body = read_capped(body, 64 * 1024).await.unwrap_or_default();

@@ -82,6 +82,7 @@ impl Job {
             load: None,
             watch: None,
             alerts: vec![],
+            budget_usd_month: None,
         };
         let path = Path::new("compare.toml");
         let mut v = Validator {

@@ -277,6 +277,8 @@ pub struct Job {
     pub watch: Option<WatchSpec>,
     /// `[[alerts]]`.
     pub alerts: Vec<AlertSpec>,
+    /// Once the job's cost this calendar month (UTC) reaches this, scheduled runs are skipped.
+    pub budget_usd_month: Option<f64>,
     /// Hash of the file's text: a reload of an unchanged file is a no-op.
     pub digest: u64,
 }

@@ -29,6 +29,7 @@ pub(super) struct RawJob {
     pub(super) watch: Option<Spanned<RawWatch>>,
     #[serde(default)]
     pub(super) alerts: Vec<Spanned<RawAlert>>,
+    pub(super) budget_usd_month: Option<Spanned<Num>>,
 }
 
 #[derive(Debug, Deserialize)]

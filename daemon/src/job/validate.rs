@@ -166,6 +166,7 @@ impl Validator<'_> {
             load,
             watch,
             alerts,
+            budget_usd_month: self.float("budget_usd_month", &raw.budget_usd_month, 0.0, 1e9),
             digest: 0,
         }
     }

@@ -80,6 +80,8 @@ pub struct Target {
     pub endpoint: Arc<Endpoint>,
     /// The model.
     pub model: String,
+    /// Its price, when `[pricing]` knows it.
+    pub price: Option<crate::config::Price>,
 }
 
 impl Target {
@@ -131,6 +133,7 @@ pub async fn resolve_targets(
                 .any(|t| t.endpoint.name == *ep_name && t.model == m)
             {
                 out.push(Target {
+                    price: config.pricing.lookup(ep_name, &m, &ep.provider),
                     endpoint: ep.clone(),
                     model: m,
                 });
@@ -339,6 +342,20 @@ pub fn record_of(
 ) -> Record {
     let mut metadata = out.metadata;
     metadata.ttfc_ms = metadata.ttfc_ms.map(round_us);
+    // The gateway's own figure wins; else the price table on the reported usage; else unknown.
+    let (cost_usd, source) = match (
+        out.gateway_cost,
+        &target.price,
+        out.prompt_tokens,
+        out.completion_tokens,
+    ) {
+        (Some(c), ..) => (Some(c), "gateway"),
+        (None, Some(p), Some(prompt), Some(completion)) => (
+            Some(p.cost(prompt, metadata.cached_tokens.unwrap_or(0), completion)),
+            "price",
+        ),
+        _ => (None, ""),
+    };
     metadata_extra(&mut metadata);
     Record {
         id: 0,
@@ -366,6 +383,8 @@ pub fn record_of(
         scores: vec![],
         served_model: out.served_model,
         system_fingerprint: out.system_fingerprint,
+        cost_usd,
+        cost_source: cost_usd.map(|_| source.to_string()),
     }
 }
 

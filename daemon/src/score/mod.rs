@@ -245,6 +245,8 @@ mod tests {
             scores: vec![],
             served_model: None,
             system_fingerprint: None,
+            cost_usd: None,
+            cost_source: None,
         }
     }
 

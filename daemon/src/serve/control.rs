@@ -20,6 +20,7 @@ impl Handler for ControlHandler {
         &self,
         job: &str,
         trigger: Trigger,
+        force: bool,
         progress: Box<ProgressFn>,
     ) -> Result<JoinHandle<RunReport>, HandlerError> {
         // `evald run` runs the job file as it is now: one written or edited a moment ago may
@@ -27,6 +28,9 @@ impl Handler for ControlHandler {
         let file = self.0.config().jobs_dir.join(format!("{job}.toml"));
         if !job.contains(['/', '\\']) && crate::job::is_job_file_name(&file) && file.is_file() {
             self.0.reload_file(&file).await;
+        }
+        if !force && let Some(why) = self.0.over_budget(job) {
+            return Err(format!("{why}; `evald run {job} --force` runs it anyway").into());
         }
         Ok(self.0.start_run(job, trigger, Some(progress)).await?)
     }

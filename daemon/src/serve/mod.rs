@@ -61,6 +61,9 @@ pub enum StartError {
     /// A run of the job is already going.
     #[error("job `{0}` is already running")]
     Running(String),
+    /// The job's monthly budget is spent.
+    #[error("{0}")]
+    OverBudget(String),
     /// The daemon is shutting down.
     #[error("evald is shutting down")]
     Stopping,
@@ -73,6 +76,16 @@ impl Daemon {
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Why a manual run of `name` should not go ahead: its budget is spent.
+    pub fn over_budget(&self, name: &str) -> Option<String> {
+        let state = self.registry.get(name)?;
+        crate::view::budget_spent(
+            &self.store,
+            &state.job,
+            chrono::Utc::now().timestamp_millis(),
+        )
     }
 
     /// A context for one run, with the config in force now.
@@ -116,6 +129,18 @@ impl Daemon {
         let Some(state) = self.registry.get(name) else {
             return Err(StartError::NoSuchJob(name.to_string()));
         };
+        if trigger == Trigger::Schedule
+            && let Some(why) = crate::view::budget_spent(
+                &self.store,
+                &state.job,
+                chrono::Utc::now().timestamp_millis(),
+            )
+        {
+            let s = run::record_skipped(&self.writer, &state.job, trigger, &why).await;
+            self.metrics.run_ended(&s);
+            tracing::info!(job = name, "skipped: {why}");
+            return Err(StartError::OverBudget(why));
+        }
         let Some(claim) = self.gate.claim(name) else {
             if trigger == Trigger::Schedule {
                 let why = "the previous run of this job was still going";

@@ -38,11 +38,14 @@ pub(super) struct Stored<'a> {
     pub(super) tail: Tail<'a>,
 }
 
-/// What [`RECORD_V3`] added after [`Stored`]'s fields: the served model's identity.
+/// What [`RECORD_V3`] added after [`Stored`]'s fields: the served model's identity and the
+/// request's cost.
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Tail<'a> {
     pub(super) served_model: Option<&'a str>,
     pub(super) system_fingerprint: Option<&'a str>,
+    pub(super) cost_usd: Option<f64>,
+    pub(super) cost_source: Option<&'a str>,
 }
 
 impl<'a> Stored<'a> {
@@ -92,6 +95,8 @@ impl<'a> Stored<'a> {
             scores_json,
             served_model: self.tail.served_model,
             system_fingerprint: self.tail.system_fingerprint,
+            cost_usd: self.tail.cost_usd,
+            cost_source: self.tail.cost_source,
         }
     }
 }
@@ -157,6 +162,8 @@ impl Encoded {
         let tail = Tail {
             served_model: r.served_model.as_deref(),
             system_fingerprint: r.system_fingerprint.as_deref(),
+            cost_usd: r.cost_usd,
+            cost_source: r.cost_source.as_deref(),
         };
         let mut value = Vec::with_capacity(
             64 + r.response.as_ref().map_or(0, String::len) + metadata.len() + scores.len(),

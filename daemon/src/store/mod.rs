@@ -594,6 +594,8 @@ mod tests {
             }],
             served_model: None,
             system_fingerprint: None,
+            cost_usd: None,
+            cost_source: None,
         }
     }
 

@@ -209,6 +209,8 @@ pub struct Sample {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Its cost, USD, when known.
+    pub cost_usd: Option<f64>,
 }
 
 impl Sample {
@@ -224,6 +226,7 @@ impl Sample {
             prompt_tokens: r.prompt_tokens.unwrap_or(0) as u64,
             completion_tokens: r.completion_tokens.unwrap_or(0) as u64,
             total_tokens: r.total_tokens.unwrap_or(0) as u64,
+            cost_usd: r.cost_usd,
         })
     }
 }
@@ -243,12 +246,18 @@ pub struct Rollup {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Sum of the known costs, USD.
+    pub cost_usd: f64,
+    /// Requests with a known cost.
+    pub costed: u64,
     /// Response times of successful requests.
     pub latency: Latencies,
 }
 
-/// The first byte of a stored rollup: the format of what follows.
+/// The first byte of a stored rollup: the format of what follows. Version 3 adds the cost
+/// (an f64 sum and a varint count) before the histogram; version 2 rows read with none.
 const ROLLUP_V2: u8 = 2;
+const ROLLUP_V3: u8 = 3;
 
 impl Rollup {
     /// Counts one record in.
@@ -263,6 +272,10 @@ impl Rollup {
         self.prompt_tokens += s.prompt_tokens;
         self.completion_tokens += s.completion_tokens;
         self.total_tokens += s.total_tokens;
+        if let Some(c) = s.cost_usd {
+            self.cost_usd += c;
+            self.costed += 1;
+        }
     }
 
     /// Adds another rollup's counts to this one.
@@ -274,13 +287,15 @@ impl Rollup {
         self.prompt_tokens += o.prompt_tokens;
         self.completion_tokens += o.completion_tokens;
         self.total_tokens += o.total_tokens;
+        self.cost_usd += o.cost_usd;
+        self.costed += o.costed;
     }
 
     /// The stored form: a format byte, varints, the latency sum as f64, then the histogram's
     /// non-empty buckets as (gap from the previous bucket, count) varint pairs.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.push(ROLLUP_V2);
+        out.push(ROLLUP_V3);
         for v in [self.requests, self.errors] {
             put_varint(out, v);
         }
@@ -292,6 +307,8 @@ impl Rollup {
         ] {
             put_varint(out, v);
         }
+        out.extend_from_slice(&self.cost_usd.to_le_bytes());
+        put_varint(out, self.costed);
         put_varint(out, self.latency.0.len() as u64);
         let mut prev = 0u64;
         for &(b, c) in &self.latency.0 {
@@ -343,6 +360,7 @@ pub fn decode_v1(b: &[u8]) -> Option<Rollup> {
         completion_tokens: v.completion_tokens,
         total_tokens: v.total_tokens,
         latency: Latencies(latency),
+        ..Rollup::default()
     })
 }
 
@@ -371,7 +389,7 @@ fn get_varint(b: &mut &[u8]) -> Option<u64> {
 /// buckets: nothing is allocated.
 fn read(mut b: &[u8]) -> Option<(Rollup, Buckets<'_>)> {
     let (&format, rest) = b.split_first()?;
-    if format != ROLLUP_V2 {
+    if format != ROLLUP_V2 && format != ROLLUP_V3 {
         return None;
     }
     b = rest;
@@ -379,15 +397,21 @@ fn read(mut b: &[u8]) -> Option<(Rollup, Buckets<'_>)> {
     let errors = get_varint(&mut b)?;
     let (sum, rest) = b.split_first_chunk::<8>()?;
     b = rest;
-    let head = Rollup {
+    let mut head = Rollup {
         requests,
         errors,
         latency_sum_ms: f64::from_le_bytes(*sum),
         prompt_tokens: get_varint(&mut b)?,
         completion_tokens: get_varint(&mut b)?,
         total_tokens: get_varint(&mut b)?,
-        latency: Latencies::default(),
+        ..Rollup::default()
     };
+    if format == ROLLUP_V3 {
+        let (cost, rest) = b.split_first_chunk::<8>()?;
+        b = rest;
+        head.cost_usd = f64::from_le_bytes(*cost);
+        head.costed = get_varint(&mut b)?;
+    }
     let left = get_varint(&mut b)?;
     Some((head, Buckets { b, left, prev: 0 }))
 }
@@ -432,10 +456,14 @@ struct Acc {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    cost_usd: f64,
+    costed: u64,
 }
 
 impl Acc {
     fn add_counts(&mut self, r: &Rollup) {
+        self.cost_usd += r.cost_usd;
+        self.costed += r.costed;
         self.requests += r.requests;
         self.errors += r.errors;
         self.latency_sum_ms += r.latency_sum_ms;
@@ -445,6 +473,8 @@ impl Acc {
     }
 
     fn merge(&mut self, o: &Acc) {
+        self.cost_usd += o.cost_usd;
+        self.costed += o.costed;
         self.requests += o.requests;
         self.errors += o.errors;
         self.latency_sum_ms += o.latency_sum_ms;
@@ -484,6 +514,7 @@ impl Acc {
                 total: self.total_tokens,
                 avg_per_request: per(self.total_tokens),
             },
+            cost_usd: (self.costed > 0).then_some(self.cost_usd),
         }
     }
 }
@@ -664,89 +695,5 @@ pub struct WindowPlan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::buckets::{index, value};
-    use super::*;
-
-    #[test]
-    fn buckets_are_continuous_and_within_0_8_percent() {
-        let mut last = 0;
-        for us in [
-            1u64,
-            2,
-            127,
-            128,
-            129,
-            255,
-            256,
-            1000,
-            12_345,
-            999_999,
-            3_600_000_000,
-        ] {
-            let b = index(us);
-            assert!(b >= last, "{us}");
-            last = b;
-            let v = value(b);
-            assert!(
-                (v - us as f64).abs() <= us as f64 * 0.008 + 0.5,
-                "{us} → {v}"
-            );
-        }
-        for b in 128..200u16 {
-            assert_eq!(index(value(b) as u64), b, "bucket {b} round-trips");
-        }
-    }
-
-    #[test]
-    fn rollups_round_trip_and_bad_bytes_are_refused() {
-        let mut r = Rollup::default();
-        for (i, ms) in [0.5, 3.0, 3.0, 250.0, 99_999.0, 1e12]
-            .into_iter()
-            .enumerate()
-        {
-            r.add(&Sample {
-                error: i == 2,
-                latency_ms: Some(ms),
-                prompt_tokens: 300 + i as u64,
-                completion_tokens: u64::MAX / 8,
-                total_tokens: 7,
-            });
-        }
-        let mut buf = Vec::new();
-        r.encode(&mut buf);
-        assert_eq!(Rollup::decode(&buf), Some(r.clone()));
-        for cut in 0..buf.len() {
-            assert_eq!(Rollup::decode(&buf[..cut]), None, "cut at {cut}");
-            let mut t = Totals::default();
-            assert!(!t.add_row(0, &buf[..cut]), "cut at {cut}");
-        }
-        let mut other = buf.clone();
-        other[0] = 9;
-        assert_eq!(Rollup::decode(&other), None, "unknown format");
-    }
-
-    #[test]
-    fn a_window_is_whole_days_between_partial_ones() {
-        let day = 20_000 * DAY_MS;
-        // Three hours into a day, to ten hours into the day after the next.
-        let p = plan(day + 3 * HOUR_MS, day + 2 * DAY_MS + 10 * HOUR_MS);
-        assert_eq!(p.days, Some((day + DAY_MS, day + 2 * DAY_MS)));
-        assert_eq!(
-            p.hours,
-            vec![
-                (day + 3 * HOUR_MS, day + DAY_MS),
-                (day + 2 * DAY_MS, day + 2 * DAY_MS + 10 * HOUR_MS)
-            ]
-        );
-        // A window from midnight takes that day whole.
-        let p = plan(day, day + DAY_MS + 1);
-        assert_eq!(p.days, Some((day, day + DAY_MS)));
-        // Within one day: hours only.
-        let p = plan(day + HOUR_MS, day + 5 * HOUR_MS);
-        assert_eq!(
-            (p.days, p.hours),
-            (None, vec![(day + HOUR_MS, day + 5 * HOUR_MS)])
-        );
-    }
-}
+#[path = "rollup_tests.rs"]
+mod tests;

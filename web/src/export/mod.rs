@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use evald_model::{Record, RecordFilter, RecordJson, RowRef};
 use serde::Serialize;
 
-pub use row::COLUMNS;
+pub use row::{COLUMNS, CSV_COLUMNS};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl<W: Write> ExportWriter<W> {
                 let mut c = csv::WriterBuilder::new()
                     .buffer_capacity(64 * 1024)
                     .from_writer(out);
-                c.write_record(COLUMNS.iter()).map_err(io_err)?;
+                c.write_record(CSV_COLUMNS.iter()).map_err(io_err)?;
                 w.csv = Some(c);
             }
             Format::Json => {
@@ -335,8 +335,14 @@ mod columns {
                 "endpoint",
                 "ttft_ms",
                 "scores",
+                "served_model",
+                "system_fingerprint",
+                "cost_usd",
+                "cost_source",
             ]
         );
+        assert_eq!(CSV_COLUMNS.len(), COLUMNS.len() - 1);
+        assert_eq!(CSV_COLUMNS.last(), Some(&"cost_usd"));
     }
 
     /// Every format writes every column, numbers as they always were (CSV `Display`, JSON
@@ -368,6 +374,8 @@ mod columns {
             scores_json: "",
             served_model: Some("m-2024"),
             system_fingerprint: None,
+            cost_usd: Some(0.0054),
+            cost_source: Some("price"),
         };
         let mut w = ExportWriter::new(Format::Csv, Vec::new()).unwrap();
         w.write_row(&r).unwrap();
@@ -375,8 +383,8 @@ mod columns {
         assert_eq!(
             csv,
             format!(
-                "{}\n3,2023-11-14T22:13:20.123Z,\"m,\"\"1\"\"\",p,\"[{{\"\"role\"\":\"\"user\"\",\"\"content\"\":\"\"hi\"\"}}]\",1,16,,\"line\nbreak\",12.5,1,,1,,,\"{{\"\"attempts\"\":1}}\",j,r,c,e,,,m-2024,\n",
-                COLUMNS.join(",")
+                "{}\n3,2023-11-14T22:13:20.123Z,\"m,\"\"1\"\"\",p,\"[{{\"\"role\"\":\"\"user\"\",\"\"content\"\":\"\"hi\"\"}}]\",1,16,,\"line\nbreak\",12.5,1,,1,,,\"{{\"\"attempts\"\":1}}\",j,r,c,e,,,m-2024,,0.0054\n",
+                CSV_COLUMNS.join(",")
             )
         );
         let mut w = ExportWriter::new(Format::Jsonl, Vec::new()).unwrap();
@@ -384,7 +392,7 @@ mod columns {
         let line = String::from_utf8(w.finish().unwrap()).unwrap();
         assert_eq!(
             line,
-            "{\"id\":3,\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"model\":\"m,\\\"1\\\"\",\"provider\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1.0,\"max_tokens\":16,\"top_p\":null,\"response\":\"line\\nbreak\",\"response_time_ms\":12.5,\"prompt_tokens\":1,\"completion_tokens\":null,\"total_tokens\":1,\"finish_reason\":null,\"error\":null,\"metadata\":{\"attempts\":1},\"job\":\"j\",\"run_id\":\"r\",\"case_id\":\"c\",\"endpoint\":\"e\",\"ttft_ms\":null,\"scores\":null,\"served_model\":\"m-2024\",\"system_fingerprint\":null}\n"
+            "{\"id\":3,\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"model\":\"m,\\\"1\\\"\",\"provider\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1.0,\"max_tokens\":16,\"top_p\":null,\"response\":\"line\\nbreak\",\"response_time_ms\":12.5,\"prompt_tokens\":1,\"completion_tokens\":null,\"total_tokens\":1,\"finish_reason\":null,\"error\":null,\"metadata\":{\"attempts\":1},\"job\":\"j\",\"run_id\":\"r\",\"case_id\":\"c\",\"endpoint\":\"e\",\"ttft_ms\":null,\"scores\":null,\"served_model\":\"m-2024\",\"system_fingerprint\":null,\"cost_usd\":0.0054,\"cost_source\":\"price\"}\n"
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v.as_object().unwrap().len(), COLUMNS.len());

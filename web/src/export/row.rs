@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::LazyLock;
 
 use evald_model::RowRef;
-use evald_model::record::{RAW_JSON, TIMESTAMP_MS};
+use evald_model::record::{JSON_ONLY_COLUMNS, RAW_JSON, TIMESTAMP_MS};
 use serde::ser::{self, Impossible, Serialize, SerializeStruct};
 
 use super::Timestamps;
@@ -19,6 +19,15 @@ pub static COLUMNS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     // Serialising the names of a struct cannot fail; an empty header would show at once.
     let _ = RowRef::default().serialize(Names(&mut names));
     names
+});
+
+/// The CSV header: [`COLUMNS`] without the JSON-only ones.
+pub static CSV_COLUMNS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !JSON_ONLY_COLUMNS.contains(c))
+        .collect()
 });
 
 /// Why a row could not be written: the sink failed, or the row holds a type the export
@@ -229,9 +238,12 @@ impl<W: Write> SerializeStruct for CsvRow<'_, W> {
     type Error = RowError;
     fn serialize_field<T: ?Sized + Serialize>(
         &mut self,
-        _: &'static str,
+        key: &'static str,
         value: &T,
     ) -> Result<(), RowError> {
+        if JSON_ONLY_COLUMNS.contains(&key) {
+            return Ok(());
+        }
         value.serialize(CsvCell {
             out: &mut *self.out,
             num: &mut *self.num,

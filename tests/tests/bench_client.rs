@@ -1,0 +1,164 @@
+//! The benchmark's own client (one HTTP/1.1 connection per worker) meeting what a general
+//! client handles for you: a timeout in the middle of a stream, a server that closes each
+//! connection, nothing listening.
+
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use evald_tests::{Site, TestServer};
+use serde_json::Value;
+
+fn export(site: &Site, job: &str) -> Vec<Value> {
+    let out = site.evald(&["export", "--format", "jsonl", "--job", job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn run_json(site: &Site, job: &str) -> Value {
+    let out = site.evald(&["run", job, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `stall` model holds every other stream for 300 ms after its third chunk; with a 150 ms
+/// timeout those requests time out mid-stream: `stream_timeout`, not a broken stream and not
+/// a plain timeout, whichever client sent them — the benchmark's own (a run's
+/// `errors_by_kind`) and the general one (a compare run's stored `error_kind`) — and each keeps
+/// the text that arrived before the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
+    let server = TestServer::with_timing(5, 5).await;
+    let site = Site::new(Some(&server), "");
+    let job = "targets = [\"test/stall\"]\ntimeout = \"150ms\"\n[[cases]]\nid = \"c\"\nprompt = \"w1 w2 w3 w4 w5 w6\"\n";
+    site.job(
+        "bench",
+        &format!("kind = \"benchmark\"\n{job}[load]\nconcurrency = 1\nrequests = 10\n"),
+    );
+    site.job("cmp", &format!("stream = true\nrepeat = 10\n{job}"));
+    let report = run_json(&site, "bench");
+    let b = &report["summary"]["targets"][0]["bench"];
+    assert_eq!(
+        b["errors_by_kind"],
+        serde_json::json!({"stream_timeout": 5}),
+        "{b}"
+    );
+    // Half the requests fail, so the run is ok (not every request failed).
+    let out = site.evald(&["run", "cmp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = export(&site, "cmp");
+    let timed_out: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["metadata"]["error_kind"] == "stream_timeout")
+        .collect();
+    assert_eq!(timed_out.len(), 5, "{recs:?}");
+    for r in timed_out {
+        assert!(
+            r["response"].as_str().unwrap().starts_with("Echo: w1"),
+            "{r}"
+        );
+    }
+}
+
+/// The benchmark's own client (one connection per worker) against what a general client
+/// handles for you: nothing listening is `connect` for every request, named by endpoint; a
+/// server that closes each connection after its answer (`Connection: close`, as some proxies
+/// do) is answered on a new connection every time, with no error and the server's own count
+/// of connections equal to the requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_client_reconnects_and_names_connect_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                // One request (its head and a Content-Length body), one answer, then close.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"choices":[{"message":{"content":"closing"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let dead = evald_tests::free_port();
+    let site = Site::new(
+        None,
+        &format!(
+            "[endpoints.closer]\nurl = \"http://127.0.0.1:{port}/v1\"\n[endpoints.dead]\nurl = \"http://127.0.0.1:{dead}/v1\"\ntimeout = \"2s\"\n"
+        ),
+    );
+    let job = |t: &str| {
+        format!(
+            "kind = \"benchmark\"\ntargets = [\"{t}\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nrequests = 40\n"
+        )
+    };
+    site.job("closer", &job("closer/m"));
+    site.job("dead", &job("dead/m"));
+    let report = run_json(&site, "closer");
+    let t = &report["summary"]["targets"][0];
+    assert_eq!(t["errors"], 0, "{t}");
+    assert_eq!(t["requests"], 40, "{t}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 40);
+    let out = site.evald(&["run", "dead", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = &report["summary"]["targets"][0]["bench"];
+    assert_eq!(
+        b["errors_by_kind"],
+        serde_json::json!({"connect": 40}),
+        "{b}"
+    );
+    let recs = export(&site, "dead");
+    assert!(
+        recs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to dead"),
+        "{}",
+        recs[0]
+    );
+}

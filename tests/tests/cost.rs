@@ -1,0 +1,116 @@
+//! What evaluations cost: prices from a LiteLLM-format file and per-target overrides, the
+//! gateway's own figure first, unknown left unknown; costs in records, exports, run summaries,
+//! stats and metrics; `--estimate` sends nothing.
+
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use evald_tests::{Site, TestServer};
+use serde_json::Value;
+
+const PRICES: &str = r#"{
+  "sample_spec": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"},
+  "costly": {"input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06, "cache_read_input_token_cost": 5e-07, "mode": "chat"},
+  "gwcost": {"input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06, "mode": "chat"},
+  "testprov/overridden": {"input_cost_per_token": 1.0, "output_cost_per_token": 1.0}
+}"#;
+
+fn site(server: &TestServer) -> Site {
+    let site = Site::new(
+        Some(server),
+        "[pricing]\nfile = \"prices.json\"\n[pricing.models.\"test/ok-a\"]\ninput = 1.00\noutput = 4.00\ncached_input = 0.25\n",
+    );
+    std::fs::write(site.path().join("prices.json"), PRICES).unwrap();
+    site
+}
+
+fn near(v: &Value, want: f64) -> bool {
+    v.as_f64().is_some_and(|x| (x - want).abs() < 1e-12)
+}
+
+/// Per record, with 1,000 prompt tokens (400 cached) and 500 completion tokens (100 of them
+/// reasoning, already inside the 500):
+/// - `costly`, priced by the file: 600 × 2e-6 + 400 × 5e-7 + 500 × 8e-6 = 0.0054, `price`;
+/// - `gwcost`: the gateway's 0.0123 wins over its file price, `gateway`;
+/// - `unpriced`: no price, `null` (never 0);
+/// - `ok-a`, overridden in evald.toml (1 / 4 / 0.25 USD per million) over nothing in the file:
+///   the test server's usage for it (7 prompt, 3 or 2 completion) costs 1.9e-5 or 1.5e-5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_come_from_the_gateway_then_the_price_table_and_unknown_stays_unknown() {
+    let server = TestServer::start().await;
+    let site = site(&server);
+    site.job(
+        "cost",
+        "targets = [\"test/costly\", \"test/gwcost\", \"test/unpriced\", \"test/ok-a\"]\n[[cases]]\nid = \"a\"\nprompt = \"one two\"\n[[cases]]\nid = \"b\"\nprompt = \"three\"\n",
+    );
+    let out = site.evald(&["run", "cost", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recs = report["records"].as_array().unwrap();
+    let by = |m: &'static str| recs.iter().filter(move |r| r["model"] == m);
+    assert!(by("costly").all(|r| near(&r["cost_usd"], 0.0054) && r["cost_source"] == "price"));
+    assert!(by("gwcost").all(|r| near(&r["cost_usd"], 0.0123) && r["cost_source"] == "gateway"));
+    assert!(by("unpriced").all(|r| r["cost_usd"].is_null() && r["cost_source"].is_null()));
+    assert!(
+        by("ok-a").all(|r| {
+            let c = r["completion_tokens"].as_f64().unwrap();
+            near(&r["cost_usd"], (7.0 + 4.0 * c) / 1e6)
+        }),
+        "{recs:?}"
+    );
+    assert_eq!(by("costly").count(), 2);
+    let targets = report["summary"]["targets"].as_array().unwrap();
+    let cost = |t: &str| &targets.iter().find(|x| x["target"] == t).unwrap()["cost_usd"];
+    assert!(near(cost("test/costly"), 0.0108));
+    assert!(near(cost("test/gwcost"), 0.0246));
+    assert!(cost("test/unpriced").is_null());
+
+    // The CSV ends with cost_usd (cost_source is JSON only); the stats carry cost by model.
+    let out = site.evald(&["export", "--format", "csv", "--job", "cost"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.ends_with(",served_model,system_fingerprint,cost_usd"),
+        "{header}"
+    );
+    let out = site.evald(&["stats", "--json"]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        near(&stats["cost_usd"], 0.0108 + 0.0246 + 1.9e-5 + 1.5e-5),
+        "{stats}"
+    );
+    let m = stats["by_model"].as_array().unwrap();
+    let model = |n: &str| &m.iter().find(|g| g["name"] == n).unwrap()["cost_usd"];
+    assert!(near(model("costly"), 0.0108));
+    assert!(model("unpriced").is_null());
+}
+
+/// `--estimate` counts and prices, and sends nothing: the test server sees no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_estimate_sends_nothing() {
+    let server = TestServer::start().await;
+    let site = site(&server);
+    site.job(
+        "est",
+        "targets = [\"test/costly\", \"test/unpriced\"]\n[params]\nmax_tokens = 500\n[[cases]]\nid = \"a\"\nprompt = \"Name one prime number.\"\n",
+    );
+    let out = site.evald(&["run", "est", "--estimate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 500 completion tokens × 8e-6 = 0.004, plus the prompt's dozen tokens × 2e-6.
+    assert!(text.contains("test/costly: at most 0.0040"), "{text}");
+    assert!(text.contains("test/unpriced: no price known"), "{text}");
+    assert!(
+        server.seen().is_empty(),
+        "an estimate sent {} requests",
+        server.seen().len()
+    );
+}
