@@ -32,6 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+mod arith;
+pub use arith::Arith;
+
 /// The hostile answer of the `xss` model.
 pub const XSS: &str = "<script>alert(1)</script> \"><img src=x onerror=alert(1)>";
 
@@ -57,70 +60,6 @@ pub struct ServerState {
     pub pace_ms: u64,
     /// How the `arith` model answers now.
     pub arith: Mutex<Arith>,
-}
-
-/// The `arith` model answers "What is K + B?" with K + B, except: cases with K ≤ `bad_cases`
-/// get a wrong answer (only the first time each prompt is asked, with `wrong_once`); every
-/// answer carries `system_fingerprint` and the `x-model-id` header when set.
-#[derive(Debug, Default, Clone)]
-pub struct Arith {
-    /// Cases K = 1..=bad_cases answer wrong.
-    pub bad_cases: u32,
-    /// Wrong only on a prompt's first asking (the re-send of `confirm` then passes).
-    pub wrong_once: bool,
-    /// The response's `system_fingerprint`.
-    pub fingerprint: Option<String>,
-    /// The `x-model-id` response header.
-    pub model_id: Option<String>,
-    /// Prompts already answered wrong once.
-    pub asked: std::collections::HashSet<String>,
-}
-
-impl TestServer {
-    /// Sets how the `arith` model answers from now on (`asked` is kept).
-    pub fn set_arith(
-        &self,
-        bad_cases: u32,
-        wrong_once: bool,
-        fingerprint: Option<&str>,
-        model_id: Option<&str>,
-    ) {
-        let mut a = self.state.arith.lock().unwrap_or_else(|p| p.into_inner());
-        a.bad_cases = bad_cases;
-        a.wrong_once = wrong_once;
-        a.fingerprint = fingerprint.map(String::from);
-        a.model_id = model_id.map(String::from);
-    }
-}
-
-fn arith(st: &ServerState, prompt: &str) -> Response {
-    let nums: Vec<u64> = prompt
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let (k, b) = (
-        nums.first().copied().unwrap_or(0),
-        nums.get(1).copied().unwrap_or(0),
-    );
-    let mut a = st.arith.lock().unwrap_or_else(|p| p.into_inner());
-    let mut wrong = k >= 1 && k <= u64::from(a.bad_cases);
-    if wrong && a.wrong_once {
-        wrong = a.asked.insert(prompt.to_string());
-    }
-    let answer = if wrong { k + b + 1 } else { k + b };
-    let mut v = completion("arith-2024-08-06", &answer.to_string(), true);
-    if let Some(f) = &a.fingerprint {
-        v["system_fingerprint"] = json!(f);
-    }
-    let mut r = axum::Json(v).into_response();
-    if let Some(id) = a
-        .model_id
-        .as_deref()
-        .and_then(|m| header::HeaderValue::from_str(m).ok())
-    {
-        r.headers_mut().insert("x-model-id", id);
-    }
-    r
 }
 
 /// A running test server.
@@ -229,7 +168,7 @@ async fn chat(
         .unwrap_or_default()
         .to_string();
     if model == "arith" {
-        return arith(&st, &last);
+        return arith::answer(&st, &last);
     }
     // `costly` and `gwcost` report 1,000 prompt tokens (400 cached) and 500 completion tokens
     // (100 of them reasoning); `gwcost` also sends the gateway's cost header, 0.0123 USD.
