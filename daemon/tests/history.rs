@@ -413,7 +413,7 @@ fn from_csv(bytes: &[u8]) -> Vec<csv::StringRecord> {
     let mut rd = csv::Reader::from_reader(bytes);
     assert_eq!(
         rd.headers().unwrap().iter().collect::<Vec<_>>(),
-        evald_web::export::COLUMNS.to_vec()
+        evald_web::export::CSV_COLUMNS.to_vec()
     );
     rd.records().map(|r| r.unwrap()).collect()
 }
@@ -459,7 +459,7 @@ async fn exports_round_trip_hostile_content_and_filters_narrow() {
                 .collect(),
         };
         assert_eq!(rows.len(), stored.len());
-        // JSON keys are the CSV columns, in the same order.
+        // JSON keys are the columns (the CSV's and the JSON-only ones), in the same order.
         // (The last record is a small one: look at the tail.)
         let text = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(3000)..]).into_owned();
         let text = &text[text.rfind("{\"id\":").unwrap()..];
