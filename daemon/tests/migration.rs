@@ -35,8 +35,8 @@ fn close(a: f64, b: f64) -> bool {
 fn a_schema_1_store_migrates_and_reads_as_before() {
     assert_eq!(SCHEMA_VERSION, 3);
     let (dir, store) = opened();
-    // What the schema 1 binary exported, field for field, with schema 3's two new columns
-    // (served_model, system_fingerprint) at the end, empty: those records never had them.
+    // What the schema 1 binary exported, field for field, with schema 3's new columns
+    // (served_model, system_fingerprint, cost_usd) at the end, empty: those records never had them.
     let want = std::fs::read_to_string(format!("{FIXTURE}/export.csv")).unwrap();
     let rows = |text: &str| -> Vec<Vec<String>> {
         csv::ReaderBuilder::new()
@@ -51,9 +51,9 @@ fn a_schema_1_store_migrates_and_reads_as_before() {
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(&g[..w.len()], &w[..], "row {i}");
         let tail: &[&str] = if i == 0 {
-            &["served_model", "system_fingerprint"]
+            &["served_model", "system_fingerprint", "cost_usd"]
         } else {
-            &["", ""]
+            &["", "", ""]
         };
         assert_eq!(&g[w.len()..], tail, "row {i}");
     }
@@ -62,7 +62,7 @@ fn a_schema_1_store_migrates_and_reads_as_before() {
         .lines()
         .map(|l| {
             format!(
-                "{},\"served_model\":null,\"system_fingerprint\":null}}\n",
+                "{},\"served_model\":null,\"system_fingerprint\":null,\"cost_usd\":null,\"cost_source\":null}}\n",
                 &l[..l.len() - 1]
             )
         })
