@@ -342,7 +342,7 @@ async fn exports_pass_the_filter_and_write_the_columns() {
     let (status, csv) = get(m.clone(), "/export.csv?job=daily&model=m1&limit=5").await;
     assert_eq!(status, StatusCode::OK);
     let header_row = csv.lines().next().unwrap();
-    assert_eq!(header_row, evald_web::export::COLUMNS.join(","));
+    assert_eq!(header_row, evald_web::export::CSV_COLUMNS.join(","));
     assert_eq!(csv.lines().count(), 2, "one header and one row: {csv}");
     let f = m.exported_filters.lock().unwrap().last().cloned().unwrap();
     assert_eq!(f.job.as_deref(), Some("daily"));
