@@ -468,6 +468,31 @@ impl Site {
         c
     }
 
+    /// `evald run JOB --json`, which must succeed: the report.
+    pub fn run_json(&self, job: &str) -> Value {
+        let out = self.evald(&["run", job, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("run --json: {e}"))
+    }
+
+    /// `evald export --format jsonl --job JOB`, which must succeed: the records.
+    pub fn export_job(&self, job: &str) -> Vec<Value> {
+        let out = self.evald(&["export", "--format", "jsonl", "--job", job]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     /// Runs an evald command to completion.
     pub fn evald(&self, args: &[&str]) -> Output {
         self.evald_env(args, &[])

@@ -8,29 +8,6 @@
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
-fn export(site: &Site, job: &str) -> Vec<Value> {
-    let out = site.evald(&["export", "--format", "jsonl", "--job", job]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn run_json(site: &Site, job: &str) -> Value {
-    let out = site.evald(&["run", job, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The `stall` model holds every other stream for 300 ms after its third chunk; with a 150 ms
 /// timeout those requests time out mid-stream: `stream_timeout`, not a broken stream and not
 /// a plain timeout, whichever client sent them — the benchmark's own (a run's
@@ -46,7 +23,7 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
         &format!("kind = \"benchmark\"\n{job}[load]\nconcurrency = 1\nrequests = 10\n"),
     );
     site.job("cmp", &format!("stream = true\nrepeat = 10\n{job}"));
-    let report = run_json(&site, "bench");
+    let report = site.run_json("bench");
     let b = &report["summary"]["targets"][0]["bench"];
     assert_eq!(
         b["errors_by_kind"],
@@ -60,7 +37,7 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = export(&site, "cmp");
+    let recs = site.export_job("cmp");
     let timed_out: Vec<&Value> = recs
         .iter()
         .filter(|r| r["metadata"]["error_kind"] == "stream_timeout")
@@ -139,7 +116,7 @@ async fn the_benchmark_client_reconnects_and_names_connect_errors() {
     };
     site.job("closer", &job("closer/m"));
     site.job("dead", &job("dead/m"));
-    let report = run_json(&site, "closer");
+    let report = site.run_json("closer");
     let t = &report["summary"]["targets"][0];
     assert_eq!(t["errors"], 0, "{t}");
     assert_eq!(t["requests"], 40, "{t}");
@@ -152,7 +129,7 @@ async fn the_benchmark_client_reconnects_and_names_connect_errors() {
         serde_json::json!({"connect": 40}),
         "{b}"
     );
-    let recs = export(&site, "dead");
+    let recs = site.export_job("dead");
     assert!(
         recs[0]["error"]
             .as_str()

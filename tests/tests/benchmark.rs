@@ -8,29 +8,6 @@
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
-fn export(site: &Site, job: &str) -> Vec<Value> {
-    let out = site.evald(&["export", "--format", "jsonl", "--job", job]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn run_json(site: &Site, job: &str) -> Value {
-    let out = site.evald(&["run", job, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -63,8 +40,8 @@ requests = 24
 warmup = 4
 "#,
     );
-    let report = run_json(&site, "timed");
-    let recs = export(&site, "timed");
+    let report = site.run_json("timed");
+    let recs = site.export_job("timed");
     assert_eq!(
         recs.len(),
         28,
@@ -146,8 +123,8 @@ async fn broken_streams_are_errors_that_keep_the_text_and_missing_usage_is_estim
         "streams",
         "targets = [\"test/trunc\", \"test/nodone\", \"test/nousage\", \"test/err500\"]\nstream = true\n[[cases]]\nid = \"t\"\nprompt = \"alpha beta gamma delta epsilon zeta\"\n",
     );
-    run_json(&site, "streams");
-    let recs = export(&site, "streams");
+    site.run_json("streams");
+    let recs = site.export_job("streams");
     let by = |m: &str| recs.iter().find(|r| r["model"] == m).unwrap().clone();
     let trunc = by("trunc");
     assert_eq!(trunc["metadata"]["error_kind"], "stream", "{trunc}");
@@ -215,11 +192,11 @@ duration = "{}ms"
             (SECS * 1000.0) as u64
         ),
     );
-    let report = run_json(&site, "open");
+    let report = site.run_json("open");
     let t = &report["summary"]["targets"][0];
     let b = &t["bench"];
     assert_eq!(b["target_rate"], RATE);
-    let recs = export(&site, "open");
+    let recs = site.export_job("open");
     let n = recs.len() as f64;
     assert_eq!(
         recs.len() as u64,
@@ -303,7 +280,7 @@ async fn targets_of_a_benchmark_run_one_after_another() {
         "seq",
         "kind = \"benchmark\"\nstream = false\ntargets = [\"test/slow-50\", \"test/ok-b\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[cases]]\nid = \"b\"\nprompt = \"y\"\n[load]\nconcurrency = 4\nrequests = 12\n",
     );
-    run_json(&site, "seq");
+    site.run_json("seq");
     let models: Vec<String> = server
         .seen()
         .iter()
@@ -364,7 +341,7 @@ async fn a_benchmark_does_not_retry_unless_asked() {
     let report = failed_run("plain");
     assert_eq!(sent(&server), 5, "the endpoint's max_retries applied");
     assert_eq!(report["summary"]["targets"][0]["errors"], 5);
-    let records = export(&site, "plain");
+    let records = site.export_job("plain");
     assert_eq!(records.len(), 5);
     for r in &records {
         let meta: Value = r["metadata"].clone();
@@ -377,7 +354,7 @@ async fn a_benchmark_does_not_retry_unless_asked() {
         5 + 10,
         "retries = 1 sends each request twice"
     );
-    for r in export(&site, "retrying") {
+    for r in site.export_job("retrying") {
         assert_eq!(r["metadata"]["attempts"], 2, "{r}");
     }
 }
@@ -394,8 +371,8 @@ async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() 
         "think",
         "kind = \"benchmark\"\ntargets = [\"test/reasoner\"]\nstream = true\n[[cases]]\nid = \"c\"\nprompt = \"two words\"\n[load]\nconcurrency = 1\nrequests = 5\n",
     );
-    run_json(&site, "think");
-    let records = export(&site, "think");
+    site.run_json("think");
+    let records = site.export_job("think");
     assert_eq!(records.len(), 5);
     for r in &records {
         let ttft = r["ttft_ms"].as_f64().unwrap();
@@ -429,7 +406,7 @@ async fn pooled_inter_token_latency_sees_a_stall_that_request_means_hide() {
             "kind = \"benchmark\"\ntargets = [\"test/stall\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 4\nrequests = 40\n"
         ),
     );
-    let report = run_json(&site, "stall");
+    let report = site.run_json("stall");
     let b = &report["summary"]["targets"][0]["bench"];
     let pooled = &b["itl_ms"];
     let means = &b["itl_request_mean_ms"];
@@ -461,7 +438,7 @@ async fn slos_on_tpot_drive_goodput_and_need_a_stream() {
     job("loose", "slo_tpot_ms = 15", true);
     job("tight", "slo_tpot_ms = 5", true);
     let attainment = |name: &str| {
-        let r = run_json(&site, name);
+        let r = site.run_json(name);
         let b = r["summary"]["targets"][0]["bench"].clone();
         (
             b["slo_attainment"].as_f64().unwrap(),
@@ -502,8 +479,8 @@ async fn output_tokens_without_usage_are_counted_by_the_tokenizer() {
             "kind = \"benchmark\"\ntargets = [\"test/chunky\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 1\nrequests = 3\n"
         ),
     );
-    run_json(&site, "chunky");
-    for r in export(&site, "chunky") {
+    site.run_json("chunky");
+    for r in site.export_job("chunky") {
         assert_eq!(r["completion_tokens"], 31, "{r}");
         assert_eq!(r["metadata"]["tokens_estimated"], true, "{r}");
     }

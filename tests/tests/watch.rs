@@ -23,16 +23,6 @@ fn job(watch: &str) -> String {
     s
 }
 
-fn run(site: &Site, job: &str) -> Value {
-    let out = site.evald(&["run", job, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn watch(report: &Value) -> Value {
     report["summary"]["targets"][0]["watch"].clone()
 }
@@ -60,15 +50,15 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
         &job("baseline = \"rolling:3\"\nsignificance = 0.05\nmin_drop = 0.05"),
     );
     server.set_arith(0, false, Some("fp_a"), Some("mid-a"));
-    let g1 = run(&site, "arith");
+    let g1 = site.run_json("arith");
     assert_eq!(watch(&g1)["verdict"], "insufficient", "{}", watch(&g1));
-    run(&site, "arith");
-    let g3 = run(&site, "arith");
+    site.run_json("arith");
+    let g3 = site.run_json("arith");
     assert_eq!(watch(&g3)["verdict"], "ok", "{}", watch(&g3));
 
     // 8 of 30 turn wrong: exact McNemar p = 2 · 0.5⁸ = 2⁻⁷, Wilson [0.5555, 0.8582] on 22/30.
     server.set_arith(8, false, Some("fp_a"), Some("mid-a"));
-    let bad = run(&site, "arith");
+    let bad = site.run_json("arith");
     let w = watch(&bad);
     assert_eq!(w["verdict"], "regressed", "{w}");
     assert!(
@@ -96,16 +86,16 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
 
     // Back to good: not a regression (the window now holds bad runs).
     server.set_arith(0, false, Some("fp_a"), Some("mid-a"));
-    let rec = run(&site, "arith");
+    let rec = site.run_json("arith");
     let v = watch(&rec)["verdict"].as_str().unwrap().to_string();
     assert!(v == "ok" || v == "improved", "{}", watch(&rec));
-    run(&site, "arith");
-    let good = run(&site, "arith");
+    site.run_json("arith");
+    let good = site.run_json("arith");
     let good_id = good["summary"]["id"].as_str().unwrap().to_string();
 
     // One case of 30: not a regression (p = 1).
     server.set_arith(1, false, Some("fp_a"), Some("mid-a"));
-    let one = run(&site, "arith");
+    let one = site.run_json("arith");
     let w = watch(&one);
     assert_eq!(w["verdict"], "ok", "{w}");
     assert_eq!(ids(&w["newly_failing"]), ["c01"]);
@@ -120,15 +110,15 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
 
     // Pinned: every case wrong now and in the window, but the pinned good run is the baseline.
     server.set_arith(30, false, Some("fp_b"), Some("mid-a"));
-    run(&site, "arith");
-    run(&site, "arith");
+    site.run_json("arith");
+    site.run_json("arith");
     let out = site.evald(&["baseline", "pin", "arith", &good_id]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pinned = run(&site, "arith");
+    let pinned = site.run_json("arith");
     assert_eq!(watch(&pinned)["verdict"], "regressed", "{}", watch(&pinned));
     assert_eq!(watch(&pinned)["baseline_pass_rate"], 1.0);
     // A run of another job, or an unknown run, cannot be pinned.
@@ -136,7 +126,7 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
     assert_eq!(out.status.code(), Some(1));
     let out = site.evald(&["baseline", "unpin", "arith"]);
     assert!(out.status.success());
-    let unpinned = run(&site, "arith");
+    let unpinned = site.run_json("arith");
     assert_eq!(watch(&unpinned)["verdict"], "ok", "{}", watch(&unpinned));
     assert_eq!(watch(&unpinned)["baseline_pass_rate"], 0.0);
 
@@ -180,11 +170,11 @@ async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
     );
     site.job("confirm", &job("baseline = \"rolling:3\"\nconfirm = true"));
     for _ in 0..3 {
-        run(&site, "confirm");
+        site.run_json("confirm");
     }
     server.set_arith(8, true, None, None);
     let before = server.seen().len();
-    let transient = run(&site, "confirm");
+    let transient = site.run_json("confirm");
     assert_eq!(server.seen().len() - before, 38);
     let w = watch(&transient);
     assert_eq!(w["verdict"], "ok", "{w}");
@@ -197,14 +187,14 @@ async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
         .count();
     assert_eq!(marked, 8);
     server.set_arith(8, false, None, None);
-    let real = run(&site, "confirm");
+    let real = site.run_json("confirm");
     assert_eq!(watch(&real)["verdict"], "regressed", "{}", watch(&real));
     assert_eq!(watch(&real)["newly_failing"].as_array().unwrap().len(), 8);
 
     site.job("flaky", &job("baseline = \"rolling:3\""));
     for bad in [0, 1, 0, 1] {
         server.set_arith(bad, false, None, None);
-        let r = run(&site, "flaky");
+        let r = site.run_json("flaky");
         if bad == 1 && watch(&r)["flaky"].as_array().is_some_and(|f| !f.is_empty()) {
             assert_eq!(ids(&watch(&r)["flaky"]), ["c01"]);
             assert_eq!(watch(&r)["paired"], 29);
