@@ -110,6 +110,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Writes a consistent copy of the store to FILE (through the daemon when it runs), which
+    /// evald opens as its store: copy it to `data_dir/evald.redb` to restore.
+    Backup {
+        /// Where the copy goes (replaced if it exists; written beside it first, then renamed).
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
             Command::Models { endpoint } => cli::data::models(config, &endpoint).await,
             Command::Stats { days, json } => cli::data::stats(config, days, json).await,
             Command::Prune { dry_run } => cli::data::prune(config, dry_run).await,
+            Command::Backup { file } => cli::data::backup(config, &file).await,
         }
     });
     // Background tasks (a progress bar's ticker, the runtime's blocking pool) must not keep a

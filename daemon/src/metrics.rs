@@ -55,6 +55,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// Records removed by retention since start.
     pub pruned: Counter,
+    /// Store commits that failed (or were refused while the disk stayed full) since start.
+    pub store_write_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +92,7 @@ impl Metrics {
             store_records: Gauge::default(),
             store_bytes: Gauge::default(),
             pruned: Counter::default(),
+            store_write_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,6 +150,11 @@ impl Metrics {
             "store_bytes",
             "Size of the store file",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "store_write_errors",
+            "Store commits that failed (a full disk, an I/O error), or were refused until the disk had room again",
+            m.store_write_errors.clone(),
         );
         registry.register(
             "cost_usd",

@@ -159,11 +159,20 @@ impl ReadModel for View {
         self.store.events(job, limit).map_err(rerr)
     }
 
+    fn health(&self) -> Result<(), String> {
+        self.store.health()
+    }
+
     fn metrics(&self) -> String {
         if let Ok(n) = self.store.record_count() {
             self.metrics.store_records.set(n as i64);
         }
         self.metrics.store_bytes.set(self.store.file_bytes() as i64);
+        let errors = self.store.write_errors();
+        let counted = self.metrics.store_write_errors.get();
+        if errors > counted {
+            self.metrics.store_write_errors.inc_by(errors - counted);
+        }
         let invalid = self.registry.invalid().len()
             + self
                 .registry

@@ -68,11 +68,23 @@ pub fn router(model: Arc<dyn ReadModel>, opts: WebOptions) -> Router {
         .route("/alerts", get(alerts_page))
         .route("/badge/{file}", get(badge))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/style.css", get(style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// 200 `ok` while the daemon serves and can store; 503 with the reason when it cannot.
+async fn healthz(State(st): State<AppState>) -> Response {
+    match st.model.health() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// GET and HEAD only; the token, when one is set.

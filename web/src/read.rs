@@ -48,4 +48,8 @@ pub trait ReadModel: Send + Sync + 'static {
     fn alerts(&self) -> evald_model::AlertsView;
     /// Events (a served model that changed), newest first, of one job or all.
     fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, ReadError>;
+    /// `Ok` while the daemon can store what it measures; why not otherwise (`/healthz` 503).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

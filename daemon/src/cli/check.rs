@@ -78,6 +78,9 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
     }
     if problems == 0 {
         eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
+        if let Some(w) = stop_timeout_warning(&config) {
+            eprintln!("{w}");
+        }
         // What the schedules will spend, where prices are known.
         for j in &jobs {
             let (Some(runs), rows) = (
@@ -103,6 +106,58 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
         eprintln!("{problems} problem(s) in {bad_files} file(s)");
     }
     Ok(problems == 0)
+}
+
+/// The unit systemd would use: an installed one, else the one shipped in `contrib/`.
+const UNITS: [&str; 3] = [
+    "/etc/systemd/system/evald.service",
+    "/lib/systemd/system/evald.service",
+    "/usr/lib/systemd/system/evald.service",
+];
+const SHIPPED_UNIT: &str = include_str!("../../../contrib/evald.service");
+
+/// A warning when a stop (shutdown_grace plus the close) can outlast the unit's
+/// `TimeoutStopSec`, after which systemd kills evald before its store is closed.
+fn stop_timeout_warning(config: &Config) -> Option<String> {
+    let (unit, text) = UNITS
+        .iter()
+        .find_map(|u| Some((u.to_string(), std::fs::read_to_string(u).ok()?)))
+        .unwrap_or_else(|| ("contrib/evald.service".into(), SHIPPED_UNIT.into()));
+    let timeout = stop_timeout(&text)?;
+    let stop = config.shutdown_grace + evald::serve::CLOSE_TIME;
+    (stop > timeout).then(|| {
+        format!(
+            "warning: a stop can take shutdown_grace ({}) plus {} s to close the store, longer than TimeoutStopSec ({}) in {unit}: systemd would kill evald first; lower shutdown_grace or raise TimeoutStopSec",
+            humantime::format_duration(config.shutdown_grace),
+            evald::serve::CLOSE_TIME.as_secs(),
+            humantime::format_duration(timeout),
+        )
+    })
+}
+
+/// `TimeoutStopSec=` (or `TimeoutSec=`) of a unit file; systemd's default 90 s if absent.
+fn stop_timeout(unit: &str) -> Option<std::time::Duration> {
+    let mut found = None;
+    for line in unit.lines() {
+        let line = line.trim();
+        if let Some(v) = line
+            .strip_prefix("TimeoutStopSec=")
+            .or_else(|| line.strip_prefix("TimeoutSec="))
+        {
+            let v = v.trim();
+            found = if v == "infinity" {
+                None
+            } else if let Ok(secs) = v.parse::<u64>() {
+                Some(std::time::Duration::from_secs(secs))
+            } else {
+                humantime::parse_duration(&v.replace(' ', "")).ok()
+            };
+            if v == "infinity" {
+                return None;
+            }
+        }
+    }
+    Some(found.unwrap_or(std::time::Duration::from_secs(90)))
 }
 
 fn plugin_problems(j: &Job, plugins: &Plugins) -> Vec<String> {

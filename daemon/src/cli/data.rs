@@ -182,3 +182,32 @@ pub async fn prune(explicit: Option<&Path>, dry_run: bool) -> Result<bool, Failu
     );
     Ok(true)
 }
+
+/// `evald backup FILE`.
+pub async fn backup(explicit: Option<&Path>, file: &Path) -> Result<bool, Failure> {
+    let config = load_config(explicit)?;
+    // The daemon resolves a relative path against its own folder: make it ours.
+    let file = std::path::absolute(file)
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?;
+    eprintln!(
+        "backing up {} to {} …",
+        config.db_path().display(),
+        file.display()
+    );
+    let report = match backend(&config)? {
+        Backend::Local(store) => {
+            let f = file.clone();
+            tokio::task::spawn_blocking(move || store.backup(&f)).await??
+        }
+        Backend::Daemon(daemon) => daemon.backup(&file).await?,
+    };
+    println!(
+        "wrote {}: {} records, {} runs, {:.1} MiB in {:.1} s",
+        file.display(),
+        report.records,
+        report.runs,
+        report.bytes as f64 / (1024.0 * 1024.0),
+        report.ms as f64 / 1000.0
+    );
+    Ok(true)
+}

@@ -112,7 +112,7 @@ enum Backend {
 }
 
 fn backend(config: &Config) -> Result<Backend, Failure> {
-    match Store::open(&config.db_path()) {
+    match config.open_store() {
         Ok(s) => {
             // No daemon holds the file, so a run still marked as going was cut off.
             s.mark_interrupted()?;

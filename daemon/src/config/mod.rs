@@ -67,6 +67,7 @@ struct RawConfig {
     data_dir: Option<String>,
     max_concurrent_runs: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<String>>,
+    commit_interval: Option<Spanned<String>>,
     retention: Option<RawRetention>,
     web: Option<RawWeb>,
     #[serde(default)]
@@ -132,6 +133,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// How long a shutdown waits for in-flight requests before cutting them off.
     pub shutdown_grace: Duration,
+    /// A record is committed within this time of its response (what a kill -9 can lose).
+    pub commit_interval: Duration,
     /// What is kept, and for how long.
     pub retention: Retention,
     /// The bearer token the page asks for, read from `[web] token_env`.
@@ -344,6 +347,12 @@ impl Config {
             raw.shutdown_grace,
             Duration::from_secs(10),
         );
+        let commit_span = raw.commit_interval.as_ref().map(|v| v.span());
+        let commit_interval = duration(
+            "commit_interval",
+            raw.commit_interval,
+            crate::store::DEFAULT_COMMIT_INTERVAL,
+        );
         let mut retention = Retention::default();
         if let Some(r) = raw.retention {
             retention.requests = duration("retention.requests", r.requests, retention.requests);
@@ -364,6 +373,12 @@ impl Config {
         }
         if retention.prune_interval < Duration::from_secs(1) {
             retention.prune_interval = Duration::from_secs(1);
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(&commit_interval) {
+            errs.push(src.at(
+                commit_span,
+                "commit_interval: must be between 1ms and 10s".to_string(),
+            ));
         }
         let web_token = raw.web.and_then(|w| w.token_env).and_then(|var| {
             match std::env::var(var.get_ref()) {
@@ -415,6 +430,7 @@ impl Config {
             data_dir: resolve(raw.data_dir, "data"),
             max_concurrent_runs,
             shutdown_grace,
+            commit_interval,
             retention,
             web_token,
             endpoints,
@@ -427,6 +443,17 @@ impl Config {
     /// The redb file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("evald.redb")
+    }
+
+    /// Opens the store with this config's commit interval and size cap.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::OpenError> {
+        crate::store::Store::open_with(
+            &self.db_path(),
+            crate::store::StoreOptions {
+                commit_interval: self.commit_interval,
+                max_db_size: self.retention.max_db_size,
+            },
+        )
     }
 
     /// The control socket the CLI uses to reach a running daemon.

@@ -162,6 +162,17 @@ impl DaemonClient {
         self.answer(&Request::Prune { dry_run }).await
     }
 
+    /// Copies the store to `path` (absolute: the daemon's working folder is not ours).
+    pub async fn backup(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<crate::store::BackupReport, ControlError> {
+        self.answer(&Request::Backup {
+            path: path.to_path_buf(),
+        })
+        .await
+    }
+
     /// Streams an export into `out`; the number of rows the daemon wrote.
     pub async fn export(
         &self,

@@ -67,6 +67,11 @@ pub enum Request {
     },
     /// Alert states and the delivery log.
     Alerts,
+    /// A consistent copy of the store.
+    Backup {
+        /// Where it goes (absolute).
+        path: std::path::PathBuf,
+    },
     /// Two runs compared case by case.
     Diff {
         /// The earlier run.

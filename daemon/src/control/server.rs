@@ -186,6 +186,14 @@ async fn handle<H: Handler>(h: Arc<H>, mut w: UnixStream) -> anyhow::Result<()> 
                 Err(e) => send(&mut w, &Reply::Error(e)).await?,
             }
         }
+        Request::Backup { path } => {
+            let store = h.store();
+            let res = tokio::task::spawn_blocking(move || store.backup(&path)).await?;
+            match res {
+                Ok(r) => send(&mut w, &Reply::Ok(serde_json::to_value(r)?)).await?,
+                Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,
+            }
+        }
         Request::Prune { dry_run } => match h.prune(dry_run).await {
             Ok(r) => send(&mut w, &Reply::Ok(serde_json::to_value(r)?)).await?,
             Err(e) => send(&mut w, &Reply::Error(e.to_string())).await?,

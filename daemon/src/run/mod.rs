@@ -182,6 +182,7 @@ async fn run_in_span(
 ) -> RunReport {
     ctx.writer.run(summary.clone()).await;
     tracing::info!(trigger = trigger_word(trigger), "run started");
+    let write_errors = ctx.store.write_errors();
 
     let mut report = RunReport {
         summary: summary.clone(),
@@ -258,10 +259,20 @@ async fn run_in_span(
     };
     order_targets(&mut summary.targets, &report.targets);
 
+    // The run's records have all been tried by the store once this returns.
+    ctx.writer.flush().await;
+    let unstored = ctx.store.write_errors() > write_errors;
     let interrupted = ctx.stop.is_cancelled();
     let (status, msg) = if interrupted {
         problems.insert(0, "cut off: evald was stopping".into());
         (RunStatus::Interrupted, Some(problems.join("; ")))
+    } else if unstored {
+        let why =
+            ctx.store.health().err().unwrap_or_else(|| {
+                "the store failed to write for a while (see the log)".to_string()
+            });
+        problems.insert(0, format!("records of this run were not stored: {why}"));
+        (RunStatus::Failed, Some(problems.join("; ")))
     } else if summary.requests > 0 && summary.errors == summary.requests {
         problems.insert(0, "every request failed".into());
         (RunStatus::Failed, Some(problems.join("; ")))

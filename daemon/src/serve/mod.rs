@@ -28,6 +28,10 @@ use crate::score::plugins::Plugins;
 use crate::store::{PruneReport, Store, Writer};
 use crate::view::View;
 
+/// What a stop takes beyond `shutdown_grace` at most: runs cut off at the end of the grace
+/// store what they have, and the store commits its queue and closes.
+pub const CLOSE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The running daemon; shared by the scheduler dispatch, the control socket and the watcher.
 pub struct Daemon {
     config: RwLock<Arc<Config>>,
@@ -363,7 +367,7 @@ pub async fn serve(
                 .join("\n")
         )
     })?;
-    let store = Store::open(&config.db_path())?;
+    let store = config.open_store()?;
     let marked = store.mark_interrupted()?;
     for id in &marked {
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
@@ -529,22 +533,38 @@ pub async fn serve(
         eprintln!("evald: second signal, exiting now");
         std::process::exit(130);
     });
+    // The whole stop fits in shutdown_grace plus CLOSE_TIME: requests in flight (and web
+    // clients) get the grace; what is cut off then, and the store's last commit, get the rest.
+    let deadline = tokio::time::Instant::now() + grace;
+    let half = CLOSE_TIME / 2;
     daemon.tracker.close();
-    if tokio::time::timeout(grace, daemon.tracker.wait())
+    if tokio::time::timeout_at(deadline, daemon.tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("grace period over: cutting off requests in flight (stored as interrupted)");
         daemon.abort.cancel();
-        daemon.tracker.wait().await;
+        if tokio::time::timeout(half, daemon.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("runs still ending after the cut-off; closing the store anyway");
+        }
     }
     control.abort();
     watchdog.abort();
     // A client that stopped reading an export would hold the graceful shutdown forever.
-    if tokio::time::timeout(grace, server).await.is_err() {
+    if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("web connections still open after the grace period; closing them");
     }
-    daemon.writer.clone().close().await;
+    if tokio::time::timeout(half, daemon.writer.clone().close())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "the store's last commit did not finish in time; what was committed before is safe"
+        );
+    }
     let _ = std::fs::remove_file(daemon.config().socket_path());
     tracing::info!("stopped; the store is closed");
     Ok(())

@@ -126,6 +126,7 @@ pub(super) struct Encoded {
     pub(super) payload_json: Vec<u8>,
     pub(super) group: String,
     pub(super) sample: Option<Sample>,
+    pub(super) run_id: String,
 }
 
 impl Encoded {
@@ -178,6 +179,7 @@ impl Encoded {
             payload_json,
             group: rollup::key_of(&r.job, &r.endpoint, &r.model, &r.provider),
             sample: Sample::of(r),
+            run_id: r.run_id.clone(),
         })
     }
 }

@@ -8,11 +8,11 @@ impl Store {
     /// older one in the same transaction (all or nothing).
     pub(super) fn migrate(&self) -> Result<(), OpenError> {
         let db_err = |e: StoreError| OpenError::Db {
-            path: self.path.clone(),
+            path: self.shared.path.clone(),
             message: e.to_string(),
         };
         let run = || -> Result<Option<u64>, StoreError> {
-            let tx = self.db.begin_write()?;
+            let tx = begin_write(&*self.db()?)?;
             let found = tx
                 .open_table(META)?
                 .get("schema_version")?
@@ -25,7 +25,7 @@ impl Store {
                     let t = std::time::Instant::now();
                     let rows = migrate_1_to_2(&tx)?;
                     tracing::info!(
-                        file = %self.path.display(),
+                        file = %self.shared.path.display(),
                         rollup_rows = rows,
                         ms = t.elapsed().as_millis() as u64,
                         "store migrated from schema 1 to 2"
@@ -36,10 +36,22 @@ impl Store {
                 // nothing to rewrite. The version is raised so an older binary refuses the
                 // file rather than skipping the records it cannot read.
                 Some(2) => {
-                    tracing::info!(file = %self.path.display(), "store migrated from schema 2 to 3")
+                    tracing::info!(file = %self.shared.path.display(), "store migrated from schema 2 to 3")
                 }
                 // A new file (or one from before versions were written).
                 _ => {}
+            }
+            // Migration 3 → 4 (and on from 1 and 2): the span of keys each run's records were
+            // stored under, from one pass over the records.
+            if found.is_some_and(|v| v < 4) {
+                let t = std::time::Instant::now();
+                let runs = build_run_spans(&tx)?;
+                tracing::info!(
+                    file = %self.shared.path.display(),
+                    runs,
+                    ms = t.elapsed().as_millis() as u64,
+                    "store migrated to schema 4 (run spans)"
+                );
             }
             tx.open_table(META)?
                 .insert("schema_version", SCHEMA_VERSION)?;
@@ -54,12 +66,13 @@ impl Store {
             tx.open_table(EVENTS)?;
             tx.open_table(PINS)?;
             tx.open_table(ALERTS)?;
+            tx.open_table(RUN_SPANS)?;
             tx.commit()?;
             Ok(None)
         };
         match run().map_err(db_err)? {
             Some(found) => Err(OpenError::NewerSchema {
-                path: self.path.clone(),
+                path: self.shared.path.clone(),
                 found,
             }),
             None => Ok(()),
@@ -106,4 +119,30 @@ pub(super) fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<u64, StoreEr
     tx.delete_table(ROLLUPS_V1)?;
     tx.delete_multimap_table(RUN_RECORDS_V1)?;
     Ok(n)
+}
+
+/// Migration 3 → 4: the span of keys of each run's records. Returns the runs with records.
+pub(super) fn build_run_spans(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut spans: HashMap<String, (u64, u64)> = HashMap::new();
+    {
+        let records = tx.open_table(RECORDS)?;
+        for e in records.iter()? {
+            let (k, v) = e?;
+            let ts = k.value().0;
+            let Some((_, s)) = Stored::decode(v.value()) else {
+                continue;
+            };
+            match spans.get_mut(s.run_id) {
+                Some(span) => *span = (span.0.min(ts), span.1.max(ts)),
+                None => {
+                    spans.insert(s.run_id.to_string(), (ts, ts));
+                }
+            }
+        }
+    }
+    let mut table = tx.open_table(RUN_SPANS)?;
+    for (run, span) in &spans {
+        table.insert(run.as_str(), *span)?;
+    }
+    Ok(spans.len() as u64)
 }

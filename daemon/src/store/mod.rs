@@ -10,6 +10,7 @@
 //! Tables are opened only in this module and named with a version suffix; the `meta` table
 //! holds the schema version, and a binary that finds a newer one refuses to open the file.
 
+mod backup;
 mod codec;
 mod migrate;
 mod retention;
@@ -18,12 +19,13 @@ mod tables;
 mod watch;
 mod writer;
 
+pub use backup::BackupReport;
 pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-pub use tables::SCHEMA_VERSION;
+pub use tables::{DEFAULT_COMMIT_INTERVAL, SCHEMA_VERSION};
 pub use writer::Writer;
 
 use evald_model::{Record, RecordFilter, RowRef, RunStatus, RunSummary};
@@ -86,6 +88,9 @@ pub enum StoreError {
     /// The writer thread is gone (the store is closing).
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// The file is being reopened after an I/O error, or compacted; try again shortly.
+    #[error("the store is being reopened; try again in a moment")]
+    Reopening,
     /// A blocking store task panicked or was cancelled.
     #[error("a store task failed: {0}")]
     Task(String),
@@ -120,17 +125,83 @@ impl From<postcard::Error> for StoreError {
     }
 }
 
+/// How the store commits and how large it may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A record is committed within this time of reaching the writer (`commit_interval`).
+    pub commit_interval: std::time::Duration,
+    /// The file's cap (`retention.max_db_size`): the writer prunes and compacts to stay under.
+    pub max_db_size: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            max_db_size: None,
+        }
+    }
+}
+
 /// The store: cheap to clone, shared by the writer, the runner and the page.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The open database. Empty only while the writer reopens it after an I/O error (redb
+    /// fails every later call until it is closed and opened again) or compacts it.
+    slot: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    options: StoreOptions,
+    /// Whether writes work now, and how many have failed.
+    health: Health,
+}
+
+/// Whether the store can write: what the writer last met, for `/healthz` and the metrics.
+#[derive(Debug, Default)]
+struct Health {
+    failure: std::sync::Mutex<Option<String>>,
+    write_errors: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.shared.path)
+            .finish()
     }
+}
+
+/// Opens the redb file with the store's settings.
+fn open_db(path: &Path) -> Result<Database, OpenError> {
+    // redb's page cache defaults to 1 GiB, which a full export would fill: a modest cache
+    // keeps the daemon's memory flat (the OS page cache still holds the hot file).
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_repair_callback(|_| {
+            // Only a file last written without quick repair (or by an older evald) walks the
+            // whole file here; ours are repaired from the saved allocator state in milliseconds.
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| tracing::warn!("the store was not closed cleanly; repairing it"));
+        })
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
+            other => OpenError::Db {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        })
+}
+
+/// Begins a write transaction with quick repair on: each commit saves the allocator state
+/// (one more fsync), so the open after a crash takes milliseconds instead of walking the file.
+pub(super) fn begin_write(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_quick_repair(true);
+    Ok(tx)
 }
 
 /// Creates `path` with mode 0600 if it does not exist, and tightens it if it does.
@@ -150,25 +221,27 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 impl Store {
     /// Opens (or creates) the store file, checks its schema and migrates it.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with the commit interval and size cap of the config.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, OpenError> {
         create_private(path).map_err(|source| OpenError::Create {
             path: path.to_path_buf(),
             source,
         })?;
-        // redb's page cache defaults to 1 GiB, which a full export would fill: a modest cache
-        // keeps the daemon's memory flat (the OS page cache still holds the hot file).
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
-                other => OpenError::Db {
-                    path: path.to_path_buf(),
-                    message: other.to_string(),
-                },
-            })?;
+        let db = open_db(path)?;
+        Store::from_db(db, path, options)
+    }
+
+    fn from_db(db: Database, path: &Path, options: StoreOptions) -> Result<Store, OpenError> {
         let store = Store {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
+            shared: Arc::new(Shared {
+                slot: std::sync::RwLock::new(Some(Arc::new(db))),
+                path: path.to_path_buf(),
+                options,
+                health: Health::default(),
+            }),
         };
         store.migrate()?;
         Ok(store)
@@ -181,27 +254,98 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("an in-memory database opens");
-        let store = Store {
-            db: Arc::new(db),
-            path: PathBuf::from("<memory>"),
-        };
         #[allow(clippy::expect_used)]
-        store.migrate().expect("a new store migrates");
-        store
+        Store::from_db(db, Path::new("<memory>"), StoreOptions::default())
+            .expect("a new store migrates")
+    }
+
+    /// The open database, for one operation: hold it no longer than that, since the writer
+    /// waits for every holder before it reopens the file after an I/O error.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self
+            .shared
+            .slot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Closes the file and opens it again: after an I/O error (a full disk) redb refuses every
+    /// call until then. Readers that hold the old handle finish first; new ones wait.
+    pub(super) fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .shared
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(db) = slot.take() {
+            // A reader still holding the old handle keeps the file locked until it is done.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            drop(db);
+        }
+        let db = open_db(&self.shared.path).map_err(|e| StoreError::Encode(e.to_string()))?;
+        *slot = Some(Arc::new(db));
+        Ok(())
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> StoreOptions {
+        self.shared.options
+    }
+
+    /// `Ok` while the store can write; the reason it cannot otherwise (for `/healthz`).
+    pub fn health(&self) -> Result<(), String> {
+        match &*self
+            .shared
+            .health
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
+    }
+
+    /// Commits that failed (or were refused while the disk stayed full) since the start.
+    pub fn write_errors(&self) -> u64 {
+        self.shared
+            .health
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn set_failure(&self, why: Option<String>) {
+        *self
+            .shared
+            .health
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+    }
+
+    pub(super) fn count_write_error(&self) {
+        self.shared
+            .health
+            .write_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts the writer thread. Every write goes through the returned handle.
     pub fn writer(&self) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let db = self.db.clone();
+        let store = self.clone();
         let handle = std::thread::Builder::new()
             .name("evald-writer".into())
-            .spawn(move || writer_loop(&db, rx));
+            .spawn(move || writer_loop(&store, rx));
         Writer {
             tx,
             thread: Arc::new(std::sync::Mutex::new(handle.ok())),
@@ -212,7 +356,7 @@ impl Store {
     /// counts of the records that were committed. Returns the run ids marked.
     pub fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = {
-            let tx = self.db.begin_read()?;
+            let tx = self.db()?.begin_read()?;
             let running = tx.open_table(RUNNING)?;
             running
                 .iter()?
@@ -259,7 +403,7 @@ impl Store {
             });
             summaries.push(summary);
         }
-        let tx = self.db.begin_write()?;
+        let tx = begin_write(&*self.db()?)?;
         {
             let mut running = tx.open_table(RUNNING)?;
             let mut runs = tx.open_table(RUNS)?;
@@ -278,7 +422,7 @@ impl Store {
 
     /// One run.
     pub fn run(&self, id: &str) -> Result<Option<RunSummary>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let runs = tx.open_table(RUNS)?;
         Ok(runs
             .get(id)?
@@ -287,7 +431,7 @@ impl Store {
 
     /// Runs newest first, of one job or of all.
     pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let runs = tx.open_table(RUNS)?;
         let mut out = Vec::new();
         match job {
@@ -407,7 +551,7 @@ impl Store {
 
     /// Every row that passes the filter, in key order (or reversed), from one read snapshot,
     /// until `sink` returns false. The time window is a key range, narrowed for a run filter to
-    /// the run's span when its summary is there; the filter is tried before a row's prompt and
+    /// the span of keys its records were stored under (none: no records); the filter is tried before a row's prompt and
     /// scores are looked up; each distinct prompt payload is read once.
     fn scan(
         &self,
@@ -417,16 +561,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut from = filter.since_ms.unwrap_or(0).max(0) as u64;
         let mut until = filter.until_ms.map_or(u64::MAX, |u| u.max(0) as u64);
-        let tx = self.db.begin_read()?;
-        if let Some(id) = &filter.run_id
-            && let Some(run) = tx
-                .open_table(RUNS)?
-                .get(id.as_str())?
-                .and_then(|v| serde_json::from_slice::<RunSummary>(v.value()).ok())
-        {
-            from = from.max(run.started_ms.saturating_sub(RUN_SLACK_MS).max(0) as u64);
-            if let Some(end) = run.ended_ms {
-                until = until.min(end.saturating_add(RUN_SLACK_MS).max(0) as u64);
+        let tx = self.db()?.begin_read()?;
+        if let Some(id) = &filter.run_id {
+            // The run's records lie between the lowest and highest keys the writer stored for
+            // it, whatever the clock did meanwhile; a run without a span has no records.
+            match tx.open_table(RUN_SPANS)?.get(id.as_str())? {
+                Some(span) => {
+                    let (lo, hi) = span.value();
+                    from = from.max(lo);
+                    until = until.min(hi.saturating_add(1));
+                }
+                None => return Ok(()),
             }
         }
         if from >= until {
@@ -474,7 +619,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(HashMap<u32, GroupName>, Totals), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let mut names = HashMap::new();
         for e in tx.open_table(GROUPS)?.iter()? {
             let (k, v) = e?;
@@ -510,13 +655,13 @@ impl Store {
 
     /// Request records stored.
     pub fn record_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         Ok(tx.open_table(RECORDS)?.len()?)
     }
 
     /// The timestamp of the `n`-th oldest record (0-based), if there are that many.
     pub fn nth_record_ts(&self, n: u64) -> Result<Option<i64>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let records = tx.open_table(RECORDS)?;
         match records.iter()?.nth(n as usize) {
             Some(e) => Ok(Some(e?.0.value().0 as i64)),
@@ -527,7 +672,7 @@ impl Store {
     /// Bytes in pages the store uses now (the file may be larger: freed pages are reused, not
     /// returned). Opens a write transaction, so it waits for a commit in progress.
     pub fn live_bytes(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = begin_write(&*self.db()?)?;
         let stats = tx.stats()?;
         let live = stats.allocated_pages() * stats.page_size() as u64;
         tx.abort()?;
@@ -536,7 +681,9 @@ impl Store {
 
     /// The file's size on disk, bytes.
     pub fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(&self.shared.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 
@@ -550,12 +697,15 @@ pub fn new_run_id(started_ms: i64) -> String {
 }
 
 #[cfg(test)]
+mod durability_tests;
+
+#[cfg(test)]
 mod tests {
     use evald_model::{JobKind, Message, Metadata, Score, Trigger};
 
     use super::*;
 
-    fn record(run: &str, ts: i64, case: &str) -> Record {
+    pub(super) fn record(run: &str, ts: i64, case: &str) -> Record {
         Record {
             id: 0,
             timestamp_ms: ts,

@@ -47,7 +47,7 @@ pub struct PruneReport {
 impl Store {
     /// Counts what pruning at `cutoffs` would remove, without removing it.
     pub fn prune_plan(&self, cutoffs: &PruneCutoffs) -> Result<PruneReport, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let records = tx.open_table(RECORDS)?;
         let runs = tx.open_table(RUNS)?;
         let rollup_hi = (cutoffs.rollups_before().max(0) as u64, 0u32);
@@ -96,7 +96,7 @@ pub(super) fn prune_records(
     report: &mut PruneReport,
 ) -> Result<usize, StoreError> {
     let rec_hi = (cutoffs.records_before_ms.max(0) as u64, 0u64);
-    let tx = db.begin_write()?;
+    let tx = begin_write(db)?;
     let n = {
         let mut records = tx.open_table(RECORDS)?;
         let mut payloads = tx.open_table(PAYLOADS)?;
@@ -141,11 +141,12 @@ pub(super) fn prune_runs(
     report: &mut PruneReport,
 ) -> Result<(usize, usize), StoreError> {
     let run_hi = run_id_floor(cutoffs.runs_before_ms);
-    let tx = db.begin_write()?;
+    let tx = begin_write(db)?;
     let n = {
         let mut runs = tx.open_table(RUNS)?;
         let mut job_runs = tx.open_table(JOB_RUNS)?;
         let mut running = tx.open_table(RUNNING)?;
+        let mut spans = tx.open_table(RUN_SPANS)?;
         let doomed: Vec<(String, String)> = runs
             .range(..run_hi.as_str())?
             .take(batch)
@@ -161,6 +162,7 @@ pub(super) fn prune_runs(
             runs.remove(id.as_str())?;
             job_runs.remove((job.as_str(), id.as_str()))?;
             running.remove(id.as_str())?;
+            spans.remove(id.as_str())?;
         }
         doomed.len()
     };
@@ -196,19 +198,100 @@ pub fn cutoffs(
         records_before_ms: rollup::hour_of(now - retention.requests.as_millis() as i64),
         runs_before_ms: rollup::hour_of(now - retention.runs.as_millis() as i64),
     };
-    if let Some(cap) = retention.max_db_size {
-        // The file does not shrink (redb reuses freed pages), so the cap is on the pages in
-        // use, which do shrink after a prune: once under the cap, nothing more is removed.
-        let live = store.live_bytes()?;
-        let n = store.record_count()?;
-        if live > cap && n > 0 {
-            // Keep as many records as fit in 90 % of the cap at today's bytes per record.
-            let per = live as f64 / n as f64;
-            let keep = ((cap as f64 * 0.9) / per) as u64;
-            if let Some(ts) = store.nth_record_ts(n.saturating_sub(keep))? {
-                c.records_before_ms = c.records_before_ms.max(rollup::hour_of(ts));
-            }
-        }
+    if let Some(cap) = retention.max_db_size
+        && let Some(ts) = size_cutoff(store, cap)?
+    {
+        c.records_before_ms = c.records_before_ms.max(ts);
     }
     Ok(c)
+}
+
+/// Pages in use above this share of `max_db_size` start a prune by size: redb grows its file
+/// by doubling, so pages in use past half the cap could grow the file past it.
+const SIZE_PRUNE_AT: f64 = 0.5;
+/// A prune by size keeps the newest records that fit in this share of the cap.
+const SIZE_KEEP: f64 = 0.4;
+
+/// The record cutoff that brings the pages in use under the cap's prune mark, oldest records
+/// first; `None` while they are under it.
+pub(super) fn size_cutoff(store: &Store, cap: u64) -> Result<Option<i64>, StoreError> {
+    let live = store.live_bytes()?;
+    let n = store.record_count()?;
+    if (live as f64) <= cap as f64 * SIZE_PRUNE_AT || n == 0 {
+        return Ok(None);
+    }
+    // Keep as many records as fit at today's bytes per record (runs, rollups and prompts
+    // counted in: if they dominate, every record may go).
+    let per = live as f64 / n as f64;
+    let keep = ((cap as f64 * SIZE_KEEP) / per) as u64;
+    Ok(match store.nth_record_ts(n.saturating_sub(keep))? {
+        Some(ts) => Some(ts + 1),
+        None => Some(i64::MAX),
+    })
+}
+
+impl Store {
+    /// Keeps the file under `max_db_size`: prunes the oldest records by size, then, when the
+    /// file is over the cap, compacts it (redb moves the live pages to the front and cuts the
+    /// file's tail). Readers wait while it compacts; a read in progress makes it retry later.
+    /// Returns the records pruned and whether the file was compacted.
+    pub fn enforce_cap(&self) -> Result<(u64, bool), StoreError> {
+        let Some(cap) = self.options().max_db_size else {
+            return Ok((0, false));
+        };
+        let mut pruned = 0;
+        if let Some(before) = size_cutoff(self, cap)? {
+            let cutoffs = PruneCutoffs {
+                records_before_ms: before,
+                runs_before_ms: 0,
+            };
+            let mut report = PruneReport::default();
+            while prune_records(&*self.db()?, &cutoffs, PRUNE_BATCH, &mut report)? == PRUNE_BATCH {}
+            pruned = report.records;
+        }
+        let compacted = self.file_bytes() > cap && self.compact()?;
+        Ok((pruned, compacted))
+    }
+
+    /// Compacts the file (see [`Store::enforce_cap`]); false when a read in progress stopped it.
+    pub fn compact(&self) -> Result<bool, StoreError> {
+        let mut slot = self
+            .shared
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut db) = slot.take() else {
+            return Ok(false);
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let before = self.file_bytes();
+        let t0 = std::time::Instant::now();
+        let result = match Arc::get_mut(&mut db) {
+            Some(db) => {
+                let mut rounds = 0;
+                loop {
+                    match db.compact() {
+                        Ok(true) if rounds < 8 => rounds += 1,
+                        Ok(_) => break Ok(true),
+                        Err(redb::CompactionError::TransactionInProgress) => break Ok(false),
+                        Err(e) => break Err(StoreError::Db(e.into())),
+                    }
+                }
+            }
+            None => Ok(false),
+        };
+        *slot = Some(db);
+        if let Ok(true) = result {
+            tracing::info!(
+                before_bytes = before,
+                after_bytes = self.file_bytes(),
+                ms = t0.elapsed().as_millis() as u64,
+                "store compacted to stay under max_db_size"
+            );
+        }
+        result
+    }
 }

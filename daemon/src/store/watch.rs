@@ -9,7 +9,7 @@ use super::*;
 impl Store {
     /// Events newest first, of one job or all, at most `limit`.
     pub fn events(&self, job: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(EVENTS)?;
         let mut out = Vec::new();
         for e in t.iter()?.rev() {
@@ -28,7 +28,7 @@ impl Store {
 
     /// Every stored alert state.
     pub fn alert_states(&self) -> Result<Vec<evald_model::AlertStatus>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(ALERTS)?;
         let mut out = Vec::new();
         for e in t.iter()? {
@@ -42,7 +42,7 @@ impl Store {
 
     /// The run pinned as `job`'s baseline.
     pub fn pinned(&self, job: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(PINS)?;
         Ok(t.get(job)?.map(|v| v.value().to_string()))
     }
@@ -54,7 +54,7 @@ impl Store {
         n: usize,
         except: &str,
     ) -> Result<Vec<RunSummary>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let runs = tx.open_table(RUNS)?;
         let idx = tx.open_table(JOB_RUNS)?;
         let mut out = Vec::new();

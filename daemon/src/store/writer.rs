@@ -117,39 +117,195 @@ impl Writer {
         }
     }
 }
-pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
-    let mut next_id = match read_next_id(db) {
-        Ok(n) => n,
+/// The most records one commit takes.
+const BATCH: usize = QUEUE;
+
+/// Small writes (run summaries, events, alert states, pins) held while the store cannot write,
+/// to commit when it can again; beyond this many, the oldest go.
+const HELD: usize = 10_000;
+
+/// While the store cannot write: since when, what was dropped, and when to try again.
+struct Outage {
+    /// Free bytes on the store's filesystem at the last failure (None: unknown).
+    free_at_failure: Option<u64>,
+    /// Whether the last failure was a full disk (retry when space returns) or another error
+    /// (retry every few seconds).
+    no_space: bool,
+    last_try: std::time::Instant,
+    dropped: u64,
+}
+
+impl Outage {
+    /// Whether to try writing again now: the disk has room again, or a while has passed.
+    fn ready(&self, store: &Store) -> bool {
+        let waited = self.last_try.elapsed();
+        if !self.no_space {
+            return waited >= std::time::Duration::from_secs(2);
+        }
+        let free = free_bytes(store.path());
+        if waited >= std::time::Duration::from_secs(30) && free.is_none_or(|f| f >= 1 << 20) {
+            return true;
+        }
+        match (free, self.free_at_failure) {
+            // A few MiB more than there was when it failed: worth one commit.
+            (Some(now), Some(then)) => {
+                waited >= std::time::Duration::from_millis(200) && now >= then + 4 * 1024 * 1024
+            }
+            _ => waited >= std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path.parent().unwrap_or(path);
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Whether a failed commit was the disk running out of space.
+fn is_no_space(e: &StoreError) -> bool {
+    let text = e.to_string();
+    text.contains("No space left") || text.contains("os error 28") || text.contains("quota")
+}
+
+/// The writer's state that a failed commit can leave stale: reloaded after one.
+struct Ids {
+    next_id: u64,
+    groups: Groups,
+}
+
+impl Ids {
+    fn load(store: &Store) -> Result<Ids, StoreError> {
+        let db = store.db()?;
+        Ok(Ids {
+            next_id: read_next_id(&db)?,
+            groups: Groups::load(&db)?,
+        })
+    }
+}
+
+/// Commits `writes`; on failure, notes the outage, reopens the file (redb refuses every call
+/// after an I/O error until then) and keeps the small writes for later.
+fn commit_or_hold(
+    store: &Store,
+    ids: &mut Ids,
+    writes: Vec<Command>,
+    held: &mut std::collections::VecDeque<Command>,
+    outage: &mut Option<Outage>,
+) {
+    let small: Vec<Command> = writes.iter().filter_map(Command::small_clone).collect();
+    let records = writes.len() - small.len();
+    let result = store
+        .db()
+        .and_then(|db| commit(&db, &mut ids.next_id, &mut ids.groups, writes));
+    match result {
+        Ok(()) => {
+            if let Some(o) = outage.take() {
+                store.set_failure(None);
+                tracing::info!(
+                    dropped_records = o.dropped,
+                    "the store writes again; records answered while it could not were not stored"
+                );
+            }
+        }
+        Err(e) => {
+            store.count_write_error();
+            let why = format!("cannot write {}: {e}", store.path().display());
+            if outage.is_none() {
+                tracing::error!(
+                    "{why}; records are not stored until it can write again (retried by itself)"
+                );
+            } else {
+                tracing::debug!("{why}");
+            }
+            store.set_failure(Some(why));
+            let no_space = is_no_space(&e);
+            let o = outage.get_or_insert(Outage {
+                free_at_failure: None,
+                no_space,
+                last_try: std::time::Instant::now(),
+                dropped: 0,
+            });
+            o.no_space = no_space;
+            o.free_at_failure = free_bytes(store.path());
+            o.last_try = std::time::Instant::now();
+            o.dropped += records as u64;
+            if let Err(e) = store.reopen() {
+                tracing::error!(error = %e, "reopening the store failed; retrying");
+            }
+            // Ids handed out in the failed transaction were not stored.
+            if let Ok(fresh) = Ids::load(store) {
+                *ids = fresh;
+            }
+            for c in small {
+                if held.len() >= HELD {
+                    held.pop_front();
+                }
+                held.push_back(c);
+            }
+        }
+    }
+}
+
+impl Command {
+    /// A copy of a small write (not a record), kept to retry when a commit fails.
+    fn small_clone(&self) -> Option<Command> {
+        match self {
+            Command::Run(s) => Some(Command::Run(s.clone())),
+            Command::Event(e) => Some(Command::Event(e.clone())),
+            Command::Alert(a) => Some(Command::Alert(a.clone())),
+            Command::Pin(j, r) => Some(Command::Pin(j.clone(), r.clone())),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
+    let mut ids = match Ids::load(store) {
+        Ok(ids) => ids,
         Err(e) => {
             tracing::error!(error = %e, "store writer cannot start");
             return;
         }
     };
-    let mut groups = match Groups::load(db) {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::error!(error = %e, "store writer cannot start");
-            return;
-        }
-    };
+    // A record arriving alone waits this long for company (a twentieth of the commit
+    // interval: 5 ms by default), so a busy run costs one commit per few thousand records.
+    let window = (store.options().commit_interval / 20).clamp(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(50),
+    );
     let mut batch = Vec::new();
     // Prunes go one small batch at a time, between the commits of queued writes, so a large
     // prune never holds the writers up for more than one short transaction.
     let mut prunes: std::collections::VecDeque<PruneJob> = std::collections::VecDeque::new();
+    let mut outage: Option<Outage> = None;
+    let mut held: std::collections::VecDeque<Command> = std::collections::VecDeque::new();
+    let mut disconnected = false;
+    let mut cap_checked = std::time::Instant::now();
     loop {
-        if prunes.is_empty() {
+        if outage.is_some() {
+            // The store cannot write: look for work, and for the disk's space, a few times a
+            // second, rather than sleeping until the next command.
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => disconnected = true,
+            }
+        } else if prunes.is_empty() {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
-            // Group commit: a record arriving alone waits a few ms for company, so a busy run
-            // costs one fsync per few thousand records and the senders do not wake this
-            // thread for every one of them; a flush or close is taken at once.
-            if matches!(first, Command::Record(_)) && rx.len() < 1024 {
-                std::thread::sleep(BATCH_WINDOW);
+            // Group commit: a lone record waits a moment for company; a flush or close is
+            // taken at once.
+            if matches!(first, Command::Record(_)) && rx.len() < BATCH / 4 {
+                std::thread::sleep(window);
             }
             batch.push(first);
         }
-        while batch.len() < 8192 {
+        while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
@@ -157,7 +313,7 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
         }
         let mut acks = Vec::new();
         let mut writes = Vec::new();
-        let mut closing = false;
+        let mut closing = disconnected;
         for c in batch.drain(..) {
             match c {
                 Command::Close => closing = true,
@@ -172,34 +328,36 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
                 other => writes.push(other),
             }
         }
-        if !writes.is_empty() {
-            // Run summaries are few and small: kept aside, so a batch that fails (a disk full,
-            // a record that cannot be encoded) still ends its runs.
-            let summaries: Vec<Command> = writes
-                .iter()
-                .filter_map(|c| match c {
-                    Command::Run(s) => Some(Command::Run(s.clone())),
-                    Command::Event(e) => Some(Command::Event(e.clone())),
-                    Command::Alert(a) => Some(Command::Alert(a.clone())),
-                    Command::Pin(j, r) => Some(Command::Pin(j.clone(), r.clone())),
-                    _ => None,
-                })
-                .collect();
-            if let Err(e) = commit(db, &mut next_id, &mut groups, writes) {
-                tracing::error!(error = %e, "store commit failed; the batch's records were not stored");
-                if let Ok(n) = read_next_id(db) {
-                    next_id = n;
+        let retry = outage.as_ref().map(|o| closing || o.ready(store));
+        match (retry, &mut outage) {
+            (Some(true), _) => {
+                // Held writes first, then this batch's, in one commit: the first to work ends
+                // the outage.
+                writes.splice(0..0, held.drain(..));
+                if writes.is_empty() {
+                    // A probe: something small to commit.
+                    writes.push(Command::Pin(PROBE.into(), None));
                 }
-                // Ids handed out in the failed transaction were not stored.
-                if let Ok(g) = Groups::load(db) {
-                    groups = g;
+                commit_or_hold(store, &mut ids, writes, &mut held, &mut outage);
+            }
+            (Some(false), Some(o)) if !writes.is_empty() => {
+                // Refused without trying, so a full disk is not hit (and the file reopened)
+                // for every batch; small writes wait for the space to return.
+                store.count_write_error();
+                for c in writes {
+                    match c.small_clone() {
+                        Some(small) => held.push_back(small),
+                        None => o.dropped += 1,
+                    }
                 }
-                if !summaries.is_empty()
-                    && let Err(e) = commit(db, &mut next_id, &mut groups, summaries)
-                {
-                    tracing::error!(error = %e, "storing run summaries failed too");
+                while held.len() > HELD {
+                    held.pop_front();
                 }
             }
+            (None, _) if !writes.is_empty() => {
+                commit_or_hold(store, &mut ids, writes, &mut held, &mut outage);
+            }
+            _ => {}
         }
         for a in acks {
             let _ = a.send(());
@@ -209,10 +367,42 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
             for p in prunes.drain(..) {
                 let _ = p.ack.send(Ok(p.report));
             }
+            if let Some(o) = &outage {
+                tracing::error!(
+                    dropped_records = o.dropped,
+                    held = held.len(),
+                    "the store closes without having written again"
+                );
+            }
             break;
         }
+        if outage.is_some() {
+            continue;
+        }
+        // The file only grows on a commit: past max_db_size, prune by size and compact, here
+        // between commits (writers wait for it; readers wait while it compacts).
+        if let Some(cap) = store.options().max_db_size
+            && cap_checked.elapsed() >= std::time::Duration::from_secs(5)
+        {
+            cap_checked = std::time::Instant::now();
+            if store.file_bytes() > cap {
+                match store.enforce_cap() {
+                    Ok((records, compacted)) => tracing::info!(
+                        records,
+                        compacted,
+                        file_bytes = store.file_bytes(),
+                        max_db_size = cap,
+                        "the store was over max_db_size"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "keeping the store under max_db_size failed")
+                    }
+                }
+            }
+        }
         if let Some(p) = prunes.front_mut() {
-            match p.step(db) {
+            let step = store.db().and_then(|db| p.step(&db));
+            match step {
                 Ok(false) => {}
                 Ok(true) => {
                     if let Some(p) = prunes.pop_front() {
@@ -229,6 +419,10 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Command>) {
     }
 }
 
+/// The job name of the probe a writer in an outage commits to learn whether it can write
+/// again: unpinning a job no one can name is a write that changes nothing.
+const PROBE: &str = "\u{1f}evald-write-probe";
+
 pub(super) fn read_next_id(db: &Database) -> Result<u64, StoreError> {
     let tx = db.begin_read()?;
     let meta = tx.open_table(META)?;
@@ -241,7 +435,7 @@ pub(super) fn commit(
     groups: &mut Groups,
     writes: Vec<Command>,
 ) -> Result<(), StoreError> {
-    let tx = db.begin_write()?;
+    let tx = begin_write(db)?;
     let mut id = *next_id;
     {
         let mut records = tx.open_table(RECORDS)?;
@@ -250,6 +444,7 @@ pub(super) fn commit(
         let mut running = tx.open_table(RUNNING)?;
         let mut payloads = tx.open_table(PAYLOADS)?;
         let mut names = tx.open_table(GROUPS)?;
+        let mut spans: HashMap<String, (u64, u64)> = HashMap::new();
         let mut pending = rollup::Pending::default();
         // References added per payload in this batch: one read-modify-write per payload, not
         // per record.
@@ -266,6 +461,10 @@ pub(super) fn commit(
                         let gid = groups.id(&e.group, &mut names)?;
                         pending.add(key.0 as i64, gid, sample);
                     }
+                    spans
+                        .entry(e.run_id)
+                        .and_modify(|s| *s = (s.0.min(key.0), s.1.max(key.0)))
+                        .or_insert((key.0, key.0));
                     batch.push((key, e.value));
                 }
                 Command::Run(s) => {
@@ -303,6 +502,12 @@ pub(super) fn commit(
             }
         }
         append(&mut records, batch)?;
+        let mut run_spans = tx.open_table(RUN_SPANS)?;
+        for (run, (lo, hi)) in spans {
+            let old = run_spans.get(run.as_str())?.map(|v| v.value());
+            let (lo, hi) = old.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)));
+            run_spans.insert(run.as_str(), (lo, hi))?;
+        }
         for (hash, (n, json)) in refs {
             let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
             payloads.insert(hash, (have + n, json.as_slice()))?;
