@@ -493,6 +493,15 @@ impl Site {
             .collect()
     }
 
+    /// Starts an evald command without waiting for it (its output discarded).
+    pub fn evald_child(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
+    }
+
     /// Runs an evald command to completion.
     pub fn evald(&self, args: &[&str]) -> Output {
         self.evald_env(args, &[])

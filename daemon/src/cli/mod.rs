@@ -115,7 +115,7 @@ fn backend(config: &Config) -> Result<Backend, Failure> {
     match config.open_store() {
         Ok(s) => {
             // No daemon holds the file, so a run still marked as going was cut off.
-            s.mark_interrupted()?;
+            evald::run::bench::mark_interrupted(&s)?;
             Ok(Backend::Local(s))
         }
         Err(OpenError::InUse(p)) => {

@@ -265,6 +265,85 @@ pub fn rank_interval(n: u64, q: f64) -> Option<(u64, u64)> {
     (lo >= 1 && hi <= n).then_some((lo, hi))
 }
 
+/// Marks the runs the last stop cut off as interrupted (see `Store::mark_interrupted`), and
+/// gives each benchmark target cut off before its first checkpoint figures from its stored
+/// records: counts, throughput, end-to-end and first-token percentiles, errors by kind.
+pub fn mark_interrupted(
+    store: &crate::store::Store,
+) -> Result<Vec<String>, crate::store::StoreError> {
+    let ids = store.mark_interrupted()?;
+    for id in &ids {
+        let Some(mut s) = store.run(id)? else {
+            continue;
+        };
+        if s.kind != evald_model::JobKind::Benchmark || s.targets.iter().all(|t| t.bench.is_some())
+        {
+            continue;
+        }
+        struct Acc {
+            e2e: Histogram<u64>,
+            ttft: Histogram<u64>,
+            done: u64,
+            tokens: u64,
+            span: Option<(i64, i64)>,
+            errors: BTreeMap<String, u64>,
+        }
+        let mut by_target: BTreeMap<String, Acc> = BTreeMap::new();
+        let filter = evald_model::RecordFilter {
+            run_id: Some(id.clone()),
+            ..evald_model::RecordFilter::default()
+        };
+        store.export(&filter, &mut |row| {
+            let r = row.to_record();
+            if r.metadata.warmup {
+                return true;
+            }
+            let a = by_target.entry(r.target()).or_insert_with(|| Acc {
+                e2e: hist(),
+                ttft: hist(),
+                done: 0,
+                tokens: 0,
+                span: None,
+                errors: BTreeMap::new(),
+            });
+            a.span = Some(a.span.map_or((r.timestamp_ms, r.timestamp_ms), |(lo, hi)| {
+                (lo.min(r.timestamp_ms), hi.max(r.timestamp_ms))
+            }));
+            if r.error.is_some() {
+                *a.errors.entry(error_kind(&r)).or_default() += 1;
+                return true;
+            }
+            a.done += 1;
+            a.tokens += r.completion_tokens.map_or(0, u64::from);
+            for (h, v) in [(&mut a.e2e, r.response_time_ms), (&mut a.ttft, r.ttft_ms)] {
+                if let Some(v) = v {
+                    let _ = h.record(us(v));
+                }
+            }
+            true
+        })?;
+        for t in s.targets.iter_mut().filter(|t| t.bench.is_none()) {
+            let Some(a) = by_target.get(&t.target) else {
+                continue;
+            };
+            let secs = a
+                .span
+                .map_or(0.0, |(lo, hi)| (hi - lo).max(1) as f64 / 1000.0);
+            t.bench = Some(BenchSummary {
+                duration_s: secs,
+                request_throughput: a.done as f64 / secs.max(f64::EPSILON),
+                output_tokens_per_s: a.tokens as f64 / secs.max(f64::EPSILON),
+                errors_by_kind: a.errors.clone(),
+                e2e_ms: percentiles(&a.e2e),
+                ttft_ms: percentiles(&a.ttft),
+                ..BenchSummary::default()
+            });
+        }
+        store.replace_run(&s)?;
+    }
+    Ok(ids)
+}
+
 /// Equal-width buckets from the minimum to the maximum, for a histogram chart: (upper ms, count).
 fn buckets(h: &Histogram<u64>, n: u64) -> Vec<(f64, u64)> {
     if h.is_empty() {

@@ -368,7 +368,7 @@ pub async fn serve(
         )
     })?;
     let store = config.open_store()?;
-    let marked = store.mark_interrupted()?;
+    let marked = crate::run::bench::mark_interrupted(&store)?;
     for id in &marked {
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
     }
@@ -507,6 +507,10 @@ pub async fn serve(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // A file size limit (RLIMIT_FSIZE) reached sends SIGXFSZ, which would end the process: with
+    // a handler installed the write fails with EFBIG instead, and the store treats it like a
+    // full disk. (Signal 25 on Linux.)
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
