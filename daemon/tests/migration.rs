@@ -33,7 +33,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn a_schema_1_store_migrates_and_reads_as_before() {
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let (dir, store) = opened();
     // What the schema 1 binary exported, field for field, with schema 3's new columns
     // (served_model, system_fingerprint, cost_usd) at the end, empty: those records never had them.
