@@ -116,6 +116,9 @@ struct RawSimulated {
     tokens_per_second: Option<Spanned<Num>>,
 }
 
+/// `commit_interval`'s default: a record is committed within this time of its response.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The validated daemon config.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -351,7 +354,7 @@ impl Config {
         let commit_interval = duration(
             "commit_interval",
             raw.commit_interval,
-            crate::store::DEFAULT_COMMIT_INTERVAL,
+            DEFAULT_COMMIT_INTERVAL,
         );
         let mut retention = Retention::default();
         if let Some(r) = raw.retention {
@@ -443,17 +446,6 @@ impl Config {
     /// The redb file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("evald.redb")
-    }
-
-    /// Opens the store with this config's commit interval and size cap.
-    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::OpenError> {
-        crate::store::Store::open_with(
-            &self.db_path(),
-            crate::store::StoreOptions {
-                commit_interval: self.commit_interval,
-                max_db_size: self.retention.max_db_size,
-            },
-        )
     }
 
     /// The control socket the CLI uses to reach a running daemon.

@@ -367,7 +367,7 @@ pub async fn serve(
                 .join("\n")
         )
     })?;
-    let store = config.open_store()?;
+    let store = Store::open_configured(&config)?;
     let marked = crate::run::bench::mark_interrupted(&store)?;
     for id in &marked {
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");

@@ -126,7 +126,8 @@ async fn a_backup_taken_while_writing_opens_with_everything_committed_before_it(
     let original = store.run_records(run, report.records as usize).unwrap();
     assert_eq!(records, original);
     assert_eq!(copy.run(run).unwrap(), store.run(run).unwrap());
-    let stats = crate::view::stats(&copy, 1, T0 + HOUR).unwrap();
+    let (names, totals) = copy.rollup_totals(T0 - HOUR, T0 + HOUR).unwrap();
+    let stats = rollup::stats(1, &names, &totals);
     assert_eq!(stats.overall.total_requests, report.records);
     // The copy takes new writes where the original left off.
     let cw = copy.writer();

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-pub use tables::{DEFAULT_COMMIT_INTERVAL, SCHEMA_VERSION};
+pub use tables::SCHEMA_VERSION;
 pub use writer::Writer;
 
 use evald_model::{Record, RecordFilter, RowRef, RunStatus, RunSummary};
@@ -137,7 +137,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            commit_interval: crate::config::DEFAULT_COMMIT_INTERVAL,
             max_db_size: None,
         }
     }
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Opens the redb file with the store's settings.
-fn open_db(path: &Path) -> Result<Database, OpenError> {
+pub(super) fn open_db(path: &Path) -> Result<Database, OpenError> {
     // redb's page cache defaults to 1 GiB, which a full export would fill: a modest cache
     // keeps the daemon's memory flat (the OS page cache still holds the hot file).
     Database::builder()
@@ -224,7 +224,18 @@ impl Store {
         Store::open_with(path, StoreOptions::default())
     }
 
-    /// [`Store::open`] with the commit interval and size cap of the config.
+    /// The store of a config, with its commit interval and size cap.
+    pub fn open_configured(config: &crate::config::Config) -> Result<Store, OpenError> {
+        Store::open_with(
+            &config.db_path(),
+            StoreOptions {
+                commit_interval: config.commit_interval,
+                max_db_size: config.retention.max_db_size,
+            },
+        )
+    }
+
+    /// [`Store::open`] with a commit interval and size cap.
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, OpenError> {
         create_private(path).map_err(|source| OpenError::Create {
             path: path.to_path_buf(),
@@ -268,27 +279,6 @@ impl Store {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         slot.clone().ok_or(StoreError::Reopening)
-    }
-
-    /// Closes the file and opens it again: after an I/O error (a full disk) redb refuses every
-    /// call until then. Readers that hold the old handle finish first; new ones wait.
-    pub(super) fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self
-            .shared
-            .slot
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(db) = slot.take() {
-            // A reader still holding the old handle keeps the file locked until it is done.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            drop(db);
-        }
-        let db = open_db(&self.shared.path).map_err(|e| StoreError::Encode(e.to_string()))?;
-        *slot = Some(Arc::new(db));
-        Ok(())
     }
 
     /// The file.

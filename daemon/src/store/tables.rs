@@ -66,9 +66,6 @@ pub(super) const RECORD_V3: u8 = 3;
 /// redb's page cache.
 pub(super) const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// `commit_interval`'s default: a record is committed within this time of reaching the writer.
-pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Records queued for the writer before senders wait, and the most one commit takes: bounds
 /// memory, and what a kill -9 can lose, to about two commits' worth (at the writer's 100k+
 /// records/s, a few tens of milliseconds).

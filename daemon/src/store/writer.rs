@@ -248,6 +248,29 @@ fn commit_or_hold(
     }
 }
 
+impl Store {
+    /// Closes the file and opens it again: after an I/O error (a full disk) redb refuses every
+    /// call until then. Readers that hold the old handle finish first; new ones wait.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .shared
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(db) = slot.take() {
+            // A reader still holding the old handle keeps the file locked until it is done.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            drop(db);
+        }
+        let db = open_db(&self.shared.path).map_err(|e| StoreError::Encode(e.to_string()))?;
+        *slot = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
 impl Command {
     /// A copy of a small write (not a record), kept to retry when a commit fails.
     fn small_clone(&self) -> Option<Command> {
