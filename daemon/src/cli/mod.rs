@@ -112,7 +112,7 @@ enum Backend {
 }
 
 fn backend(config: &Config) -> Result<Backend, Failure> {
-    match Store::open_configured(&config) {
+    match Store::open_configured(config) {
         Ok(s) => {
             // No daemon holds the file, so a run still marked as going was cut off.
             evald::run::bench::mark_interrupted(&s)?;
