@@ -33,6 +33,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 mod arith;
+pub mod webhook;
 pub use arith::Arith;
 
 /// The hostile answer of the `xss` model.

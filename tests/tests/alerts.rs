@@ -8,44 +8,14 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
-
+use evald_tests::webhook::Posts;
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
 const SECRET: &str = "hook-secret-e2e-4417";
 
-/// (delivery id header, signature header, raw body) of every post.
-type Posts = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
-
 async fn receiver() -> (String, Posts) {
-    use axum::routing::post;
-    let posts: Posts = Arc::default();
-    let p2 = posts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |h: axum::http::HeaderMap, body: bytes::Bytes| {
-            let posts = p2.clone();
-            async move {
-                let get = |k: &str| {
-                    h.get(k)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                posts.lock().unwrap().push((
-                    get("x-evald-delivery"),
-                    get("x-evald-signature"),
-                    body.to_vec(),
-                ));
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    (url, posts)
+    evald_tests::webhook::receiver(0).await
 }
 
 fn bodies(posts: &Posts, alert: &str) -> Vec<Value> {

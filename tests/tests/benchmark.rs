@@ -386,6 +386,18 @@ async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() 
     }
 }
 
+/// A benchmark of the test server's `stall` model at concurrency 4 (29 words: 30 chunks),
+/// with `head` before it and `load` in its `[load]` table.
+fn stall_job(head: &str, load: &str) -> String {
+    let words = (1..=29)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{head}kind = \"benchmark\"\ntargets = [\"test/stall\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 4\n{load}\n"
+    )
+}
+
 /// Every second request stalls once for 300 ms, among 29 gaps of 10 ms (30 chunks: "Echo:"
 /// and 29 words). Pooled over every gap (vLLM's ITL) the stall is 20 of 1,160 gaps, 1.7 %, so
 /// the p99 is a stall (≥ 250 ms, the stall less scheduling slack); per request (guidellm's), a
@@ -396,16 +408,7 @@ async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() 
 async fn pooled_inter_token_latency_sees_a_stall_that_request_means_hide() {
     let server = TestServer::with_timing(20, 10).await;
     let site = Site::new(Some(&server), "");
-    let words = (1..=29)
-        .map(|i| format!("w{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    site.job(
-        "stall",
-        &format!(
-            "kind = \"benchmark\"\ntargets = [\"test/stall\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 4\nrequests = 40\n"
-        ),
-    );
+    site.job("stall", &stall_job("", "requests = 40"));
     let report = site.run_json("stall");
     let b = &report["summary"]["targets"][0]["bench"];
     let pooled = &b["itl_ms"];
@@ -496,15 +499,9 @@ async fn output_tokens_without_usage_are_counted_by_the_tokenizer() {
 async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint() {
     let server = TestServer::with_timing(20, 10).await;
     let site = Site::new(Some(&server), "");
-    let words = (1..=29)
-        .map(|i| format!("w{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
     site.job(
         "crash",
-        &format!(
-            "schedule = \"* * * * * *\"\nkind = \"benchmark\"\ntargets = [\"test/stall\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 4\nduration = \"120s\"\n"
-        ),
+        &stall_job("schedule = \"* * * * * *\"\n", "duration = \"120s\""),
     );
     async fn runs(site: &Site) -> Vec<Value> {
         let (_, body) = site.get("/api/v1/runs?job=crash&limit=100").await;

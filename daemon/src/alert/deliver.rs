@@ -187,49 +187,9 @@ impl Deliveries {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use super::*;
 
-    /// (delivery id, signature, body) of each post.
-    type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
-
-    /// A receiver on 127.0.0.1:0 that answers 500 to its first `fail` posts, then 200, and
-    /// keeps (delivery id, signature, body) of each post.
-    async fn receiver(fail: u32) -> (String, Seen) {
-        use axum::routing::post;
-        let seen: Seen = Arc::default();
-        let n = Arc::new(AtomicU32::new(0));
-        let s2 = seen.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            post(move |h: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (seen, n) = (s2.clone(), n.clone());
-                async move {
-                    let get = |k: &str| {
-                        h.get(k)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    seen.lock().unwrap().push((
-                        get("x-evald-delivery"),
-                        get("x-evald-signature"),
-                        body.to_vec(),
-                    ));
-                    if n.fetch_add(1, Ordering::SeqCst) < fail {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            }),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await });
-        (url, seen)
-    }
+    use evald_tests::webhook::receiver;
 
     fn notifier(url: &str) -> Notifier {
         Notifier {

@@ -107,20 +107,15 @@ pub(super) fn notifiers(
                 None
             }
         };
-        let secret = n.secret_env.as_ref().and_then(|var| match std::env::var(var.get_ref()) {
-            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ if secrets == Secrets::Optional => None,
-            _ => {
-                errs.push(src.at(
-                    Some(var.span()),
-                    format!(
-                        "{}: environment variable `{}` is not set; unset secret_env to send unsigned",
-                        key("secret_env"),
-                        var.get_ref()
-                    ),
-                ));
-                None
-            }
+        let secret = n.secret_env.as_ref().and_then(|var| {
+            super::secrets::from_env(
+                src,
+                var,
+                secrets,
+                &key("secret_env"),
+                "unset secret_env to send unsigned",
+                errs,
+            )
         });
         let format = match n.format.as_ref().map(|f| f.get_ref().as_str()) {
             None | Some("json") => NotifierFormat::Json,

@@ -384,20 +384,14 @@ impl Config {
             ));
         }
         let web_token = raw.web.and_then(|w| w.token_env).and_then(|var| {
-            match std::env::var(var.get_ref()) {
-                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ if secrets == Secrets::Optional => None,
-                _ => {
-                    errs.push(src.at(
-                        Some(var.span()),
-                        format!(
-                            "web.token_env: environment variable `{}` is not set; unset token_env to serve without a token",
-                            var.get_ref()
-                        ),
-                    ));
-                    None
-                }
-            }
+            secrets::from_env(
+                &src,
+                &var,
+                secrets,
+                "web.token_env",
+                "unset token_env to serve without a token",
+                &mut errs,
+            )
         });
 
         let mut endpoints = BTreeMap::new();

@@ -100,3 +100,30 @@ pub(super) fn read_key_file(dir: &Path, raw: &str) -> Result<Secret, KeyFileErro
     }
     Ok(Secret::new(key))
 }
+
+/// The secret in the environment variable a `*_env` key names (`key`: the key's full name).
+/// Unset or empty, it is a problem at the key, `hint` saying how to go without — except where
+/// secrets are optional (a command run beside the service, which has them).
+pub(super) fn from_env(
+    src: &crate::diag::Source<'_>,
+    var: &toml::Spanned<String>,
+    secrets: Secrets,
+    key: &str,
+    hint: &str,
+    errs: &mut Vec<crate::diag::Diagnostic>,
+) -> Option<Secret> {
+    match std::env::var(var.get_ref()) {
+        Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+        _ if secrets == Secrets::Optional => None,
+        _ => {
+            errs.push(src.at(
+                Some(var.span()),
+                format!(
+                    "{key}: environment variable `{}` is not set; {hint}",
+                    var.get_ref()
+                ),
+            ));
+            None
+        }
+    }
+}

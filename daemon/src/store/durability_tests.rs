@@ -17,6 +17,18 @@ fn by_run(id: &str) -> RecordFilter {
     }
 }
 
+/// Stores the start of run `id` of job `j` at T0.
+async fn start(w: &Writer, id: &str) {
+    w.run(RunSummary::start(
+        id.into(),
+        "j",
+        JobKind::Compare,
+        Trigger::Schedule,
+        T0,
+    ))
+    .await;
+}
+
 fn cases(rs: &[Record]) -> Vec<&str> {
     rs.iter().map(|r| r.case_id.as_str()).collect()
 }
@@ -30,14 +42,7 @@ async fn a_clock_stepped_back_an_hour_mid_run_hides_nothing() {
     let store = Store::in_memory();
     let w = store.writer();
     let run = "0019ac8f1a2b0-a";
-    w.run(RunSummary::start(
-        run.into(),
-        "j",
-        JobKind::Compare,
-        Trigger::Schedule,
-        T0,
-    ))
-    .await;
+    start(&w, run).await;
     w.record(record(run, T0 + 1, "before-1")).await;
     w.record(record(run, T0 + 2, "before-2")).await;
     // The clock steps back an hour; another run's records land in that hour too.
@@ -83,14 +88,7 @@ async fn a_backup_taken_while_writing_opens_with_everything_committed_before_it(
     let store = Store::open(&dir.path().join("evald.redb")).unwrap();
     let w = store.writer();
     let run = "0019ac8f1a2b0-b";
-    w.run(RunSummary::start(
-        run.into(),
-        "j",
-        JobKind::Compare,
-        Trigger::Schedule,
-        T0,
-    ))
-    .await;
+    start(&w, run).await;
     for i in 0..3000 {
         w.record(record(run, T0 + i, &format!("c{i}"))).await;
     }
