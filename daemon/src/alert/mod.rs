@@ -43,6 +43,10 @@ pub struct Alerts {
     writer: Writer,
     metrics: Arc<Metrics>,
     started_ms: i64,
+    /// When each job's last run that finished (ok or failed) ended: read from the store the
+    /// first time a `no_run` alert asks, then kept by `after_run`, so the once-a-second check
+    /// reads no run summaries.
+    last_finished: Mutex<BTreeMap<String, Option<i64>>>,
 }
 
 /// What one judgement of an alert for a target says.
@@ -67,7 +71,21 @@ impl Alerts {
             writer,
             metrics,
             started_ms: Utc::now().timestamp_millis(),
+            last_finished: Mutex::default(),
         }
+    }
+
+    /// When `job`'s last finished run ended (see `last_finished`).
+    fn last_finished(&self, job: &str, store: &Store) -> Option<i64> {
+        let mut cache = self.last_finished.lock().unwrap_or_else(|p| p.into_inner());
+        *cache.entry(job.to_string()).or_insert_with(|| {
+            store
+                .runs(Some(job), 200)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Failed))
+                .and_then(|r| r.ended_ms)
+        })
     }
 
     fn states(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AlertStatus>> {
@@ -101,6 +119,12 @@ impl Alerts {
         let s = &report.summary;
         if job.alerts.is_empty() || matches!(s.status, RunStatus::Skipped | RunStatus::Running) {
             return;
+        }
+        if matches!(s.status, RunStatus::Ok | RunStatus::Failed) {
+            self.last_finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.name.clone(), s.ended_ms);
         }
         for spec in &job.alerts {
             if matches!(spec.when, Condition::Event(EventCondition::NoRun)) {
@@ -349,12 +373,7 @@ impl Alerts {
                     continue;
                 };
                 let period = (b - a).num_milliseconds().max(1);
-                let last = store
-                    .runs(Some(&job.name), 200)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Failed))
-                    .and_then(|r| r.ended_ms);
+                let last = self.last_finished(&job.name, store);
                 let since = last.unwrap_or(0).max(self.started_ms);
                 let overdue = now_ms - since > 2 * period;
                 let current = self
