@@ -24,6 +24,7 @@ use crate::endpoint::http1::Http1;
 use crate::endpoint::request_body;
 use crate::job::{Case, Job, LoadSpec};
 use crate::metrics::TargetHandles;
+use crate::run::lanes::{Done, Hand, Lanes, Recorder};
 use crate::run::{
     Progress, ProgressFn, RunContext, Target, chat_request, interruptible, record_of,
 };
@@ -407,7 +408,8 @@ pub async fn run(
             load: load.clone(),
             acc: std::sync::Mutex::new(Acc::new()),
             counters: counters.clone(),
-            http1: Http1::for_endpoint(&target.endpoint),
+            http1: Http1::for_endpoint(&target.endpoint).map(Arc::new),
+            lanes: Lanes::default(),
             bodies: cases
                 .iter()
                 .map(|c| request_body(&chat_request(&job, target, c)))
@@ -480,46 +482,65 @@ impl Counters {
 }
 
 /// One target's phase, shared by its workers.
-struct Phase {
+pub(super) struct Phase {
     ctx: RunContext,
     metrics: TargetHandles,
     job: Arc<Job>,
     run_id: Arc<str>,
     target: Target,
     cases: Arc<[Case]>,
-    scorers: Scorers,
+    pub(super) scorers: Scorers,
     load: LoadSpec,
     acc: std::sync::Mutex<Acc>,
     counters: Arc<Counters>,
     /// The low-cost client, when the target is plain HTTP.
-    http1: Option<Http1>,
+    http1: Option<Arc<Http1>>,
+    /// Threads of their own for closed-loop workers, kept from warm-up to measurement.
+    lanes: Lanes,
     /// Each case's request body, serialized once for the phase.
     bodies: Vec<Bytes>,
 }
 
 impl Phase {
-    /// Sends request number `i` (cases cycle in order), scores, counts and stores it.
+    /// Sends request number `i` (cases cycle in order); what came back goes to [`Phase::finish`].
     async fn one(
         &self,
+        http1: Option<&Http1>,
         abort: Pin<&mut WaitForCancellationFuture<'_>>,
         i: u64,
         warmup: bool,
         lag_ms: Option<f64>,
-    ) {
+    ) -> Done {
         let idx = (i % self.cases.len() as u64) as usize;
         let case = &self.cases[idx];
-        let mut out = match &self.http1 {
+        let req = chat_request(&self.job, &self.target, case);
+        let out = match http1 {
             Some(h) => {
-                let req = chat_request(&self.job, &self.target, case);
                 let fut = self.ctx.client.chat_http1(h, &self.bodies[idx], req);
                 interruptible(abort, self.job.stream, fut).await
             }
             None => {
-                let req = chat_request(&self.job, &self.target, case);
                 let fut = self.ctx.client.chat(&self.target.endpoint, req);
                 interruptible(abort, self.job.stream, fut).await
             }
         };
+        Done {
+            idx,
+            out,
+            warmup,
+            lag_ms,
+        }
+    }
+
+    /// Makes a sent request's record; scores, counts and stores it.
+    pub(super) async fn finish(&self, d: Done) {
+        let Done {
+            idx,
+            mut out,
+            warmup,
+            lag_ms,
+        } = d;
+        let case = &self.cases[idx];
         let gaps = std::mem::take(&mut out.gaps_us);
         let mut r = record_of(&self.job, &self.run_id, &self.target, case, out, |m| {
             m.warmup = warmup;
@@ -543,6 +564,12 @@ impl Phase {
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.
+    ///
+    /// With the benchmark client and the recorder thread (no scorers), the workers are shared
+    /// out over one single-threaded runtime per core, each with its own connections, as oha
+    /// does: a worker's request, response and next request stay on one thread, with no
+    /// work-stealing, cross-thread wake-ups or migrations between them. Otherwise (the general
+    /// client, scorers) they run on the daemon's runtime.
     async fn closed(
         self: Arc<Self>,
         requests: Option<u64>,
@@ -550,11 +577,53 @@ impl Phase {
         warmup: bool,
     ) {
         let next = Arc::new(AtomicU64::new(0));
+        let recorder = Recorder::start(&self);
+        let workers = self.load.concurrency.max(1);
+        let lanes = match (&self.http1, recorder.off_thread()) {
+            (Some(_), true) => self.lanes.take(&self.target.endpoint, workers),
+            _ => Vec::new(),
+        };
+        if lanes.is_empty() {
+            let to = recorder.sender();
+            self.workers(workers, &self.http1, &next, requests, duration, warmup, &to)
+                .await;
+        } else {
+            let mut ends = Vec::new();
+            let n = lanes.len();
+            for (t, lane) in lanes.into_iter().enumerate() {
+                let share = workers / n + usize::from(t < workers % n);
+                let (me, next, to) = (self.clone(), next.clone(), recorder.sender());
+                ends.push(lane.run(move |http1| async move {
+                    me.workers(share, &http1, &next, requests, duration, warmup, &to)
+                        .await;
+                }));
+            }
+            for end in ends {
+                if let Ok(lane) = end.await {
+                    self.lanes.give_back(lane);
+                }
+            }
+        }
+        recorder.finish().await;
+    }
+
+    /// `n` closed-loop workers on the current runtime, taking request numbers from `next`.
+    #[allow(clippy::too_many_arguments)]
+    async fn workers(
+        self: &Arc<Self>,
+        n: usize,
+        http1: &Option<Arc<Http1>>,
+        next: &Arc<AtomicU64>,
+        requests: Option<u64>,
+        duration: Option<Duration>,
+        warmup: bool,
+        to: &Hand,
+    ) {
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.load.concurrency.max(1) {
-            let (me, next) = (self.clone(), next.clone());
-            workers.spawn(
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (me, next, to, http1) = (self.clone(), next.clone(), to.clone(), http1.clone());
+            set.spawn(
                 async move {
                     let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
                     loop {
@@ -567,13 +636,16 @@ impl Phase {
                         if requests.is_some_and(|n| i >= n) {
                             break;
                         }
-                        me.one(abort.as_mut(), i, warmup, None).await;
+                        let done = me
+                            .one(http1.as_deref(), abort.as_mut(), i, warmup, None)
+                            .await;
+                        to.hand(&me, done).await;
                     }
                 }
                 .in_current_span(),
             );
         }
-        while workers.join_next().await.is_some() {}
+        while set.join_next().await.is_some() {}
     }
 
     /// Open loop: Poisson arrivals at `rate`/s; each request records how late it was sent.
@@ -585,6 +657,7 @@ impl Phase {
         let mut due = start;
         let mut i = 0u64;
         let mut late_warned = false;
+        let recorder = Recorder::start(&self);
         loop {
             if self.ctx.stop.is_cancelled()
                 || self.load.requests.is_some_and(|n| i >= n)
@@ -607,12 +680,15 @@ impl Phase {
                 late_warned = true;
                 tracing::warn!(target = %self.target.name(), lag_ms, "open loop: the client cannot keep up with the rate; sends are late");
             }
-            let me = self.clone();
+            let (me, to) = (self.clone(), recorder.sender());
             in_flight.spawn(
                 async move {
                     let abort = std::pin::pin!(me.ctx.abort.cancelled());
-                    me.one(abort, i, false, Some(lag_ms)).await;
+                    let done = me
+                        .one(me.http1.as_deref(), abort, i, false, Some(lag_ms))
+                        .await;
                     drop(permit);
+                    to.hand(&me, done).await;
                 }
                 .in_current_span(),
             );
@@ -623,6 +699,7 @@ impl Phase {
             due += Duration::from_secs_f64(-u.ln() / rate);
         }
         while in_flight.join_next().await.is_some() {}
+        recorder.finish().await;
     }
 }
 

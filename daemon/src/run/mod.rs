@@ -8,6 +8,7 @@
 //! interrupted.
 
 pub mod bench;
+mod lanes;
 pub mod watch;
 
 use std::sync::Arc;

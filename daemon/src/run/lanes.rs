@@ -1,0 +1,205 @@
+//! Where a benchmark's closed-loop workers run and where their requests are recorded: the
+//! [`Recorder`] thread and the [`Lanes`] (single-threaded runtimes, one per core).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::Endpoint;
+use crate::endpoint::http1::Http1;
+use crate::run::bench::Phase;
+
+/// A request sent, waiting to be recorded.
+pub(super) struct Done {
+    pub(super) idx: usize,
+    pub(super) out: crate::endpoint::Outcome,
+    pub(super) warmup: bool,
+    pub(super) lag_ms: Option<f64>,
+}
+
+/// Records a phase's requests on a thread of its own, so the runtime's threads only send and
+/// read. At high rates on few cores this matters beyond the CPU it moves: a worker that builds,
+/// encodes and counts a record between two sends wakes the server for one request at a time
+/// (and is preempted by it each time), where a worker that only sends and reads lets requests
+/// reach the server in bursts. The thread takes what has queued in batches and naps briefly
+/// when few were waiting, so it is not woken once per request either. Scored jobs record in
+/// the worker (scorers may be slow and run concurrently there). The queue is bounded: when the
+/// recorder falls behind, workers wait to hand over, which bounds memory.
+pub(super) struct Recorder {
+    tx: Option<tokio::sync::mpsc::Sender<Done>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// A worker's end of the [`Recorder`]'s queue (or, without one, recording in place).
+#[derive(Clone)]
+pub(super) struct Hand(Option<tokio::sync::mpsc::Sender<Done>>);
+
+impl Hand {
+    pub(super) async fn hand(&self, phase: &Phase, done: Done) {
+        match &self.0 {
+            Some(tx) => {
+                if let Err(e) = tx.send(done).await {
+                    phase.finish(e.0).await;
+                }
+            }
+            None => phase.finish(done).await,
+        }
+    }
+}
+
+impl Recorder {
+    /// Requests queued for the recorder at most.
+    const QUEUE: usize = 4096;
+    /// Taken from the queue at a time.
+    const BATCH: usize = 256;
+    /// When fewer than this were waiting, the recorder naps [`Recorder::NAP`] before looking
+    /// again: a few hundred µs of delay to recording (none to measuring) instead of a wake-up
+    /// per request.
+    const FEW: usize = 32;
+    const NAP: Duration = Duration::from_micros(500);
+
+    pub(super) fn start(phase: &Arc<Phase>) -> Recorder {
+        let none = Recorder {
+            tx: None,
+            done: None,
+        };
+        if !phase.scorers.is_empty() {
+            return none;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Done>(Self::QUEUE);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (me, rt) = (phase.clone(), tokio::runtime::Handle::current());
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new()
+            .name("evald-recorder".into())
+            .spawn(move || {
+                let _g = span.enter();
+                rt.block_on(async move {
+                    let mut batch = Vec::with_capacity(Self::BATCH);
+                    while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
+                        let few = batch.len() < Self::FEW;
+                        for d in batch.drain(..) {
+                            me.finish(d).await;
+                        }
+                        if few {
+                            std::thread::sleep(Self::NAP);
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => Recorder {
+                tx: Some(tx),
+                done: Some(done),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no recorder thread; workers record their requests");
+                none
+            }
+        }
+    }
+
+    /// Whether requests are recorded on the recorder's thread.
+    pub(super) fn off_thread(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub(super) fn sender(&self) -> Hand {
+        Hand(self.tx.clone())
+    }
+
+    /// Waits until every request handed over is recorded.
+    pub(super) async fn finish(mut self) {
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Single-threaded runtimes, one per core (at most one per worker), each with its own
+/// connections, for a phase's closed-loop workers, as oha runs its workers: a worker's request,
+/// response and next request stay on one thread, with no work-stealing, cross-thread wake-ups
+/// or migrations between them. Kept from warm-up to measurement, so the connections warm-up
+/// opened are the ones measured. A runtime whose thread cannot start leaves the workers on the
+/// daemon's runtime.
+#[derive(Default)]
+pub(super) struct Lanes(Mutex<Vec<Lane>>);
+
+impl Lanes {
+    /// The lanes for `workers` workers on `endpoint` (made on first use); none if they cannot be.
+    pub(super) fn take(&self, endpoint: &Arc<Endpoint>, workers: usize) -> Vec<Lane> {
+        let mut kept = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if !kept.is_empty() {
+            return kept;
+        }
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(workers);
+        for _ in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match (rt, Http1::for_endpoint(endpoint)) {
+                (Ok(rt), Some(http1)) => kept.push(Lane {
+                    rt: Some(rt),
+                    http1: Some(Arc::new(http1)),
+                }),
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "no runtime for benchmark workers; they run on the daemon's");
+                    return Vec::new();
+                }
+                (_, None) => return Vec::new(),
+            }
+        }
+        kept
+    }
+
+    pub(super) fn give_back(&self, lane: Lane) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
+    }
+}
+
+/// One single-threaded runtime and the connections made on it.
+pub(super) struct Lane {
+    rt: Option<tokio::runtime::Runtime>,
+    http1: Option<Arc<Http1>>,
+}
+
+impl Lane {
+    /// Runs `work` (given this lane's connections) on a thread of its own; the lane comes back
+    /// through the receiver when the work is done (an error: the thread could not start or the
+    /// work panicked, and the lane is gone).
+    pub(super) fn run<F, Fut>(self, work: F) -> tokio::sync::oneshot::Receiver<Lane>
+    where
+        F: FnOnce(Option<Arc<Http1>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new()
+            .name("evald-bench".into())
+            .spawn(move || {
+                let _g = span.enter();
+                if let Some(rt) = &self.rt {
+                    rt.block_on(work(self.http1.clone()));
+                }
+                let _ = tx.send(self);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "a benchmark thread could not start; the other threads' workers send its share");
+        }
+        rx
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // The connections first, while their runtime is still there to release them.
+        self.http1 = None;
+        if let Some(rt) = self.rt.take() {
+            // Dropped from async code: a blocking shutdown would panic there.
+            rt.shutdown_background();
+        }
+    }
+}
