@@ -5,6 +5,9 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
@@ -51,26 +54,22 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
     }
 }
 
-/// The benchmark's own client (one connection per worker) against what a general client
-/// handles for you: nothing listening is `connect` for every request, named by endpoint; a
-/// server that closes each connection after its answer (`Connection: close`, as some proxies
-/// do) is answered on a new connection every time, with no error and the server's own count
-/// of connections equal to the requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_benchmark_client_reconnects_and_names_connect_errors() {
+/// A server answering every request with a fixed completion, counting the connections it
+/// accepted; with `close`, each connection is closed after its answer (`Connection: close`).
+async fn counting_server(close: bool) -> (u16, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                // One request (its head and a Content-Length body), one answer, then close.
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
+                    // One request (its head and a Content-Length body), one answer.
                     let Ok(n) = sock.read(&mut chunk).await else {
                         return;
                     };
@@ -79,29 +78,70 @@ async fn the_benchmark_client_reconnects_and_names_connect_errors() {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    buf.drain(..end + 4 + len);
+                    let body = r#"{"choices":[{"message":{"content":"fixed"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+                        body.len(),
+                        if close { "connection: close\r\n" } else { "" }
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() || close {
+                        return;
                     }
                 }
-                let body = r#"{"choices":[{"message":{"content":"closing"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
             });
         }
     });
+    (port, accepted)
+}
+
+/// Connections are opened by warm-up and kept for the measurement: a closed loop of 4 workers
+/// opens at most 4 connections over warm-up and measurement together (a measurement on fresh
+/// connections would open up to 8 and pay the connects in its first latencies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_connections_serve_the_measurement() {
+    let (port, accepted) = counting_server(false).await;
+    let site = Site::new(
+        None,
+        &format!("[endpoints.keep]\nurl = \"http://127.0.0.1:{port}/v1\"\n"),
+    );
+    site.job(
+        "keep",
+        "kind = \"benchmark\"\ntargets = [\"keep/m\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nwarmup = 8\nrequests = 40\n",
+    );
+    let report = site.run_json("keep");
+    let t = &report["summary"]["targets"][0];
+    assert_eq!(
+        (t["requests"].as_u64(), t["errors"].as_u64()),
+        (Some(40), Some(0)),
+        "{t}"
+    );
+    let n = accepted.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&n), "{n} connections for 4 workers");
+}
+
+/// The benchmark's own client (one connection per worker) against what a general client
+/// handles for you: nothing listening is `connect` for every request, named by endpoint; a
+/// server that closes each connection after its answer (`Connection: close`, as some proxies
+/// do) is answered on a new connection every time, with no error and the server's own count
+/// of connections equal to the requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_client_reconnects_and_names_connect_errors() {
+    let (port, accepted) = counting_server(true).await;
     let dead = evald_tests::free_port();
     let site = Site::new(
         None,
@@ -120,7 +160,7 @@ async fn the_benchmark_client_reconnects_and_names_connect_errors() {
     let t = &report["summary"]["targets"][0];
     assert_eq!(t["errors"], 0, "{t}");
     assert_eq!(t["requests"], 40, "{t}");
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 40);
+    assert_eq!(accepted.load(Ordering::SeqCst), 40);
     let out = site.evald(&["run", "dead", "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let b = &report["summary"]["targets"][0]["bench"];
