@@ -24,11 +24,13 @@ use crate::endpoint::http1::Http1;
 use crate::endpoint::request_body;
 use crate::job::{Case, Job, LoadSpec};
 use crate::metrics::TargetHandles;
-use crate::run::lanes::{Done, Hand, Lanes, Recorder};
 use crate::run::{
     Progress, ProgressFn, RunContext, Target, chat_request, interruptible, record_of,
 };
 use crate::score::Scorers;
+
+mod lanes;
+use lanes::{Done, Lanes, Recorder};
 
 /// Open loop: requests in flight at most; past this, sends are late (and counted late).
 const MAX_IN_FLIGHT: usize = 8192;
@@ -482,14 +484,14 @@ impl Counters {
 }
 
 /// One target's phase, shared by its workers.
-pub(super) struct Phase {
+struct Phase {
     ctx: RunContext,
     metrics: TargetHandles,
     job: Arc<Job>,
     run_id: Arc<str>,
     target: Target,
     cases: Arc<[Case]>,
-    pub(super) scorers: Scorers,
+    scorers: Scorers,
     load: LoadSpec,
     acc: std::sync::Mutex<Acc>,
     counters: Arc<Counters>,
@@ -533,7 +535,7 @@ impl Phase {
     }
 
     /// Makes a sent request's record; scores, counts and stores it.
-    pub(super) async fn finish(&self, d: Done) {
+    async fn finish(&self, d: Done) {
         let Done {
             idx,
             mut out,
@@ -605,47 +607,6 @@ impl Phase {
             }
         }
         recorder.finish().await;
-    }
-
-    /// `n` closed-loop workers on the current runtime, taking request numbers from `next`.
-    #[allow(clippy::too_many_arguments)]
-    async fn workers(
-        self: &Arc<Self>,
-        n: usize,
-        http1: &Option<Arc<Http1>>,
-        next: &Arc<AtomicU64>,
-        requests: Option<u64>,
-        duration: Option<Duration>,
-        warmup: bool,
-        to: &Hand,
-    ) {
-        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..n {
-            let (me, next, to, http1) = (self.clone(), next.clone(), to.clone(), http1.clone());
-            set.spawn(
-                async move {
-                    let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
-                    loop {
-                        if me.ctx.stop.is_cancelled()
-                            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-                        {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if requests.is_some_and(|n| i >= n) {
-                            break;
-                        }
-                        let done = me
-                            .one(http1.as_deref(), abort.as_mut(), i, warmup, None)
-                            .await;
-                        to.hand(&me, done).await;
-                    }
-                }
-                .in_current_span(),
-            );
-        }
-        while set.join_next().await.is_some() {}
     }
 
     /// Open loop: Poisson arrivals at `rate`/s; each request records how late it was sent.

@@ -8,7 +8,6 @@
 //! interrupted.
 
 pub mod bench;
-mod lanes;
 pub mod watch;
 
 use std::sync::Arc;

@@ -1,12 +1,15 @@
 //! Where a benchmark's closed-loop workers run and where their requests are recorded: the
 //! [`Recorder`] thread and the [`Lanes`] (single-threaded runtimes, one per core).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument;
+
+use super::Phase;
 use crate::config::Endpoint;
 use crate::endpoint::http1::Http1;
-use crate::run::bench::Phase;
 
 /// A request sent, waiting to be recorded.
 pub(super) struct Done {
@@ -43,6 +46,49 @@ impl Hand {
             }
             None => phase.finish(done).await,
         }
+    }
+}
+
+impl Phase {
+    /// `n` closed-loop workers on the current runtime, taking request numbers from `next`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn workers(
+        self: &Arc<Self>,
+        n: usize,
+        http1: &Option<Arc<Http1>>,
+        next: &Arc<AtomicU64>,
+        requests: Option<u64>,
+        duration: Option<Duration>,
+        warmup: bool,
+        to: &Hand,
+    ) {
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (me, next, to, http1) = (self.clone(), next.clone(), to.clone(), http1.clone());
+            set.spawn(
+                async move {
+                    let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
+                    loop {
+                        if me.ctx.stop.is_cancelled()
+                            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+                        {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if requests.is_some_and(|n| i >= n) {
+                            break;
+                        }
+                        let done = me
+                            .one(http1.as_deref(), abort.as_mut(), i, warmup, None)
+                            .await;
+                        to.hand(&me, done).await;
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        while set.join_next().await.is_some() {}
     }
 }
 
