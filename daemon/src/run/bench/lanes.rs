@@ -20,13 +20,12 @@ pub(super) struct Done {
 }
 
 /// Records a phase's requests on a thread of its own, so the runtime's threads only send and
-/// read. At high rates on few cores this matters beyond the CPU it moves: a worker that builds,
-/// encodes and counts a record between two sends wakes the server for one request at a time
-/// (and is preempted by it each time), where a worker that only sends and reads lets requests
-/// reach the server in bursts. The thread takes what has queued in batches and naps briefly
-/// when few were waiting, so it is not woken once per request either. Scored jobs record in
-/// the worker (scorers may be slow and run concurrently there). The queue is bounded: when the
-/// recorder falls behind, workers wait to hand over, which bounds memory.
+/// read, and the time they measure never includes recording. The thread takes what has queued
+/// in batches (warm caches for the encoder and histograms) and naps briefly when few were
+/// waiting, so it is not woken once per request. Scored jobs record in the worker (scorers may
+/// be slow and run concurrently there). The queue is bounded: when the recorder falls behind,
+/// workers wait to hand over, which bounds memory. With the [`Lanes`], ~+25 % requests/s at
+/// concurrency 64 against a local nginx (docs/benchmark.md).
 pub(super) struct Recorder {
     tx: Option<tokio::sync::mpsc::Sender<Done>>,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
