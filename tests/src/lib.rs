@@ -508,6 +508,17 @@ impl Site {
         self.evald_env(args, &[])
     }
 
+    /// Runs an evald command to completion; it must succeed (else the test fails with its stderr).
+    pub fn evald_ok(&self, args: &[&str]) -> Output {
+        let out = self.evald(args);
+        assert!(
+            out.status.success(),
+            "evald {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Runs an evald command to completion with extra environment.
     pub fn evald_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = self.command(args);

@@ -43,12 +43,7 @@ async fn costs_come_from_the_gateway_then_the_price_table_and_unknown_stays_unkn
         "cost",
         "targets = [\"test/costly\", \"test/gwcost\", \"test/unpriced\", \"test/ok-a\"]\n[[cases]]\nid = \"a\"\nprompt = \"one two\"\n[[cases]]\nid = \"b\"\nprompt = \"three\"\n",
     );
-    let out = site.evald(&["run", "cost", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = site.evald_ok(&["run", "cost", "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let recs = report["records"].as_array().unwrap();
     let by = |m: &'static str| recs.iter().filter(move |r| r["model"] == m);
@@ -98,12 +93,7 @@ async fn an_estimate_sends_nothing() {
         "est",
         "targets = [\"test/costly\", \"test/unpriced\"]\n[params]\nmax_tokens = 500\n[[cases]]\nid = \"a\"\nprompt = \"Name one prime number.\"\n",
     );
-    let out = site.evald(&["run", "est", "--estimate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = site.evald_ok(&["run", "est", "--estimate"]);
     let text = String::from_utf8_lossy(&out.stdout);
     // 500 completion tokens × 8e-6 = 0.004, plus the prompt's dozen tokens × 2e-6.
     assert!(text.contains("test/costly: at most 0.0040"), "{text}");

@@ -39,12 +39,7 @@ async fn kill_9_at_fifty_moments_of_a_full_speed_benchmark_in_a_gigabyte_store()
     // 1 MiB answers fill a gigabyte in about a thousand requests.
     site.job("fill", &bench_job("huge", 1100, 4));
     site.job("busy", &bench_job("echo", 10_000_000, 16));
-    let out = site.evald(&["run", "fill"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    site.evald_ok(&["run", "fill"]);
     assert!(
         db_bytes(&site) >= GIB,
         "store only {} bytes",
@@ -196,12 +191,7 @@ async fn a_backup_taken_while_a_run_writes_holds_everything_before_it() {
     .await;
     let before = count(&site).await;
     let dest = site.path().join("backups/evald.redb");
-    let out = site.evald(&["backup", dest.to_str().unwrap_or_default()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = site.evald_ok(&["backup", dest.to_str().unwrap_or_default()]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("records"), "{said}");
     let _ = client.kill();

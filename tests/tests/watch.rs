@@ -112,12 +112,7 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
     server.set_arith(30, false, Some("fp_b"), Some("mid-a"));
     site.run_json("arith");
     site.run_json("arith");
-    let out = site.evald(&["baseline", "pin", "arith", &good_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    site.evald_ok(&["baseline", "pin", "arith", &good_id]);
     let pinned = site.run_json("arith");
     assert_eq!(watch(&pinned)["verdict"], "regressed", "{}", watch(&pinned));
     assert_eq!(watch(&pinned)["baseline_pass_rate"], 1.0);
