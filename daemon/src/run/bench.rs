@@ -269,12 +269,15 @@ pub fn rank_interval(n: u64, q: f64) -> Option<(u64, u64)> {
 }
 
 /// Marks the runs the last stop cut off as interrupted (see `Store::mark_interrupted`), and
-/// gives each benchmark target cut off before its first checkpoint figures from its stored
-/// records: counts, throughput, end-to-end and first-token percentiles, errors by kind.
+/// gives each benchmark target cut off before its first checkpoint the figures of its stored
+/// records, counted as a running benchmark counts them ([`Acc`]) over the records' span:
+/// everything but pooled inter-token latency (its gaps are not stored) and goodput (the job's
+/// SLOs are not known here, and a goodput against none would overstate it).
 pub fn mark_interrupted(
     store: &crate::store::Store,
 ) -> Result<Vec<String>, crate::store::StoreError> {
     let ids = store.mark_interrupted()?;
+    let no_slos = LoadSpec::default();
     for id in &ids {
         let Some(mut s) = store.run(id)? else {
             continue;
@@ -283,15 +286,8 @@ pub fn mark_interrupted(
         {
             continue;
         }
-        struct Acc {
-            e2e: Histogram<u64>,
-            ttft: Histogram<u64>,
-            done: u64,
-            tokens: u64,
-            span: Option<(i64, i64)>,
-            errors: BTreeMap<String, u64>,
-        }
-        let mut by_target: BTreeMap<String, Acc> = BTreeMap::new();
+        // Per target: the figures and the span of the records' times, Unix ms.
+        let mut by_target: BTreeMap<String, (Acc, i64, i64)> = BTreeMap::new();
         let filter = evald_model::RecordFilter {
             run_id: Some(id.clone()),
             ..evald_model::RecordFilter::default()
@@ -301,46 +297,26 @@ pub fn mark_interrupted(
             if r.metadata.warmup {
                 return true;
             }
-            let a = by_target.entry(r.target()).or_insert_with(|| Acc {
-                e2e: hist(),
-                ttft: hist(),
-                done: 0,
-                tokens: 0,
-                span: None,
-                errors: BTreeMap::new(),
-            });
-            a.span = Some(a.span.map_or((r.timestamp_ms, r.timestamp_ms), |(lo, hi)| {
-                (lo.min(r.timestamp_ms), hi.max(r.timestamp_ms))
-            }));
-            if r.error.is_some() {
-                *a.errors.entry(error_kind(&r)).or_default() += 1;
-                return true;
-            }
-            a.done += 1;
-            a.tokens += r.completion_tokens.map_or(0, u64::from);
-            for (h, v) in [(&mut a.e2e, r.response_time_ms), (&mut a.ttft, r.ttft_ms)] {
-                if let Some(v) = v {
-                    let _ = h.record(us(v));
-                }
-            }
+            let (a, lo, hi) = by_target
+                .entry(r.target())
+                .or_insert_with(|| (Acc::new(), r.timestamp_ms, r.timestamp_ms));
+            (*lo, *hi) = ((*lo).min(r.timestamp_ms), (*hi).max(r.timestamp_ms));
+            a.add(&r, &[], &no_slos);
             true
         })?;
         for t in s.targets.iter_mut().filter(|t| t.bench.is_none()) {
-            let Some(a) = by_target.get(&t.target) else {
+            let Some((a, lo, hi)) = by_target.get(&t.target) else {
                 continue;
             };
-            let secs = a
-                .span
-                .map_or(0.0, |(lo, hi)| (hi - lo).max(1) as f64 / 1000.0);
-            t.bench = Some(BenchSummary {
-                duration_s: secs,
-                request_throughput: a.done as f64 / secs.max(f64::EPSILON),
-                output_tokens_per_s: a.tokens as f64 / secs.max(f64::EPSILON),
-                errors_by_kind: a.errors.clone(),
-                e2e_ms: percentiles(&a.e2e),
-                ttft_ms: percentiles(&a.ttft),
-                ..BenchSummary::default()
-            });
+            let span = Duration::from_millis((hi - lo).max(1) as u64);
+            t.bench = a
+                .summary(t.target.clone(), span, &no_slos)
+                .bench
+                .map(|b| BenchSummary {
+                    goodput: 0.0,
+                    slo_attainment: None,
+                    ..b
+                });
         }
         store.replace_run(&s)?;
     }
@@ -694,6 +670,67 @@ mod tests {
             }
         }
         assert!(covered >= 90, "covered in {covered} of 100 trials");
+    }
+
+    /// A benchmark cut off before its first checkpoint gets its figures from the records it
+    /// committed, counted as a live run counts them: warm-up left out, errors by kind,
+    /// time per output token from each record's TTFT, latency and tokens, and the histogram
+    /// the run page draws; goodput stays unknown (the job's SLOs are not known here).
+    #[tokio::test]
+    async fn an_interrupted_benchmark_gets_its_figures_from_its_records() {
+        use evald_model::{JobKind, RunSummary, Trigger};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("evald.redb")).unwrap();
+        let w = store.writer();
+        let (run, t0) = ("0019ac8f1a2b0-b", 1_764_000_000_000);
+        w.run(RunSummary::start(
+            run.into(),
+            "load",
+            JobKind::Benchmark,
+            Trigger::Manual,
+            t0,
+        ))
+        .await;
+        // 10 answers 1 s apart: e2e 10..100 ms, TTFT 2 ms, 4 tokens (TPOT (e2e - 2) / 3).
+        for i in 0..10 {
+            let mut r = crate::store::test_record(run, t0 + 1000 * i, &format!("c{i}"));
+            r.response_time_ms = Some(10.0 * (i + 1) as f64);
+            r.ttft_ms = Some(2.0);
+            w.record(r).await;
+        }
+        let mut failed = crate::store::test_record(run, t0 + 500, "e");
+        failed.error = Some("HTTP 500".into());
+        failed.metadata.error_kind = Some(crate::endpoint::kind::HTTP_STATUS.into());
+        failed.metadata.http_status = Some(500);
+        w.record(failed).await;
+        let mut warm = crate::store::test_record(run, t0 - 5000, "w");
+        warm.metadata.warmup = true;
+        warm.response_time_ms = Some(9000.0);
+        w.record(warm).await;
+        w.close().await;
+
+        assert_eq!(mark_interrupted(&store).unwrap(), [run]);
+        let s = store.run(run).unwrap().unwrap();
+        let b = s.targets[0]
+            .bench
+            .as_ref()
+            .expect("figures from the records");
+        assert_eq!(b.e2e_ms.count, 10);
+        assert!(
+            (b.e2e_ms.max - 100.0).abs() < 0.1,
+            "warm-up left out: {b:?}"
+        );
+        assert!((b.e2e_ms.p50 - 50.0).abs() < 0.1, "{b:?}");
+        assert_eq!(b.errors_by_kind.get("http_5xx"), Some(&1));
+        // Over the 9 s the records span: 10 answers, 40 tokens.
+        assert!((b.duration_s - 9.0).abs() < 1e-9, "{b:?}");
+        assert!((b.request_throughput - 10.0 / 9.0).abs() < 1e-9, "{b:?}");
+        assert!((b.output_tokens_per_s - 40.0 / 9.0).abs() < 1e-9, "{b:?}");
+        assert_eq!(b.tpot_ms.count, 10);
+        assert!((b.tpot_ms.max - 98.0 / 3.0).abs() < 0.05, "{b:?}");
+        assert_eq!(b.ttft_ms.count, 10);
+        assert!(b.e2e_hdr.is_some() && !b.e2e_histogram.is_empty(), "{b:?}");
+        assert_eq!((b.goodput, b.slo_attainment), (0.0, None));
     }
 
     #[test]

@@ -689,13 +689,17 @@ pub fn new_run_id(started_ms: i64) -> String {
 #[cfg(test)]
 mod durability_tests;
 
+/// A record for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use tests::record as test_record;
+
 #[cfg(test)]
 mod tests {
     use evald_model::{JobKind, Message, Metadata, Score, Trigger};
 
     use super::*;
 
-    pub(super) fn record(run: &str, ts: i64, case: &str) -> Record {
+    pub(crate) fn record(run: &str, ts: i64, case: &str) -> Record {
         Record {
             id: 0,
             timestamp_ms: ts,
