@@ -4,10 +4,20 @@
 # evald stores and scores nothing extra here, but does store every request record (redb).
 #   bench/load.sh [REQUESTS]      (default 100000 per evald run; wrk and oha run 10 s each)
 # then the same fixed rate (RATE, default 5000/s) for oha -q and evald's open loop.
+#   bench/load.sh --ab OLD_BIN [RUNS] [REQUESTS]   (defaults 8 and 200000)
+# compares another evald binary with this build instead: RUNS alternating runs of each at
+# concurrency 64, with the median requests/s and the CPU per request of evald and of nginx.
 # Needs Debian's nginx-light and wrk (installed if missing); builds evald in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-100000}
+OLD=""
+if [ "${1:-}" = "--ab" ]; then
+  OLD=${2:?usage: bench/load.sh --ab OLD_BIN [RUNS] [REQUESTS]}
+  RUNS=${3:-8}
+  N=${4:-200000}
+else
+  N=${1:-100000}
+fi
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 cargo build --release -q -p evald
@@ -61,15 +71,20 @@ oha_run() { # oha_run ARGS... -> "req/s p50_ms p99_ms"
   oha --no-tui -m POST -H 'Content-Type: application/json' -d "$BODY" --output-format json "$@" "$URL" |
     python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print(round(d["summary"]["requestsPerSec"]), round(p["p50"]*1000,3), round(p["p99"]*1000,3))'
 }
-# evald_job CONCURRENCY REQUESTS [RATE]: the benchmark job; prints "req/s(wall) p50 p99"
-evald_run() {
-  local C=$1 REQ=$2 RATE=${3:-}
+# evald_job CONCURRENCY REQUESTS WARMUP [RATE]: writes the benchmark job, empties the store
+evald_job() {
+  local C=$1 REQ=$2 WARM=$3 RATE=${4:-}
   rm -rf "$T/site/data"; mkdir -p "$T/site/data"
   {
     printf 'kind = "benchmark"\ntargets = ["stub/stub-model"]\nstream = false\n[params]\nmax_tokens = 16\n'
-    printf '[[cases]]\nid = "hello"\nprompt = "Say hello."\n[load]\nrequests = %s\nwarmup = 100\n' "$REQ"
+    printf '[[cases]]\nid = "hello"\nprompt = "Say hello."\n[load]\nrequests = %s\nwarmup = %s\n' "$REQ" "$WARM"
     if [ -n "$RATE" ]; then printf 'rate = %s\n' "$RATE"; else printf 'concurrency = %s\n' "$C"; fi
   } >"$T/site/jobs/load.toml"
+}
+# evald_run CONCURRENCY REQUESTS [RATE]: prints "req/s(wall) p50 p99"
+evald_run() {
+  local C=$1 REQ=$2 RATE=${3:-}
+  evald_job "$C" "$REQ" 100 "$RATE"
   local S E
   S=$(date +%s.%N)
   "$BIN" run load --json --config "$T/site/evald.toml" >"$T/run.json"
@@ -78,6 +93,51 @@ evald_run() {
 import json; b=json.load(open('$T/run.json'))['summary']['targets'][0]['bench']
 print(round($REQ/($E-$S)), round(b['e2e_ms']['p50'],3), round(b['e2e_ms']['p99'],3))"
 }
+# CPU time of nginx's workers so far, in clock ticks
+ngx_ticks() {
+  local s=0 p
+  for p in $(pgrep -P "$(cat "$T/nginx.pid")"); do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo "$s"
+}
+# ab_run BIN: one run of the c = 64 job (warm-up 1,000); prints "req/s evald_us nginx_us", the
+# CPU per request of evald (its rusage) and of nginx's workers (/proc/PID/stat)
+ab_run() {
+  evald_job 64 "$N" 1000
+  local A Z OUT
+  A=$(ngx_ticks)
+  OUT=$(python3 - "$1" "$T/site/evald.toml" "$N" <<'PY'
+import resource, subprocess, sys, time
+bin, cfg, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = time.time()
+subprocess.run([bin, "run", "load", "--config", cfg], stdout=subprocess.DEVNULL, check=True)
+wall = time.time() - t
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{n / wall:.0f} {(ru.ru_utime + ru.ru_stime) / (n + 1000) * 1e6:.1f}")
+PY
+)
+  Z=$(ngx_ticks)
+  echo "$OUT $(python3 -c "print(f'{($Z - $A) / $(getconf CLK_TCK) / ($N + 1000) * 1e6:.1f}')")"
+}
+if [ -n "$OLD" ]; then
+  printf '%s runs each, %s requests at concurrency 64, alternating\n' "$RUNS" "$N"
+  : >"$T/ab.txt"
+  for r in $(seq "$RUNS"); do
+    for who in old new; do
+      B=$([ "$who" = old ] && echo "$OLD" || echo "$BIN")
+      echo "$who $(ab_run "$B")" | tee -a "$T/ab.txt"
+    done
+  done
+  python3 - "$T/ab.txt" <<'PY'
+import statistics as st, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for who in ("old", "new"):
+    r = [list(map(float, x[1:])) for x in rows if x[0] == who]
+    rps, cpu, ngx = zip(*r)
+    print(f"{who}: median {st.median(rps):,.0f} req/s ({min(rps):,.0f}-{max(rps):,.0f}), "
+          f"evald {st.median(cpu):.1f} us and nginx {st.median(ngx):.1f} us CPU per request")
+PY
+  exit 0
+fi
 printf '| concurrency | wrk req/s | oha req/s | evald req/s (wall, incl. start and store) | evald ÷ oha | wrk p50 | oha p50 | evald p50 | oha p99 | evald p99 |\n'
 printf '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for C in 1 8 64; do
