@@ -268,17 +268,27 @@ pub fn rank_interval(n: u64, q: f64) -> Option<(u64, u64)> {
     (lo >= 1 && hi <= n).then_some((lo, hi))
 }
 
-/// Marks the runs the last stop cut off as interrupted (see `Store::mark_interrupted`), and
-/// gives each benchmark target cut off before its first checkpoint the figures of its stored
-/// records, counted as a running benchmark counts them ([`Acc`]) over the records' span:
-/// everything but pooled inter-token latency (its gaps are not stored) and goodput (the job's
-/// SLOs are not known here, and a goodput against none would overstate it).
+/// Marks the runs the last stop cut off as interrupted (see `Store::mark_interrupted`) and
+/// gives their benchmarks figures ([`summarise_interrupted`]).
 pub fn mark_interrupted(
     store: &crate::store::Store,
 ) -> Result<Vec<String>, crate::store::StoreError> {
     let ids = store.mark_interrupted()?;
+    summarise_interrupted(store, &ids)?;
+    Ok(ids)
+}
+
+/// Gives each benchmark target of the interrupted runs `ids` that was cut off before its
+/// first checkpoint the figures of its stored records, counted as a running benchmark counts
+/// them ([`Acc`]) over the records' span: everything but pooled inter-token latency (its gaps
+/// are not stored) and goodput (the job's SLOs are not known here, and a goodput against none
+/// would overstate it). Reads up to a checkpoint interval of records per target.
+pub fn summarise_interrupted(
+    store: &crate::store::Store,
+    ids: &[String],
+) -> Result<(), crate::store::StoreError> {
     let no_slos = LoadSpec::default();
-    for id in &ids {
+    for id in ids {
         let Some(mut s) = store.run(id)? else {
             continue;
         };
@@ -320,7 +330,7 @@ pub fn mark_interrupted(
         }
         store.replace_run(&s)?;
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// Equal-width buckets from the minimum to the maximum, for a histogram chart: (upper ms, count).

@@ -368,9 +368,20 @@ pub async fn serve(
         )
     })?;
     let store = Store::open_configured(&config)?;
-    let marked = crate::run::bench::mark_interrupted(&store)?;
+    let marked = store.mark_interrupted()?;
     for id in &marked {
         tracing::warn!(run_id = %id, "a run was cut off by the last stop; marked interrupted");
+    }
+    // A benchmark cut off before its first checkpoint is summarised from its records beside
+    // the start, not before it: they can be a checkpoint interval's worth at full speed
+    // (~200,000), and the daemon serves within a second of a crash whatever was cut off.
+    if !marked.is_empty() {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::run::bench::summarise_interrupted(&store, &marked) {
+                tracing::error!(error = %e, "cannot summarise the benchmarks the last stop cut off");
+            }
+        });
     }
     let writer = store.writer();
     let plugins = Plugins::new(&config.data_dir.join("plugin-cache"))?;
