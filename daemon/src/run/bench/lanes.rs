@@ -81,8 +81,8 @@ impl Phase {
                         // The other workers whose responses are in go first: their
                         // records are handed over before any of them writes its next
                         // request, so a lane's writes go out together and the server takes
-                        // them in one wake-up rather than one each (+25 % requests/s at
-                        // concurrency 64 against a local nginx, docs/benchmark.md). The
+                        // them in one wake-up rather than one each (+20 % median requests/s
+                        // at concurrency 64 against a local nginx, docs/benchmark.md). The
                         // timer starts at the write, so no latency includes the wait.
                         tokio::task::yield_now().await;
                         let done = me
