@@ -121,7 +121,7 @@ impl Writer {
 const BATCH: usize = QUEUE;
 
 /// A commit of at least this many says records are streaming in (see `writer_loop`).
-const BUSY: usize = 256;
+const BUSY: usize = 64;
 
 /// Waits up to `wait`, in steps of `step`, until a quarter batch has queued.
 fn gather(rx: &mpsc::Receiver<Command>, wait: std::time::Duration, step: std::time::Duration) {
@@ -314,9 +314,8 @@ pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
         std::time::Duration::from_millis(50),
     );
     // While records stream in (the last commit took many), they wait up to a quarter of the
-    // interval, or until a quarter batch has queued: at 40,000 records/s that is ~1,000 per
-    // commit instead of ~200, and the writer's share of a benchmark's CPU on two cores went
-    // from 9 % to 7 % (docs/benchmark.md).
+    // interval, or until a quarter batch has queued: a third of the commits (and fsyncs) of
+    // 5 ms windows for a benchmark at full speed (docs/benchmark.md).
     let busy_window = (store.options().commit_interval / 4).max(window);
     let mut busy = false;
     let mut batch = Vec::new();
