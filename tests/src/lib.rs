@@ -578,6 +578,16 @@ impl Site {
         (status, r.text().await.unwrap_or_default())
     }
 
+    /// The runs of `job` the API lists (at most 1,000), newest first, parsed; anything but a
+    /// list in a 200 fails the test.
+    pub async fn runs(&self, job: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/api/v1/runs?job={job}&limit=1000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
     /// The JSONL export, parsed.
     pub async fn records(&self, query: &str) -> Vec<Value> {
         let (status, body) = self.get(&format!("/export.jsonl{query}")).await;

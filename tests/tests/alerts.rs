@@ -54,8 +54,7 @@ fn site(server: &TestServer, hook: &str, extra: &str) -> Site {
 
 /// Finished runs of `guard` with their pass rate, oldest first.
 async fn runs(site: &Site) -> Vec<(String, f64)> {
-    let (_, body) = site.get("/api/v1/runs?job=guard&limit=1000").await;
-    let mut v: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+    let mut v = site.runs("guard").await;
     v.reverse();
     v.iter()
         .filter(|r| r["status"] == "ok")

@@ -515,19 +515,16 @@ async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint()
         "crash",
         &stall_job("schedule = \"* * * * * *\"\n", "duration = \"120s\""),
     );
-    async fn runs(site: &Site) -> Vec<Value> {
-        let (_, body) = site.get("/api/v1/runs?job=crash&limit=100").await;
-        serde_json::from_str(&body).unwrap_or_default()
-    }
     let d = site.serve().await;
     site.until(60, "a checkpoint of the running benchmark", || async {
-        runs(&site).await.iter().any(|r| {
+        site.runs("crash").await.iter().any(|r| {
             r["status"] == "running"
                 && r["targets"][0]["bench"]["itl_ms"]["count"].as_u64() > Some(0)
         })
     })
     .await;
-    let seen = runs(&site)
+    let seen = site
+        .runs("crash")
         .await
         .into_iter()
         .find(|r| r["status"] == "running")
@@ -535,7 +532,8 @@ async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint()
     d.signal("KILL");
     let _ = d.wait(10).await;
     let _d = site.serve().await;
-    let run = runs(&site)
+    let run = site
+        .runs("crash")
         .await
         .into_iter()
         .find(|r| r["id"] == seen["id"])

@@ -74,9 +74,7 @@ async fn kill_9_at_fifty_moments_of_a_full_speed_benchmark_in_a_gigabyte_store()
         // The run the kill cut off: interrupted, with what it committed, from the start; its
         // percentiles are counted from its records beside the start, soon after.
         async fn busy_run(site: &Site) -> Value {
-            let (_, body) = site.get("/api/v1/runs?job=busy&limit=1").await;
-            let runs: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-            runs[0].clone()
+            site.runs("busy").await.swap_remove(0)
         }
         let run = busy_run(&site).await;
         assert_eq!(run["status"], "interrupted", "round {round}: {run}");
@@ -172,9 +170,8 @@ async fn a_store_that_cannot_grow_fails_writes_clearly_and_recovers_by_itself() 
     let small = site.records("?job=small").await;
     assert_eq!(small.len(), 600, "both small runs' records, none lost");
     // The failed run's summary, held while the store could not write, is stored now.
-    let (_, body) = site.get("/api/v1/runs?job=flood").await;
-    let runs: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    let runs = site.runs("flood").await;
+    assert_eq!(runs[0]["status"], "failed", "{runs:?}");
     drop(d);
 }
 
@@ -214,7 +211,6 @@ async fn a_backup_taken_while_a_run_writes_holds_everything_before_it() {
     );
     assert_eq!(copy.records("?job=small").await.len(), 500);
     // The run that was going when the copy was taken is marked interrupted in it.
-    let (_, body) = copy.get("/api/v1/runs?job=busy").await;
-    let runs: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    let runs = copy.runs("busy").await;
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:?}");
 }

@@ -7,16 +7,6 @@
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
-async fn runs(site: &Site, job: &str) -> Vec<Value> {
-    let (_, body) = site
-        .get(&format!("/api/v1/runs?job={job}&limit=1000"))
-        .await;
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_running_job() {
     let site = Site::new(None, "");
@@ -87,7 +77,7 @@ async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_runnin
     })
     .await;
     // A run that had started may still finish; after that nothing new arrives.
-    let settled = runs(&site, "hot").await.len();
+    let settled = site.runs("hot").await.len();
     let before = site.records("?job=hot").await.len();
     // The clock for "nothing more happens": three runs of another one-second job.
     site.job("tick", &job("tick"));
@@ -95,7 +85,7 @@ async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_runnin
         site.records("?job=tick").await.len() >= 3
     })
     .await;
-    assert!(runs(&site, "hot").await.len() <= settled + 1);
+    assert!(site.runs("hot").await.len() <= settled + 1);
     assert!(site.records("?job=hot").await.len() <= before + 1);
     // Reloading a file opens it, and inotify reports opens: the watcher must not take its own
     // reads for changes (it did: a broken file was reloaded, and its problem logged, every few
@@ -171,7 +161,7 @@ async fn sigterm_lets_requests_in_flight_finish_within_the_grace_period_and_cuts
         .expect("the cut-off request is stored");
     assert_eq!(cut["metadata"]["error_kind"], "interrupted", "{cut}");
     let d = site.serve().await;
-    let r = runs(&site, "slow").await;
+    let r = site.runs("slow").await;
     assert_eq!(r[0]["status"], "interrupted", "{r:?}");
     drop(d);
 }
@@ -212,7 +202,8 @@ async fn kill_9_at_twenty_points_loses_no_committed_record() {
     let _d = site.serve().await;
     let last = site.records("?job=busy").await;
     assert!(seen.iter().all(|r| last.contains(r)));
-    let statuses: Vec<String> = runs(&site, "busy")
+    let statuses: Vec<String> = site
+        .runs("busy")
         .await
         .iter()
         .map(|r| r["status"].as_str().unwrap_or("").to_string())

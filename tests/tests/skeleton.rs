@@ -73,8 +73,7 @@ reference = "hello"
         !page.contains(XSS) && page.contains("&lt;script&gt;"),
         "model output is escaped"
     );
-    let runs: Value =
-        serde_json::from_str(&site.get("/api/v1/runs?job=hello&limit=5").await.1).unwrap();
+    let runs = site.runs("hello").await;
     let last = &runs[0];
     assert_eq!(last["trigger"], "schedule");
     let id = last["id"].as_str().unwrap();
@@ -291,21 +290,10 @@ async fn records_survive_a_restart_and_a_killed_run_is_marked_interrupted() {
         committed.iter().all(|r| after.contains(r)),
         "every record committed before the kill is there"
     );
-    let runs: Value =
-        serde_json::from_str(&site.get("/api/v1/runs?job=slow&limit=10").await.1).unwrap();
-    let statuses: Vec<&str> = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
+    let runs = site.runs("slow").await;
+    let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert!(statuses.contains(&"interrupted"), "{statuses:?}");
-    let interrupted = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["status"] == "interrupted")
-        .unwrap();
+    let interrupted = runs.iter().find(|r| r["status"] == "interrupted").unwrap();
     // The summary is recounted from the store at start-up: it must count exactly the records
     // stored for that run (the ones committed before the kill, and none of the later runs').
     let id = interrupted["id"].as_str().unwrap();
@@ -437,10 +425,9 @@ async fn compare_sends_one_prompt_to_several_targets_with_and_without_a_daemon()
     let d = site.serve().await;
     let beside = site.evald(&["compare", "-m", "test/ok-b", "again"]);
     assert!(beside.status.success(), "{}", stdout(&beside));
-    let runs: Value =
-        serde_json::from_str(&site.get("/api/v1/runs?job=compare&limit=10").await.1).unwrap();
+    let runs = site.runs("compare").await;
     assert_eq!(
-        runs.as_array().unwrap().len(),
+        runs.len(),
         2,
         "both ad hoc runs are stored as job `compare`"
     );
