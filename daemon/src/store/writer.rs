@@ -123,15 +123,40 @@ const BATCH: usize = QUEUE;
 /// A commit of at least this many says records are streaming in (see `writer_loop`).
 const BUSY: usize = 64;
 
-/// Waits up to `wait`, in steps of `step`, until a quarter batch has queued.
-fn gather(rx: &mpsc::Receiver<Command>, wait: std::time::Duration, step: std::time::Duration) {
-    let until = std::time::Instant::now() + wait;
-    while rx.len() < BATCH / 4 {
-        let now = std::time::Instant::now();
-        if now >= until {
-            break;
+/// How long a record waits for company before its commit (group commit).
+struct Windows {
+    /// A record arriving alone: a twentieth of the commit interval (5 ms by default), so a busy
+    /// run costs one commit per few thousand records.
+    alone: std::time::Duration,
+    /// While records stream in (the last commit took [`BUSY`] or more): a quarter of the
+    /// interval, or until a quarter batch has queued. A third of the commits (and fsyncs) of
+    /// 5 ms windows for a benchmark at full speed (docs/benchmark.md).
+    busy: std::time::Duration,
+}
+
+impl Windows {
+    fn of(commit_interval: std::time::Duration) -> Windows {
+        let alone = (commit_interval / 20).clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(50),
+        );
+        Windows {
+            alone,
+            busy: (commit_interval / 4).max(alone),
         }
-        std::thread::sleep((until - now).min(step));
+    }
+
+    /// Waits out the window (the busy one if `busy`) or until a quarter batch has queued,
+    /// looking at the queue every `alone`.
+    fn gather(&self, rx: &mpsc::Receiver<Command>, busy: bool) {
+        let until = std::time::Instant::now() + if busy { self.busy } else { self.alone };
+        while rx.len() < BATCH / 4 {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(self.alone));
+        }
     }
 }
 
@@ -307,16 +332,7 @@ pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
             return;
         }
     };
-    // A record arriving alone waits this long for company (a twentieth of the commit
-    // interval: 5 ms by default), so a busy run costs one commit per few thousand records.
-    let window = (store.options().commit_interval / 20).clamp(
-        std::time::Duration::from_millis(1),
-        std::time::Duration::from_millis(50),
-    );
-    // While records stream in (the last commit took many), they wait up to a quarter of the
-    // interval, or until a quarter batch has queued: a third of the commits (and fsyncs) of
-    // 5 ms windows for a benchmark at full speed (docs/benchmark.md).
-    let busy_window = (store.options().commit_interval / 4).max(window);
+    let windows = Windows::of(store.options().commit_interval);
     let mut busy = false;
     let mut batch = Vec::new();
     // Prunes go one small batch at a time, between the commits of queued writes, so a large
@@ -344,7 +360,7 @@ pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
             // Group commit: a record waits a moment for company; a flush or close is taken
             // at once.
             if matches!(first, Command::Record(_)) {
-                gather(&rx, if busy { busy_window } else { window }, window);
+                windows.gather(&rx, busy);
             }
             batch.push(first);
         }
