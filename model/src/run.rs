@@ -266,6 +266,12 @@ impl RunSummary {
         }
     }
 
+    /// A benchmark with a target that has no figures yet: cut off before its first checkpoint,
+    /// until its records are counted.
+    pub fn lacks_bench_figures(&self) -> bool {
+        self.kind == JobKind::Benchmark && self.targets.iter().any(|t| t.bench.is_none())
+    }
+
     /// Mean score over targets that have one.
     pub fn mean_score(&self) -> Option<f64> {
         mean(self.targets.iter().filter_map(|t| t.mean_score))

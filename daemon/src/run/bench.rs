@@ -282,7 +282,9 @@ pub fn mark_interrupted(
 /// first checkpoint the figures of its stored records, counted as a running benchmark counts
 /// them ([`Acc`]) over the records' span: everything but pooled inter-token latency (its gaps
 /// are not stored) and goodput (the job's SLOs are not known here, and a goodput against none
-/// would overstate it). Reads up to a checkpoint interval of records per target.
+/// would overstate it). Reads up to a checkpoint interval of records per target. Each run
+/// counted is taken off the list of runs going ([`crate::store::Store::settle_interrupted`]):
+/// until then, a start counts it again.
 pub fn summarise_interrupted(
     store: &crate::store::Store,
     ids: &[String],
@@ -292,8 +294,7 @@ pub fn summarise_interrupted(
         let Some(mut s) = store.run(id)? else {
             continue;
         };
-        if s.kind != evald_model::JobKind::Benchmark || s.targets.iter().all(|t| t.bench.is_some())
-        {
+        if !s.lacks_bench_figures() {
             continue;
         }
         // Per target: the figures and the span of the records' times, Unix ms.
@@ -328,7 +329,7 @@ pub fn summarise_interrupted(
                     ..b
                 });
         }
-        store.replace_run(&s)?;
+        store.settle_interrupted(&s)?;
     }
     Ok(())
 }
@@ -719,7 +720,19 @@ mod tests {
         w.record(warm).await;
         w.close().await;
 
-        assert_eq!(mark_interrupted(&store).unwrap(), [run]);
+        // Marked, then stopped again before its records were counted: the next start counts
+        // them, once.
+        assert_eq!(store.mark_interrupted().unwrap(), [run]);
+        assert!(store.run(run).unwrap().unwrap().targets[0].bench.is_none());
+        assert_eq!(
+            mark_interrupted(&store).unwrap(),
+            [run],
+            "counted next time"
+        );
+        assert!(
+            store.mark_interrupted().unwrap().is_empty(),
+            "and only once"
+        );
         let s = store.run(run).unwrap().unwrap();
         let b = s.targets[0]
             .bench

@@ -374,7 +374,8 @@ pub async fn serve(
     }
     // A benchmark cut off before its first checkpoint is summarised from its records beside
     // the start, not before it: they can be a checkpoint interval's worth at full speed
-    // (~200,000), and the daemon serves within a second of a crash whatever was cut off.
+    // (~200,000), and the daemon serves within a second of a crash whatever was cut off. A
+    // stop before they are counted leaves them to the next start.
     if !marked.is_empty() {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {

@@ -343,7 +343,9 @@ impl Store {
     }
 
     /// Marks every run that was going when the process last stopped as interrupted, with the
-    /// counts of the records that were committed. Returns the run ids marked.
+    /// counts of the records that were committed. Returns the run ids marked. A benchmark
+    /// without figures for a target stays listed as going until [`Store::settle_interrupted`]
+    /// stores them, so a stop before that leaves it to the next start to count.
     pub fn mark_interrupted(&self) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = {
             let tx = self.db()?.begin_read()?;
@@ -398,7 +400,12 @@ impl Store {
             let mut running = tx.open_table(RUNNING)?;
             let mut runs = tx.open_table(RUNS)?;
             for id in &ids {
-                running.remove(id.as_str())?;
+                if !summaries
+                    .iter()
+                    .any(|s| s.id == *id && s.lacks_bench_figures())
+                {
+                    running.remove(id.as_str())?;
+                }
             }
             for summary in summaries {
                 let bytes = serde_json::to_vec(&summary)?;
