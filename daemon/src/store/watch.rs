@@ -86,15 +86,4 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
-
-    /// Stores an interrupted run's summary with the figures counted from its records, and
-    /// takes it off the list of runs going (see [`Store::mark_interrupted`]), in one commit.
-    pub fn settle_interrupted(&self, s: &RunSummary) -> Result<(), StoreError> {
-        let tx = begin_write(&*self.db()?)?;
-        tx.open_table(RUNS)?
-            .insert(s.id.as_str(), serde_json::to_vec(s)?.as_slice())?;
-        tx.open_table(RUNNING)?.remove(s.id.as_str())?;
-        tx.commit()?;
-        Ok(())
-    }
 }
