@@ -30,8 +30,8 @@ fn bench_job(model: &str, requests: u64, concurrency: u64) -> String {
 
 /// kill -9 at fifty moments while a benchmark writes at full speed into a store of over 1 GB:
 /// every record counted before a kill is there after the restart, and each cut-off run is
-/// marked interrupted with its counts, and gets its latency percentiles soon after. The restart times are printed
-/// (measured, not asserted: see docs/store.md for the figures).
+/// marked interrupted with its counts, and gets its latency percentiles soon after. The
+/// restart times are printed (measured, not asserted: see docs/store.md for the figures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_fifty_moments_of_a_full_speed_benchmark_in_a_gigabyte_store() {
     let server = TestServer::start().await;
