@@ -306,6 +306,20 @@ async fn targets_of_a_benchmark_run_one_after_another() {
         prompts.contains(&"x".to_string()) && prompts.contains(&"y".to_string()),
         "cases are cycled"
     );
+    // In words: a non-streamed benchmark has no token timings, and the table says so rather
+    // than showing TTFT and inter-token rows of "0.0 ms".
+    let text = String::from_utf8(site.evald_ok(&["run", "seq"]).stdout).unwrap();
+    assert!(text.contains("end-to-end"), "{text}");
+    assert!(
+        !text.contains("ttft") && !text.contains("inter-token"),
+        "{text}"
+    );
+    assert!(text.contains("no token timings"), "{text}");
+    // 12 requests per target: no p99 can be bounded, and the note says what one needs.
+    assert!(
+        text.contains("(too few)") && text.contains("at least 368"),
+        "{text}"
+    );
 }
 
 /// A benchmark never retries unless `[load] retries` says so, whatever the endpoint's
@@ -375,7 +389,16 @@ async fn ttft_is_to_the_first_token_of_any_kind_and_ttfc_to_the_first_content() 
         "think",
         "kind = \"benchmark\"\ntargets = [\"test/reasoner\"]\nstream = true\n[[cases]]\nid = \"c\"\nprompt = \"two words\"\n[load]\nconcurrency = 1\nrequests = 5\n",
     );
-    site.run_json("think");
+    // The report in words has the token rows, ttfc apart from ttft since they differ.
+    let text = String::from_utf8(site.evald_ok(&["run", "think"]).stdout).unwrap();
+    for row in [
+        "ttft (first token)",
+        "ttfc (first content)",
+        "inter-token (pooled)",
+    ] {
+        assert!(text.contains(row), "{row}: {text}");
+    }
+    assert!(!text.contains("no token timings"), "{text}");
     let records = site.export_job("think");
     assert_eq!(records.len(), 5);
     for r in &records {

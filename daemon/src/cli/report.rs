@@ -148,13 +148,20 @@ pub fn print_report(report: &RunReport) {
                     f(p.mean),
                 ]
             };
-            t.add_row(row("ttft (first token)", &b.ttft_ms));
-            if b.ttfc_ms.count > 0 && b.ttfc_ms != b.ttft_ms {
-                t.add_row(row("ttfc (first content)", &b.ttfc_ms));
+            // Token timings exist only for streamed answers: rows without a sample are left
+            // out rather than shown as 0 ms, as on the run page.
+            let ttfc = (b.ttfc_ms != b.ttft_ms).then_some(&b.ttfc_ms);
+            for (name, p) in [
+                ("ttft (first token)", Some(&b.ttft_ms)),
+                ("ttfc (first content)", ttfc),
+                ("inter-token (pooled)", Some(&b.itl_ms)),
+                ("inter-token (request mean)", Some(&b.itl_request_mean_ms)),
+                ("per output token", Some(&b.tpot_ms)),
+            ] {
+                if let Some(p) = p.filter(|p| p.count > 0) {
+                    t.add_row(row(name, p));
+                }
             }
-            t.add_row(row("inter-token (pooled)", &b.itl_ms));
-            t.add_row(row("inter-token (request mean)", &b.itl_request_mean_ms));
-            t.add_row(row("per output token", &b.tpot_ms));
             t.add_row(row("end-to-end", &b.e2e_ms));
             if let Some(p) = &b.e2e_from_schedule_ms {
                 t.add_row(row("end-to-end from schedule", p));
@@ -166,10 +173,15 @@ pub fn print_report(report: &RunReport) {
             println!("  in brackets: the 95 % confidence interval of each percentile");
             if [&b.ttft_ms, &b.itl_ms, &b.tpot_ms, &b.e2e_ms]
                 .iter()
-                .any(|p| p.count > 0 && p.ci95.p99.is_none())
+                .any(|p| p.count > 0 && p.ci95.p999.is_none())
             {
                 println!(
-                    "  \"too few\": the sample is too small to bound that percentile (a p99 needs about 300 requests)"
+                    "  \"too few\": the sample is too small to bound that percentile (a p99 needs at least 368 samples, a p99.9 3,688); its value is a rough guide only"
+                );
+            }
+            if b.ttft_ms.count == 0 && b.e2e_ms.count > 0 {
+                println!(
+                    "  no token timings: the answers were not streamed (a benchmark streams unless its job says `stream = false`)"
                 );
             }
         }

@@ -769,6 +769,12 @@ mod tests {
         assert_eq!(rank_interval(6, 0.5), Some((1, 6)));
         // The textbook ranks for the median of 100: 40th and 61st (Hahn & Meeker, table A.15).
         assert_eq!(rank_interval(100, 0.5), Some((40, 61)));
+        // The smallest samples that bound a p99 and a p99.9, as `evald run` states them:
+        // 0.99ⁿ ≤ 2.5 % from n = 368, 0.999ⁿ from n = 3,688.
+        assert_eq!(rank_interval(367, 0.99), None);
+        assert!(rank_interval(368, 0.99).is_some());
+        assert_eq!(rank_interval(3687, 0.999), None);
+        assert!(rank_interval(3688, 0.999).is_some());
         let mut h = hist();
         for v in 1..=40u64 {
             h.saturating_record(v * 1000);
