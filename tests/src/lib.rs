@@ -528,6 +528,17 @@ impl Site {
         c.output().unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
     }
 
+    /// Runs an evald command whose stdout is a pipe nobody reads any more (as in `evald stats |
+    /// head -1` once `head` has gone); its stderr is captured.
+    pub fn evald_to_closed_pipe(&self, args: &[&str]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("pipe: {e}"));
+        drop(reader);
+        self.command(args)
+            .stdout(writer)
+            .output()
+            .unwrap_or_else(|e| panic!("evald {args:?}: {e}"))
+    }
+
     /// Starts `evald serve` (logging to `daemon.log` in the site) and waits until it answers
     /// `/healthz`.
     pub async fn serve(&self) -> Daemon {

@@ -441,6 +441,29 @@ async fn compare_sends_one_prompt_to_several_targets_with_and_without_a_daemon()
     drop(d);
 }
 
+/// A reader that stops reading (`evald run JOB | head -1`) ends the command quietly: no panic,
+/// exit 0, and what the command did is stored all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "piped",
+        "targets = [\"test/ok-a\"]\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n",
+    );
+    for args in [
+        &["run", "piped"][..],
+        &["stats"],
+        &["run", "piped", "--json"],
+    ] {
+        let out = site.evald_to_closed_pipe(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert_eq!(site.export_job("piped").len(), 2, "both runs stored");
+}
+
 /// Every log line of a run carries the job and the run id, also those of the endpoint client
 /// (its retries), which runs inside the run's span; the run id is the one stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

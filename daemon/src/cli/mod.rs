@@ -5,6 +5,18 @@
 //! - `check`: the config and the jobs; `run`: `run` and `compare`; `data`: `models`, `export`,
 //!   `stats`, `prune`; `report`: the tables a run prints.
 
+/// `println!` for the commands' output (it shadows the standard one in every module below): a
+/// reader that stopped reading (`evald stats | head -1`) ends the command quietly, as it does
+/// `head`'s other writers, instead of a panic. Every command prints after its work is stored.
+macro_rules! println {
+    () => {
+        $crate::cli::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod alerts;
 pub mod check;
 pub mod data;
@@ -21,6 +33,20 @@ use evald::store::{OpenError, Store, StoreError};
 
 pub use data::ExportArgs;
 pub use run::CompareArgs;
+
+/// Writes a command's output to stdout; see [`println`].
+pub fn out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Ok(()) => {}
+        // Exit 0, as ripgrep does: the reader chose to stop.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("evald: writing to stdout: {e}");
+            std::process::exit(1)
+        }
+    }
+}
 
 /// A command's failure, printed as `evald: …`; its kind gives the exit status.
 #[derive(Debug, thiserror::Error)]
