@@ -148,6 +148,36 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
         page.contains(&good_id) && page.contains("pass → fail"),
         "{page}"
     );
+    // Against an unknown run, or a run of another job: said so, nothing paired.
+    let (status, page) = site
+        .get(&format!("/runs/{one_id}?against=no-such-run"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("No run <span class=\"mono\">no-such-run</span> is stored")
+            && !page.contains("case(s) compared"),
+        "{page}"
+    );
+    site.evald_ok(&["compare", "-m", "sim/echo", "hi"]);
+    let other_id = site.runs("compare").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, page) = site
+        .get(&format!("/runs/{one_id}?against={other_id}"))
+        .await;
+    assert!(
+        page.contains("only two runs of one job are compared")
+            && !page.contains("case(s) compared"),
+        "{page}"
+    );
+    let out = site.evald(&["diff", &other_id, &one_id]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("of job `compare`") && err.contains("of job `arith`"),
+        "{err}"
+    );
 }
 
 /// `confirm = true`: 8 cases that fail once and pass when re-sent are no regression (38

@@ -210,13 +210,16 @@ pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<St
         let records = m.run_records(id, crate::MAX_RUN_RECORDS)?;
         matrix = build_matrix(&records, &targets);
         if let Some(other) = other.filter(|o| *o != id) {
-            // `?against=` an unknown run says so in the section rather than failing the page.
-            let then = match m.run(other)? {
-                Some(_) => m.run_records(other, crate::MAX_RUN_RECORDS)?,
-                None => vec![],
+            // An unknown run, or one of another job, is said so in the section; nothing is
+            // paired (as `evald diff`).
+            let then_run = m.run(other)?;
+            let then = match &then_run {
+                Some(r) if r.job == run.job => m.run_records(other, crate::MAX_RUN_RECORDS)?,
+                _ => vec![],
             };
             let rows = evald_model::watch::diff(&then, &records);
-            against = crate::watch::against_section(other, &rows)?;
+            let other_job = then_run.as_ref().map(|r| r.job.as_str());
+            against = crate::watch::against_section(other, other_job, &run.job, &rows)?;
         }
     }
     let page = RunPage {

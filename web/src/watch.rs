@@ -249,13 +249,24 @@ struct DiffLine {
 #[template(path = "run_against.html")]
 struct Against {
     other: String,
+    /// No run `other` is stored: nothing is compared.
+    missing: bool,
+    /// `other` is a run of another job (its name), compared all the same.
+    other_job: Option<String>,
+    job: String,
     flipped: usize,
     changed: usize,
     rows: Vec<DiffLine>,
 }
 
-/// The section of `/runs/{id}?against={other}`: this run beside `other`, case by case.
-pub fn against_section(other: &str, rows: &[DiffRow]) -> Result<String, ReadError> {
+/// The section of `/runs/{id}?against={other}`: this run (of `job`) beside `other` (of
+/// `other_job`, `None` when no such run is stored), case by case.
+pub fn against_section(
+    other: &str,
+    other_job: Option<&str>,
+    job: &str,
+    rows: &[DiffRow],
+) -> Result<String, ReadError> {
     let word = |p: Option<bool>| match p {
         Some(true) => "pass",
         Some(false) => "fail",
@@ -266,6 +277,9 @@ pub fn against_section(other: &str, rows: &[DiffRow]) -> Result<String, ReadErro
     };
     Against {
         other: other.to_string(),
+        missing: other_job.is_none(),
+        other_job: other_job.filter(|o| *o != job).map(String::from),
+        job: job.to_string(),
         flipped: rows.iter().filter(|r| r.flipped()).count(),
         changed: rows.iter().filter(|r| r.answer_changed).count(),
         rows: rows

@@ -232,12 +232,19 @@ pub fn diff_runs(
     a: &str,
     b: &str,
 ) -> Result<Vec<evald_model::DiffRow>, String> {
-    let records = |id: &str| -> Result<Vec<Record>, String> {
-        if store.run(id).map_err(|e| e.to_string())?.is_none() {
-            return Err(format!("no run `{id}`"));
+    let job = |id: &str| -> Result<String, String> {
+        match store.run(id).map_err(|e| e.to_string())? {
+            Some(r) => Ok(r.job),
+            None => Err(format!("no run `{id}`")),
         }
-        store.run_records(id, usize::MAX).map_err(|e| e.to_string())
     };
+    let (job_a, job_b) = (job(a)?, job(b)?);
+    if job_a != job_b {
+        return Err(format!(
+            "run `{a}` is of job `{job_a}` and run `{b}` of job `{job_b}`: diff pairs the cases of two runs of one job"
+        ));
+    }
+    let records = |id: &str| store.run_records(id, usize::MAX).map_err(|e| e.to_string());
     Ok(evald_model::watch::diff(&records(a)?, &records(b)?))
 }
 
