@@ -574,4 +574,19 @@ async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint()
         t["requests"].as_u64().unwrap() >= seen["targets"][0]["requests"].as_u64().unwrap(),
         "{t}"
     );
+    // The API's run leaves a benchmark's records to the export it names, and says the list is
+    // cut.
+    let id = run["id"].as_str().unwrap();
+    let (status, body) = site.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["records_truncated"], true, "{v}");
+    let (status, jsonl) = site.get(v["records_url"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        jsonl.lines().count() as u64 >= t["requests"].as_u64().unwrap(),
+        "{} lines for {t}",
+        jsonl.lines().count()
+    );
 }

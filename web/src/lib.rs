@@ -413,18 +413,25 @@ async fn api_run(State(st): State<AppState>, Path(id): Path<String>) -> Response
         let Some(run) = m.run(&id)? else {
             return Ok(None);
         };
-        // A benchmark's records can number millions: they leave through the exports. A compare
-        // run's come along, up to a cap that says when it was reached.
-        let records = if run.kind == evald_model::JobKind::Benchmark {
+        // A benchmark's records can number millions: they leave through the export that
+        // `records_url` names, and the list is marked cut. A compare run's come along, up to a
+        // cap that says when it was reached.
+        let bench = run.kind == evald_model::JobKind::Benchmark;
+        let records = if bench {
             vec![]
         } else {
             m.run_records(&id, MAX_RUN_RECORDS + 1)?
         };
-        let truncated = records.len() > MAX_RUN_RECORDS;
+        let truncated = records.len() > MAX_RUN_RECORDS || (bench && run.requests > 0);
         let records = &records[..records.len().min(MAX_RUN_RECORDS)];
-        Ok(Some(
-            serde_json::json!({ "run": run, "records": records, "records_truncated": truncated }),
-        ))
+        // Run ids are hex: nothing to escape.
+        let records_url = format!("/export.jsonl?run={id}");
+        Ok(Some(serde_json::json!({
+            "run": run,
+            "records": records,
+            "records_truncated": truncated,
+            "records_url": records_url,
+        })))
     })
     .await;
     match res {
