@@ -10,6 +10,10 @@ pub struct StatsGroup {
     pub name: String,
     /// Requests counted.
     pub total_requests: u64,
+    /// Requests with a response time: the sample of the mean and the percentiles, which are
+    /// 0 and mean nothing when it is 0 (every request failed). See [`StatsGroup::latency`].
+    #[serde(default)]
+    pub latency_samples: u64,
     /// Mean response time, ms.
     pub avg_response_time_ms: f64,
     /// Median response time, ms.
@@ -25,6 +29,14 @@ pub struct StatsGroup {
     /// What the group's requests cost, USD (those with a known cost); `null` when none had.
     #[serde(default)]
     pub cost_usd: Option<f64>,
+}
+
+impl StatsGroup {
+    /// `ms`, one of the group's latency figures, or `None` when no request had a response
+    /// time (shown as `—`, not as 0 ms).
+    pub fn latency(&self, ms: f64) -> Option<f64> {
+        (self.latency_samples > 0).then_some(ms)
+    }
 }
 
 /// Token totals of a stats group.

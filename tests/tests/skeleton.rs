@@ -108,6 +108,30 @@ prompt = "anything"
         text.contains("upstream exploded"),
         "the run table shows the error: {text}"
     );
+    // The run finished (one target answered), and its note names the targets that answered
+    // nothing.
+    assert!(
+        text.contains(
+            "every request to test/err500, test/badjson, test/empty, test/slow-3000, dead/ok-a failed"
+        ),
+        "{text}"
+    );
+    // A model whose every request failed has no latency: `—`, not 0 ms.
+    let stats: Value = serde_json::from_slice(&site.evald_ok(&["stats", "--json"]).stdout).unwrap();
+    let g = |m: &str| {
+        stats["by_model"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == m)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(g("err500")["latency_samples"], 0, "{stats}");
+    assert_eq!(g("err429")["latency_samples"], 1, "{stats}");
+    let table = stdout(&site.evald_ok(&["stats"]));
+    let row = table.lines().find(|l| l.contains("err500")).unwrap();
+    assert!(row.contains('—') && !row.contains("0.0 ms"), "{row}");
     let recs = site.records("?job=faults").await;
     assert_eq!(recs.len(), 6);
     let by = |m: &str| recs.iter().find(|r| r["model"] == m).unwrap().clone();

@@ -208,7 +208,10 @@ async fn run_in_span(
             summary = finish(summary, RunStatus::Failed, Some(e));
             ctx.writer.run(summary.clone()).await;
             ctx.metrics.run_ended(&summary);
-            tracing::warn!(message = ?summary.message, "run failed");
+            tracing::warn!(
+                message = summary.message.as_deref().unwrap_or(""),
+                "run failed"
+            );
             report.summary = summary;
             return report;
         }
@@ -218,7 +221,10 @@ async fn run_in_span(
         summary = finish(summary, RunStatus::Failed, Some(problems.join("; ")));
         ctx.writer.run(summary.clone()).await;
         ctx.metrics.run_ended(&summary);
-        tracing::warn!(message = ?summary.message, "run failed");
+        tracing::warn!(
+            message = summary.message.as_deref().unwrap_or(""),
+            "run failed"
+        );
         report.summary = summary;
         return report;
     }
@@ -258,6 +264,17 @@ async fn run_in_span(
         }
     };
     order_targets(&mut summary.targets, &report.targets);
+    // A target that answered nothing is said in the run's note, not only in its counts: a
+    // dead endpoint must not pass for a finished run at a glance.
+    let dead: Vec<&str> = summary
+        .targets
+        .iter()
+        .filter(|t| t.requests > 0 && t.errors == t.requests)
+        .map(|t| t.target.as_str())
+        .collect();
+    if !dead.is_empty() && dead.len() < summary.targets.len() {
+        problems.push(format!("every request to {} failed", dead.join(", ")));
+    }
 
     // The run's records have all been tried by the store once this returns.
     ctx.writer.flush().await;

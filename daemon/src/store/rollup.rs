@@ -499,6 +499,7 @@ impl Acc {
         StatsGroup {
             name,
             total_requests: self.requests,
+            latency_samples: self.latency_n,
             avg_response_time_ms: if self.latency_n == 0 {
                 0.0
             } else {
