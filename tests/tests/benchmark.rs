@@ -371,6 +371,15 @@ async fn a_benchmark_does_not_retry_unless_asked() {
     for r in site.export_job("retrying") {
         assert_eq!(r["metadata"]["attempts"], 2, "{r}");
     }
+    // In words: no table of zeros for a target that never answered.
+    let out = site.evald(&["run", "plain"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no request succeeded: no latency figures") && !text.contains("end-to-end"),
+        "{text}"
+    );
+    assert!(text.contains("errors: http_5xx 5"), "{text}");
 }
 
 /// A model that reasons first: the TTFT is at the first reasoning token, `ttfc_ms` at the first

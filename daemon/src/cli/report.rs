@@ -131,6 +131,10 @@ pub fn print_report(report: &RunReport) {
                     .collect();
                 println!("  errors: {}", e.join(", "));
             }
+            if b.e2e_ms.count == 0 {
+                println!("  no request succeeded: no latency figures");
+                continue;
+            }
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
             t.set_header(["", "n", "p50", "p90", "p95", "p99", "p99.9", "max", "mean"]);
