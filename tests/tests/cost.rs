@@ -98,6 +98,18 @@ async fn an_estimate_sends_nothing() {
     // 500 completion tokens × 8e-6 = 0.004, plus the prompt's dozen tokens × 2e-6.
     assert!(text.contains("test/costly: at most 0.0040"), "{text}");
     assert!(text.contains("test/unpriced: no price known"), "{text}");
+    assert!(text.contains("(1 without a price)"), "{text}");
+    // Nothing priced: the total is unknown, not 0 USD.
+    site.job(
+        "est-none",
+        "targets = [\"test/unpriced\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n",
+    );
+    let none = site.evald_ok(&["run", "est-none", "--estimate"]);
+    let text = String::from_utf8_lossy(&none.stdout);
+    assert!(
+        text.contains("total: unknown, no target has a price") && !text.contains("at most 0"),
+        "{text}"
+    );
     assert!(
         server.seen().is_empty(),
         "an estimate sent {} requests",

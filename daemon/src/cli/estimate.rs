@@ -80,6 +80,11 @@ pub fn print(config: &Config, job: &Job) {
             }
         }
     }
+    if unknown == rows.len() {
+        // Unknown is never 0 (DESIGN, Cost): no total rather than "at most 0 USD".
+        println!("total: unknown, no target has a price");
+        return;
+    }
     println!(
         "total: at most {total:.6} USD per run{}",
         if unknown > 0 {
