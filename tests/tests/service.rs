@@ -130,6 +130,32 @@ async fn sighup_with_a_broken_config_keeps_the_running_config() {
     assert_eq!(site.get("/").await.0, 200);
 }
 
+/// `evald run` through a daemon that stops mid-run: the run is interrupted, and the command
+/// says so with exit 1 (it did not run the job through), not 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_run_cut_off_by_a_stopping_daemon_exits_1() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "shutdown_grace = \"1s\"\n");
+    site.job("cut", "targets = [\"test/slow-9000\"]\ntimeout = \"20s\"\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n");
+    let d = site.serve().await;
+    let mut client = site.evald_child(&["run", "cut"]);
+    site.until(20, "the request to be in flight", || async {
+        !server.seen().is_empty()
+    })
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait(20).await, Some(0));
+    let status = tokio::task::spawn_blocking(move || client.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted run is not a success"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_within_the_grace_period_and_cuts_the_rest() {
     let server = TestServer::start().await;

@@ -173,7 +173,7 @@ pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Resul
             regressed.join(", ")
         )));
     }
-    Ok(report.summary.status != RunStatus::Failed)
+    Ok(report.summary.status == RunStatus::Ok)
 }
 
 /// Options of `evald compare`.
@@ -222,7 +222,7 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
     pb.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(report.summary.status != RunStatus::Failed);
+        return Ok(report.summary.status == RunStatus::Ok);
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
@@ -244,5 +244,5 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
     }));
     println!("{t}");
     println!("stored as run {} (job `{ADHOC_JOB}`)", report.summary.id);
-    Ok(report.summary.status != RunStatus::Failed)
+    Ok(report.summary.status == RunStatus::Ok)
 }
