@@ -68,7 +68,45 @@ impl<'a> Source<'a> {
             .next()
             .unwrap_or("invalid TOML")
             .trim();
-        self.at(err.span(), message.to_string())
+        // serde's type errors ("invalid type: string \"four\", expected i64") name no key; the
+        // span is the value's, so the key is the one assigned on that line.
+        let typed = ["invalid type", "invalid value", "invalid length"]
+            .iter()
+            .any(|p| message.starts_with(p));
+        match err
+            .span()
+            .and_then(|s| self.key_at(s.start))
+            .filter(|_| typed)
+        {
+            Some(key) => self.at(err.span(), format!("`{key}`: {message}")),
+            None => self.at(err.span(), message.to_string()),
+        }
+    }
+
+    /// The key assigned a value starting at byte `pos`, dotted with its table's name
+    /// (`load.concurrency`): `key = value` on the value's line, under the nearest `[table]` or
+    /// `[[table]]` header above it. `None` when the value is not on its key's line.
+    fn key_at(&self, pos: usize) -> Option<String> {
+        let pos = (0..=pos.min(self.text.len()))
+            .rev()
+            .find(|p| self.text.is_char_boundary(*p))?;
+        let before = &self.text[..pos];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let (key, _) = before[line_start..].split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+            return None;
+        }
+        let table = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
     }
 }
 
@@ -137,6 +175,35 @@ mod tests {
         // 'é' is two bytes: the byte after it is column 3.
         assert_eq!(line_col(t, 9), (2, 3));
         assert_eq!(line_col(t, 1000), (3, 1));
+    }
+
+    #[test]
+    fn a_type_error_names_its_key() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Load {
+            concurrency: i64,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Job {
+            targets: Vec<String>,
+            load: Load,
+        }
+        let path = Path::new("j.toml");
+        let diag = |text: &str| {
+            let e = toml::from_str::<Job>(text).unwrap_err();
+            Source::new(path, text).from_toml(&e).to_string()
+        };
+        assert_eq!(
+            diag("targets = [\"a/b\"]\n[load]\nconcurrency = \"four\"\n"),
+            "j.toml:3:15: `load.concurrency`: invalid type: string \"four\", expected i64"
+        );
+        let d = diag("targets = \"a/b\"\n[load]\nconcurrency = 4\n");
+        assert!(d.starts_with("j.toml:1:11: `targets`: invalid type"), "{d}");
+        // Not a type error: the message is the parser's own.
+        let d = diag("targets = [\n[load]\n");
+        assert_eq!(d, "j.toml:2:7: unclosed array, expected `]`");
     }
 
     #[test]
