@@ -565,6 +565,18 @@ mod tests {
                 "kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nconcurrency = 2\n",
                 "load: set `requests` or `duration`",
             ),
+            (
+                "kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nconcurrency = 2\nrate = 5.0\nrequests = 10\n",
+                "load.concurrency: a closed loop (`concurrency`) and an open loop (`rate`) exclude each other",
+            ),
+            (
+                &GOOD.replace("targets", "schedule = \"0 0 31 2 *\"\ntargets"),
+                "never fires",
+            ),
+            (
+                "kind = \"benchmark\"\ntargets = [\"gw/a\"]\n[[cases]]\nid = \"x\"\nprompt = \"p\"\n[load]\nconcurrency = \"four\"\nrequests = 10\n",
+                "7:15: `load.concurrency`: invalid type: string \"four\"",
+            ),
         ];
         for (text, want) in table {
             let got = problems(text);

@@ -647,6 +647,14 @@ impl Validator<'_> {
                 "load: set `requests` or `duration` to say when the benchmark stops",
             );
         }
+        // One or the other: an open loop sends at `rate` whatever is in flight, so a
+        // `concurrency` beside it would be silently ignored.
+        if let (Some(c), Some(_)) = (&l.concurrency, &l.rate) {
+            self.err(
+                Some(c.span()),
+                "load.concurrency: a closed loop (`concurrency`) and an open loop (`rate`) exclude each other; keep one",
+            );
+        }
         LoadSpec {
             concurrency,
             rate,
