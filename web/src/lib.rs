@@ -175,7 +175,15 @@ fn bad_request(msg: String) -> Response {
     WebError::BadRequest(msg).into_response()
 }
 
-async fn not_found() -> Response {
+async fn not_found(uri: axum::http::Uri) -> Response {
+    // The API answers in JSON even for a route it lacks, as its other 404s do.
+    if uri.path().starts_with("/api/") {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": format!("no API route {}", uri.path()) })),
+        )
+            .into_response();
+    }
     WebError::NotFound("Not found", "No such page.").into_response()
 }
 

@@ -250,9 +250,21 @@ async fn pages_render_the_model_and_escape_what_it_holds() {
 #[tokio::test]
 async fn unknown_jobs_runs_and_routes_are_404() {
     let m = Arc::new(Fake::default());
-    for uri in ["/jobs/nope", "/runs/nope", "/nowhere", "/api/v1/runs/nope"] {
-        let (status, _) = get(m.clone(), uri).await;
+    for uri in [
+        "/jobs/nope",
+        "/runs/nope",
+        "/nowhere",
+        "/api/v1/runs/nope",
+        "/api/v1/nowhere",
+    ] {
+        let (status, body) = get(m.clone(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        // The API's 404s are JSON, whether the route or the thing is missing.
+        if uri.starts_with("/api/") {
+            let v: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{uri}: {e}: {body}"));
+            assert!(v["error"].is_string(), "{uri}: {body}");
+        }
     }
 }
 
