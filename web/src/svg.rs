@@ -66,8 +66,10 @@ pub fn line_chart_marked(
         (lo.min(0.0_f64.max(lo)), hi)
     });
     let n = series.iter().map(|s| s.1.len()).max().unwrap_or(0);
-    if n == 0 {
-        return "<p class=\"muted\">No runs yet.</p>".into();
+    // No run, or runs without this figure (every request failed, nothing scored): words, not
+    // empty axes, and not "no runs" when the runs table below lists some.
+    if series.iter().all(|s| s.1.iter().all(Option::is_none)) {
+        return "<p class=\"muted\">No run has this figure yet.</p>".into();
     }
     let x = |i: usize| {
         left + (w - left - 8.0)
@@ -171,5 +173,21 @@ fn short(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_without_values_says_so() {
+        let none = "No run has this figure yet.";
+        assert!(line_chart_marked(&[], "", None, &[]).contains(none));
+        // Runs whose every value is missing (every request failed): the same words.
+        let empty = [("s-t0", vec![None, None])];
+        assert!(line_chart_marked(&empty, " ms", None, &[]).contains(none));
+        let some = [("s-t0", vec![None, Some(12.0)])];
+        assert!(line_chart_marked(&some, " ms", None, &[]).starts_with("<svg"));
     }
 }
