@@ -119,6 +119,13 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
     // A run of another job, or an unknown run, cannot be pinned.
     let out = site.evald(&["baseline", "pin", "arith", "no-such-run"]);
     assert_eq!(out.status.code(), Some(1));
+    let out = site.evald(&["baseline", "pin", "no-such-job", &good_id]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no job file") && err.contains("arith"),
+        "{err}"
+    );
     let out = site.evald(&["baseline", "unpin", "arith"]);
     assert!(out.status.success());
     let unpinned = site.run_json("arith");

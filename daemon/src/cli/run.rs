@@ -96,17 +96,12 @@ pub struct RunOptions {
 }
 
 /// `evald run JOB`.
-pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Result<bool, Failure> {
-    let RunOptions {
-        json,
-        fail_on_regression,
-        estimate,
-        force,
-    } = opts;
-    let config = load_config(explicit)?;
+/// The job `name` of the jobs directory, or why not (no such file, naming the jobs there; or
+/// its problems).
+pub fn load_job(config: &Config, name: &str) -> Result<Job, Failure> {
     let file = config.jobs_dir.join(format!("{name}.toml"));
     if !file.is_file() {
-        let known: Vec<String> = job::load_dir(&config).jobs.into_keys().collect();
+        let known: Vec<String> = job::load_dir(config).jobs.into_keys().collect();
         return Err(Failure::Invalid(format!(
             "no job file {} (jobs: {})",
             file.display(),
@@ -117,14 +112,25 @@ pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Resul
             }
         )));
     }
-    let job = Job::load(&file, &config).map_err(|d| {
+    Job::load(&file, config).map_err(|d| {
         Failure::Invalid(
             d.iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
-    })?;
+    })
+}
+
+pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Result<bool, Failure> {
+    let RunOptions {
+        json,
+        fail_on_regression,
+        estimate,
+        force,
+    } = opts;
+    let config = load_config(explicit)?;
+    let job = load_job(&config, name)?;
     if estimate {
         super::estimate::print(&config, &job);
         return Ok(true);

@@ -12,6 +12,12 @@ use super::{Backend, Failure, backend, load_config};
 /// `evald baseline pin JOB RUN` / `evald baseline unpin JOB`.
 pub async fn pin(explicit: Option<&Path>, job: &str, run: Option<&str>) -> Result<bool, Failure> {
     let config = load_config(explicit)?;
+    // Pinning needs the job (a typo is caught here, not as "a run of another job"); unpinning
+    // does not, so a pin left by a removed job can still go.
+    let unwatched = match run {
+        Some(_) => super::run::load_job(&config, job)?.watch.is_none(),
+        None => false,
+    };
     let said = match backend(&config)? {
         Backend::Local(store) => {
             let writer = store.writer();
@@ -22,6 +28,11 @@ pub async fn pin(explicit: Option<&Path>, job: &str, run: Option<&str>) -> Resul
         Backend::Daemon(daemon) => daemon.pin(job, run).await?,
     };
     println!("{said}");
+    if unwatched {
+        println!(
+            "note: job `{job}` has no [watch] table, so no run of it is tested against the pin until it has one"
+        );
+    }
     Ok(true)
 }
 

@@ -209,7 +209,7 @@ pub async fn pin(
     let found = store.run(run).map_err(|e| e.to_string())?;
     match found {
         None => Err(format!(
-            "no run `{run}` (see `evald runs` or the job page for run ids)"
+            "no run `{run}` (the job's page and `/api/v1/runs?job={job}` list its runs)"
         )),
         Some(s) if s.job != job => Err(format!(
             "run {run} is a run of job `{}`, not of `{job}`",
