@@ -154,7 +154,19 @@ pub fn evaluate(
     } else {
         Verdict::Ok
     };
-    w.reason = format!("against {what}");
+    // `ok` says "no regression shown", not "fine": a large change that the test cannot tell
+    // from chance (few cases changed) says so.
+    let change = rate - base_rate;
+    w.reason = if !significant && change.abs() >= spec.min_drop {
+        format!(
+            "against {what}; the {} of {:.0} points is not significant (p {p:.3} ≥ {}): too few cases changed to tell",
+            if change < 0.0 { "drop" } else { "rise" },
+            change.abs() * 100.0,
+            spec.significance
+        )
+    } else {
+        format!("against {what}")
+    };
     w
 }
 
@@ -448,7 +460,21 @@ mod tests {
         assert_eq!(w.baseline_pass_rate, Some(1.0));
         let mut bad1 = good.clone();
         bad1.insert("c00".into(), false);
-        assert_eq!(evaluate(&spec, &bad1, &[&good], "x").verdict, Verdict::Ok);
+        let w = evaluate(&spec, &bad1, &[&good], "x");
+        assert_eq!(w.verdict, Verdict::Ok);
+        assert_eq!(w.reason, "against x", "a drop below min_drop needs no word");
+        // Five of six cases newly failing: an 83-point drop, p = 0.0625, not significant.
+        let six = run(&[true; 6]);
+        let mut five_fail = run(&[false; 6]);
+        five_fail.insert("c05".into(), true);
+        let w = evaluate(&spec, &five_fail, &[&six], "x");
+        assert_eq!(w.verdict, Verdict::Ok);
+        assert!(
+            w.reason
+                .contains("the drop of 83 points is not significant (p 0.062"),
+            "{}",
+            w.reason
+        );
         assert_eq!(
             evaluate(&spec, &good, &[&bad8], "x").verdict,
             Verdict::Improved
