@@ -308,7 +308,10 @@ impl Config {
         let mut errs = Vec::new();
         let resolve = |p: Option<String>, default: &str| {
             let p = PathBuf::from(p.unwrap_or_else(|| default.to_string()));
-            if p.is_absolute() { p } else { dir.join(p) }
+            // Joined and rid of `.` components: `jobs_dir = "./jobs"` names its files
+            // `/etc/evald/jobs/x.toml` in messages, not `/etc/evald/./jobs/x.toml`.
+            let p = if p.is_absolute() { p } else { dir.join(p) };
+            p.components().collect::<PathBuf>()
         };
 
         let listen = match raw.listen {
@@ -691,6 +694,13 @@ mod tests {
         assert_eq!(c.db_path(), PathBuf::from("/srv/e/data/evald.redb"));
         assert_eq!(c.max_concurrent_runs, 4);
         assert_eq!(c.retention, Retention::default());
+        let c = Config::parse(
+            Path::new("/srv/e/./evald.toml"),
+            "jobs_dir = \"./jobs\"\ndata_dir = \"../d/./x\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.jobs_dir, PathBuf::from("/srv/e/jobs"));
+        assert_eq!(c.db_path(), PathBuf::from("/srv/e/../d/x/evald.redb"));
     }
 
     #[test]
