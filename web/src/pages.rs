@@ -39,9 +39,19 @@ impl askama::filters::Escaper for Html {
 /// The stylesheet: small, hand-written, light and dark, readable on a phone.
 pub const STYLE: &str = include_str!("../templates/style.css");
 
+/// A share as a percentage with one decimal where it has one (`0.5%`, `83.3%`, `100%`): a few
+/// errors in a thousand never read `0%`, nor a few failures `100%`.
 pub(crate) fn fmt_pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.0}%", x * 100.0))
-        .unwrap_or_else(|| "—".into())
+    let Some(x) = v else {
+        return "—".into();
+    };
+    let p = x * 100.0;
+    let s = format!("{p:.1}");
+    match s.as_str() {
+        "0.0" if p > 0.0 => "<0.1%".into(),
+        "100.0" if p < 100.0 => ">99.9%".into(),
+        _ => format!("{}%", s.strip_suffix(".0").unwrap_or(&s)),
+    }
 }
 
 /// USD with the precision small costs need; `—` when unknown.
@@ -413,5 +423,18 @@ mod tests {
         Html.write_escaped_str(&mut out, "<a href=\"x\">'&'</a>")
             .unwrap();
         assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn shares_keep_the_decimal_that_matters() {
+        let f = |v: f64| fmt_pct(Some(v));
+        assert_eq!(f(0.005), "0.5%");
+        assert_eq!(f(0.0), "0%");
+        assert_eq!(f(1.0), "100%");
+        assert_eq!(f(0.5), "50%");
+        assert_eq!(f(5.0 / 6.0), "83.3%");
+        assert_eq!(f(0.0004), "<0.1%");
+        assert_eq!(f(0.9996), ">99.9%");
+        assert_eq!(fmt_pct(None), "—");
     }
 }
