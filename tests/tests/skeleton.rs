@@ -466,7 +466,8 @@ async fn compare_sends_one_prompt_to_several_targets_with_and_without_a_daemon()
 }
 
 /// A reader that stops reading (`evald run JOB | head -1`) ends the command quietly: no panic,
-/// exit 0, and what the command did is stored all the same.
+/// exit 0, and what the command did is stored all the same. (And `--fail-on-regression` on an
+/// unwatched job says it cannot fail.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_stdout_ends_a_command_quietly() {
     let server = TestServer::start().await;
@@ -485,7 +486,11 @@ async fn a_closed_stdout_ends_a_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
-    assert_eq!(site.export_job("piped").len(), 2, "both runs stored");
+    // Asked to fail on a regression of a job that is not watched: said, not silently passed.
+    let out = site.evald_ok(&["run", "piped", "--fail-on-regression"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no [watch] table"), "{err}");
+    assert_eq!(site.export_job("piped").len(), 3, "every run stored");
 }
 
 /// Every log line of a run carries the job and the run id, also those of the endpoint client

@@ -135,6 +135,11 @@ pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Resul
         super::estimate::print(&config, &job);
         return Ok(true);
     }
+    if fail_on_regression && job.watch.is_none() {
+        eprintln!(
+            "note: job `{name}` has no [watch] table: nothing is tested, so --fail-on-regression cannot fail"
+        );
+    }
     let pb = progress_bar(job.kind == job::JobKind::Benchmark);
     let report = match backend(&config)? {
         Backend::Local(store) => {
