@@ -251,7 +251,7 @@ struct Against {
     other: String,
     /// No run `other` is stored: nothing is compared.
     missing: bool,
-    /// `other` is a run of another job (its name), compared all the same.
+    /// `other` is a run of another job (its name): not compared.
     other_job: Option<String>,
     job: String,
     flipped: usize,

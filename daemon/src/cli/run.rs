@@ -95,7 +95,6 @@ pub struct RunOptions {
     pub force: bool,
 }
 
-/// `evald run JOB`.
 /// The job `name` of the jobs directory, or why not (no such file, naming the jobs there; or
 /// its problems).
 pub fn load_job(config: &Config, name: &str) -> Result<Job, Failure> {
@@ -122,6 +121,7 @@ pub fn load_job(config: &Config, name: &str) -> Result<Job, Failure> {
     })
 }
 
+/// `evald run JOB`.
 pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Result<bool, Failure> {
     let RunOptions {
         json,
