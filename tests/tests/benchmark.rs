@@ -376,7 +376,9 @@ async fn a_benchmark_does_not_retry_unless_asked() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("no request succeeded: no latency figures") && !text.contains("end-to-end"),
+        text.contains("test/err500  no request succeeded: no latency figures")
+            && !text.contains("end-to-end")
+            && !text.contains("requests/s"),
         "{text}"
     );
     assert!(text.contains("errors: http_5xx 5"), "{text}");

@@ -100,6 +100,23 @@ pub fn print_report(report: &RunReport) {
     }
     for target in &s.targets {
         if let Some(b) = &target.bench {
+            let e = || -> Vec<String> {
+                b.errors_by_kind
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect()
+            };
+            if b.e2e_ms.count == 0 {
+                // No rates or latencies of nothing: say what happened instead.
+                println!(
+                    "\n{}  no request succeeded: no latency figures",
+                    target.target
+                );
+                if !b.errors_by_kind.is_empty() {
+                    println!("  errors: {}", e().join(", "));
+                }
+                continue;
+            }
             println!(
                 "\n{}  {:.1} requests/s, {:.1} output tokens/s, goodput {:.1} requests/s{} over {:.1} s",
                 target.target,
@@ -124,16 +141,7 @@ pub fn print_report(report: &RunReport) {
                 }
             }
             if !b.errors_by_kind.is_empty() {
-                let e: Vec<String> = b
-                    .errors_by_kind
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect();
-                println!("  errors: {}", e.join(", "));
-            }
-            if b.e2e_ms.count == 0 {
-                println!("  no request succeeded: no latency figures");
-                continue;
+                println!("  errors: {}", e().join(", "));
             }
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
