@@ -640,3 +640,26 @@ async fn warm_up_requests_are_stored_but_not_counted() {
     let s = evald::view::stats(&store, 7, NOW).unwrap();
     assert_eq!(s.overall.total_requests, 1, "the warm-up is left out");
 }
+
+/// A retention past what milliseconds in an i64 hold (the config refuses more than 100 years,
+/// this is the store's own guard) keeps everything: the cutoffs saturate at the epoch's far
+/// past instead of wrapping into the future, where they removed every record.
+#[tokio::test]
+async fn an_enormous_retention_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("evald.redb")).unwrap();
+    // 300 million years, as someone meaning "forever" wrote it: 9.47e18 ms, past i64::MAX.
+    let forever = std::time::Duration::from_secs(300_000_000 * 31_557_600);
+    let retention = evald::config::Retention {
+        requests: forever,
+        runs: forever,
+        ..Default::default()
+    };
+    let c = evald::store::cutoffs(&retention, &store).unwrap();
+    assert!(
+        c.records_before_ms < 0 && c.runs_before_ms < 0,
+        "{} {}",
+        c.records_before_ms,
+        c.runs_before_ms
+    );
+}

@@ -241,6 +241,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
+/// The longest retention a config may ask for: 100 years.
+const MAX_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// Parses a humantime duration (`30s`, `2m`, `1h 30m`, `30d`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -360,6 +363,12 @@ impl Config {
             DEFAULT_COMMIT_INTERVAL,
         );
         let mut retention = Retention::default();
+        let raw_retention_spans = raw.retention.as_ref().map(|r| {
+            (
+                r.requests.as_ref().map(|v| v.span()),
+                r.runs.as_ref().map(|v| v.span()),
+            )
+        });
         if let Some(r) = raw.retention {
             retention.requests = duration("retention.requests", r.requests, retention.requests);
             retention.runs = duration("retention.runs", r.runs, retention.runs);
@@ -374,6 +383,21 @@ impl Config {
                     Err(e) => {
                         errs.push(src.at(Some(s.span()), format!("retention.max_db_size: {e}")))
                     }
+                }
+            }
+        }
+        // "Keep forever" is written as a long time; past a century it is surely a slip (and
+        // past ~292 million years it would overflow the cutoff's arithmetic).
+        if let Some(r) = &raw_retention_spans {
+            for (key, v, span) in [
+                ("retention.requests", retention.requests, &r.0),
+                ("retention.runs", retention.runs, &r.1),
+            ] {
+                if v > MAX_RETENTION {
+                    errs.push(src.at(
+                        span.clone(),
+                        format!("{key}: at most 100 years (36500d); to keep everything, write \"36500d\""),
+                    ));
                 }
             }
         }
@@ -714,6 +738,11 @@ mod tests {
             (
                 "[retention]\nrequests = \"soon\"\n",
                 "evald.toml:2:12: retention.requests: `soon` is not a duration",
+            ),
+            (
+                // ~300 million years overflowed the prune's cutoff and removed every record.
+                "[retention]\nruns = \"300000000y\"\n",
+                "evald.toml:2:8: retention.runs: at most 100 years",
             ),
             (
                 "[retention]\nmax_db_size = \"2 parsecs\"\n",

@@ -194,9 +194,14 @@ pub fn cutoffs(
     let now = chrono::Utc::now().timestamp_millis();
     // Hour-aligned, like the rollups: the hours that still have records have all of them, so
     // the rollups and the records agree wherever both exist.
+    // Saturating: a retention past i64 milliseconds (~292 million years) must keep everything,
+    // not wrap into the future and remove it all.
+    let before = |keep: std::time::Duration| {
+        rollup::hour_of(now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
+    };
     let mut c = PruneCutoffs {
-        records_before_ms: rollup::hour_of(now - retention.requests.as_millis() as i64),
-        runs_before_ms: rollup::hour_of(now - retention.runs.as_millis() as i64),
+        records_before_ms: before(retention.requests),
+        runs_before_ms: before(retention.runs),
     };
     if let Some(cap) = retention.max_db_size
         && let Some(ts) = size_cutoff(store, cap)?
