@@ -18,16 +18,19 @@ pub struct Diagnostic {
     pub col: usize,
     /// What is wrong, naming the key where there is one.
     pub message: String,
+    /// Worth saying, not wrong: the file is used all the same (a secret this shell lacks).
+    pub warning: bool,
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: {}",
+            "{}:{}:{}: {}{}",
             self.path.display(),
             self.line,
             self.col,
+            if self.warning { "warning: " } else { "" },
             self.message
         )
     }
@@ -56,6 +59,15 @@ impl<'a> Source<'a> {
             line,
             col,
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A warning at the start of `span`: see [`Diagnostic::warning`].
+    pub fn warn(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            warning: true,
+            ..self.at(span, message)
         }
     }
 
@@ -117,6 +129,7 @@ pub fn whole_file(path: &Path, message: impl Into<String>) -> Diagnostic {
         line: 1,
         col: 1,
         message: message.into(),
+        warning: false,
     }
 }
 
@@ -159,6 +172,7 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Diagnostic> {
             line,
             col,
             message: format!("not UTF-8 text (a binary file?): invalid byte at offset {good}"),
+            warning: false,
         }
     })
 }

@@ -128,6 +128,14 @@ async fn sighup_with_a_broken_config_keeps_the_running_config() {
     })
     .await;
     assert_eq!(site.get("/").await.0, 200);
+    // A key a reload cannot change is named in the log, not taken silently.
+    std::fs::write(site.config(), format!("max_concurrent_runs = 3\n{good}")).unwrap();
+    d.signal("HUP");
+    site.until(10, "the restart-only key to be named", || async {
+        d.log_text()
+            .contains("max_concurrent_runs changed: a restart is needed")
+    })
+    .await;
 }
 
 /// `evald run` through a daemon that stops mid-run: the run is interrupted, and the command

@@ -76,6 +76,10 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
             }
         }
     }
+    // Warnings go with the problems (stdout): a check that passes can still have them.
+    for w in &config.warnings {
+        println!("{w}");
+    }
     if problems == 0 {
         eprintln!("ok: {} and {} job(s) are valid", path.display(), jobs.len());
         if let Some(w) = stop_timeout_warning(&config) {

@@ -124,6 +124,9 @@ pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Config {
     /// The config file this came from.
     pub path: PathBuf,
+    /// What is worth saying about the file but does not stop it (`evald check` prints them,
+    /// `serve` logs them): secrets this shell lacks, a key variable that is not set.
+    pub warnings: Vec<Diagnostic>,
     /// Where the page, exports and metrics are served.
     pub listen: SocketAddr,
     /// Job files, `*.toml`.
@@ -424,6 +427,21 @@ impl Config {
         let mut endpoints = BTreeMap::new();
         for (name, ep) in raw.endpoints {
             let span = ep.span();
+            // Many local gateways take no key, so an unset variable is no error; but a typo in
+            // its name would send every request without one, silently.
+            if let Some(var) = &ep.get_ref().api_key_env
+                && !std::env::var(var.get_ref()).is_ok_and(|v| !v.trim().is_empty())
+            {
+                errs.push(src.warn(
+                    Some(var.span()),
+                    format!(
+                        "endpoints.{}.api_key_env: environment variable `{}` is not set: requests to {} go without an Authorization header",
+                        name.get_ref(),
+                        var.get_ref(),
+                        name.get_ref()
+                    ),
+                ));
+            }
             match validate_endpoint(&src, dir, name.get_ref(), span, ep.into_inner(), secrets) {
                 Ok(e) => {
                     endpoints.insert(name.into_inner(), Arc::new(e));
@@ -443,6 +461,7 @@ impl Config {
         let notifiers = alerts::notifiers(&src, dir, raw.notifiers, secrets, &mut errs);
         let maintenance = alerts::maintenance(&src, raw.maintenance, &mut errs);
         let pricing = pricing::parse(&src, dir, raw.pricing, &mut errs);
+        let (warnings, errs): (Vec<_>, Vec<_>) = errs.into_iter().partition(|d| d.warning);
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -461,6 +480,7 @@ impl Config {
             notifiers,
             maintenance,
             pricing,
+            warnings,
         })
     }
 
@@ -707,6 +727,31 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_missing_secret_variable_is_a_warning_where_it_is_no_error() {
+        let text = "[web]\ntoken_env = \"EVALD_TEST_UNSET_TOKEN\"\n[endpoints.gw]\nurl = \"http://127.0.0.1:9/v1\"\napi_key_env = \"EVALD_TEST_UNSET_KEY\"\n";
+        let path = Path::new("evald.toml");
+        // serve: the token is required; the key is not, but its absence is said.
+        let errs = Config::parse_with(path, text, Secrets::Required).unwrap_err();
+        assert!(errs.iter().all(|d| !d.warning), "{errs:?}");
+        assert!(errs[0].to_string().contains("web.token_env"), "{errs:?}");
+        // check and the other commands: both are warnings, and the config is used.
+        let c =
+            Config::parse_with(path, text, Secrets::Optional).unwrap_or_else(|e| panic!("{e:?}"));
+        let w: Vec<String> = c.warnings.iter().map(|d| d.to_string()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("evald.toml:2:13: warning: web.token_env")
+                    && w.contains("`evald serve` refuses to start without it")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|w| w.contains("endpoints.gw.api_key_env")
+                && w.contains("go without an Authorization header")),
+            "{w:?}"
+        );
     }
 
     #[test]

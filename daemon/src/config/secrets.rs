@@ -114,7 +114,16 @@ pub(super) fn from_env(
 ) -> Option<Secret> {
     match std::env::var(var.get_ref()) {
         Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-        _ if secrets == Secrets::Optional => None,
+        _ if secrets == Secrets::Optional => {
+            errs.push(src.warn(
+                Some(var.span()),
+                format!(
+                    "{key}: environment variable `{}` is not set here; `evald serve` refuses to start without it ({hint})",
+                    var.get_ref()
+                ),
+            ));
+            None
+        }
         _ => {
             errs.push(src.at(
                 Some(var.span()),

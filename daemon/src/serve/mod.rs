@@ -253,8 +253,28 @@ impl Daemon {
         match Config::load(&path) {
             Ok(new) => {
                 let old = self.config();
-                if new.listen != old.listen || new.data_dir != old.data_dir {
-                    tracing::warn!("listen and data_dir changes take effect at the next start");
+                // What a reload cannot change, named, so a changed port is not a mystery.
+                let later: Vec<&str> = [
+                    ("listen", new.listen != old.listen),
+                    ("data_dir", new.data_dir != old.data_dir),
+                    ("jobs_dir", new.jobs_dir != old.jobs_dir),
+                    (
+                        "max_concurrent_runs",
+                        new.max_concurrent_runs != old.max_concurrent_runs,
+                    ),
+                    ("shutdown_grace", new.shutdown_grace != old.shutdown_grace),
+                ]
+                .into_iter()
+                .filter_map(|(k, changed)| changed.then_some(k))
+                .collect();
+                if !later.is_empty() {
+                    tracing::warn!(
+                        "{} changed: a restart is needed for that to take full effect",
+                        later.join(", ")
+                    );
+                }
+                for w in &new.warnings {
+                    tracing::warn!("{w}");
                 }
                 let client = Client::new(new.secrets());
                 if let Ok(mut c) = self.client.write() {
@@ -367,6 +387,9 @@ pub async fn serve(
                 .join("\n")
         )
     })?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let store = Store::open_configured(&config)?;
     let marked = store.mark_interrupted()?;
     for id in &marked {
