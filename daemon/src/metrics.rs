@@ -29,7 +29,10 @@ pub struct TargetHandles {
     ttft: Histogram,
     prompt: Counter,
     completion: Counter,
-    cost: Counter<f64, AtomicU64>,
+    /// Made at the first request with a known cost: a target without prices has no cost
+    /// series, rather than one at 0 (unknown is never 0).
+    cost: std::sync::OnceLock<Counter<f64, AtomicU64>>,
+    labels: Labels,
 }
 
 /// Every series evald exports.
@@ -273,7 +276,8 @@ impl Metrics {
             ttft: self.ttft.get_or_create_owned(&jt),
             prompt: self.tokens.get_or_create_owned(&with("kind", "prompt")),
             completion: self.tokens.get_or_create_owned(&with("kind", "completion")),
-            cost: self.cost.get_or_create_owned(&jt),
+            cost: std::sync::OnceLock::new(),
+            labels: jt,
         }
     }
 
@@ -296,7 +300,9 @@ impl Metrics {
             h.completion.inc_by(n as u64);
         }
         if let Some(c) = r.cost_usd {
-            h.cost.inc_by(c);
+            h.cost
+                .get_or_init(|| self.cost.get_or_create_owned(&h.labels))
+                .inc_by(c);
         }
     }
 

@@ -116,3 +116,24 @@ async fn an_estimate_sends_nothing() {
         server.seen().len()
     );
 }
+
+/// A benchmark's metrics (counted through per-target handles) have a cost series only for a
+/// target whose cost is known: `test/unpriced` gets none, rather than one at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_no_cost_series_for_an_unpriced_target() {
+    let server = TestServer::start().await;
+    let site = site(&server);
+    site.job(
+        "bench",
+        "kind = \"benchmark\"\nstream = false\ntargets = [\"test/costly\", \"test/unpriced\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n[load]\nconcurrency = 2\nrequests = 6\n",
+    );
+    let _d = site.serve().await;
+    site.evald_ok(&["run", "bench"]);
+    let (_, metrics) = site.get("/metrics").await;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("evald_cost_usd_total{") && l.contains("job=\"bench\""))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0].contains("target=\"test/costly\""), "{series:?}");
+}
