@@ -528,4 +528,19 @@ async fn a_runs_log_lines_carry_its_job_and_run_id() {
         assert_eq!(l["span"]["job"], "spans", "{l}");
         assert_eq!(l["span"]["run_id"], run_id.as_str(), "{l}");
     }
+    // At debug, each request with its prompt and answer (as the README says), in the run's
+    // span; never the key.
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "request")
+        .collect();
+    assert_eq!(requests.len(), 2, "{lines:#?}");
+    let ok = requests
+        .iter()
+        .find(|l| l["fields"]["target"] == "test/ok")
+        .unwrap();
+    assert_eq!(ok["fields"]["prompt"], "hi", "{ok}");
+    assert_eq!(ok["fields"]["response"], "Echo: hi", "{ok}");
+    assert_eq!(ok["span"]["run_id"], run_id.as_str(), "{ok}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(evald_tests::SECRET));
 }

@@ -385,6 +385,19 @@ pub fn record_of(
         _ => (None, ""),
     };
     metadata_extra(&mut metadata);
+    // Prompts and answers reach the log only at debug (`RUST_LOG=evald=debug`), clipped.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let prompt = case.messages.last().map_or("", |m| m.content.as_str());
+        tracing::debug!(
+            target = %format!("{}/{}", target.endpoint.name, target.model),
+            case = %case.id,
+            latency_ms = ?out.latency_ms,
+            error = out.error.as_deref().unwrap_or(""),
+            prompt = %evald_model::fmt::clip(prompt, 200),
+            response = %evald_model::fmt::clip(out.response.as_deref().unwrap_or(""), 200),
+            "request"
+        );
+    }
     Record {
         id: 0,
         timestamp_ms: out.started_ms,
