@@ -210,7 +210,28 @@ async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
     // `evald notify test` delivers now and prints the answer.
     let out = site.evald_ok(&["notify", "test", "hook"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 200"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("unsigned"));
     assert_eq!(bodies(&posts, "test").len(), 1);
+    // Signed as the daemon signs; without the secret in this shell, unsigned and said so. (The
+    // daemon's own deliveries go on meanwhile: only the test's are looked at.)
+    let test_signatures = || -> Vec<bool> {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, b)| serde_json::from_slice::<Value>(b).unwrap()["alert"] == "test")
+            .map(|(_, sig, _)| !sig.is_empty())
+            .collect()
+    };
+    assert_eq!(test_signatures(), [true]);
+    let out = site.evald_env(&["notify", "test", "hook"], &[("HOOK_SECRET", "")]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secret_env is not set in this shell, so this test went unsigned"),
+        "{err}"
+    );
+    assert_eq!(test_signatures(), [true, false]);
     // `evald alerts` lists the states (through the daemon, with the delivery log).
     let out = site.evald(&["alerts"]);
     let text = String::from_utf8_lossy(&out.stdout);

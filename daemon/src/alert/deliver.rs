@@ -101,6 +101,15 @@ pub struct Deliveries {
     tracker: tokio_util::task::TaskTracker,
 }
 
+/// The HTTP client deliveries go out with (and `evald notify test`'s, so a test looks the same
+/// to the receiver).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("evald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 impl Deliveries {
     /// A queue whose tasks `tracker` waits for at shutdown (or not: a delivery never holds a
     /// shutdown up beyond its current try).
@@ -112,10 +121,7 @@ impl Deliveries {
     pub fn with_delays(secrets: Vec<Secret>, delays: Vec<Duration>) -> Deliveries {
         Deliveries {
             delays: Arc::new(delays),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("evald/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            http: http_client(),
             log: Arc::new(Mutex::new(VecDeque::new())),
             secrets: Arc::new(secrets),
             tracker: tokio_util::task::TaskTracker::new(),
