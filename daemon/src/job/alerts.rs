@@ -119,6 +119,9 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
         ["regression"] => Ok(Condition::Event(EventCondition::Regression)),
         ["served_model_changed"] => Ok(Condition::Event(EventCondition::ServedModelChanged)),
         ["no_run"] => Ok(Condition::Event(EventCondition::NoRun)),
+        [e @ ("regression" | "served_model_changed" | "no_run"), ..] => Err(format!(
+            "`{e}` is an event: write it alone (`when = \"{e}\"`), with no comparison"
+        )),
         [m, op, n] => {
             let metric = match *m {
                 "pass_rate" => Metric::PassRate,
@@ -151,6 +154,22 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
                 .ok()
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| format!("`{n}` is not a number"))?;
+            // Rates and scores are shares: `pass_rate < 90` would always hold.
+            let share = matches!(
+                metric,
+                Metric::PassRate
+                    | Metric::MeanScore
+                    | Metric::ErrorRate
+                    | Metric::SloAttainment
+                    | Metric::Score(_)
+            );
+            if share && !(0.0..=1.0).contains(&threshold) {
+                return Err(format!(
+                    "`{m}` is a share between 0 and 1, so `{} {n}` is always or never true (for {n} %, write {})",
+                    t[1],
+                    threshold / 100.0
+                ));
+            }
             Ok(Condition::Threshold {
                 metric,
                 op,
@@ -188,5 +207,27 @@ impl AlertSpec {
     /// Whether it watches `target`.
     pub fn covers(&self, target: &str) -> bool {
         self.targets.iter().any(|p| p.matches(target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_that_cannot_mean_what_they_say_are_refused() {
+        assert!(parse_condition("pass_rate < 0.9").is_ok());
+        assert!(parse_condition("latency_p95_ms > 900").is_ok());
+        assert!(parse_condition("score.exact >= 1").is_ok());
+        assert!(parse_condition("regression").is_ok());
+        let e = parse_condition("pass_rate < 90").unwrap_err();
+        assert!(
+            e.contains("a share between 0 and 1") && e.contains("write 0.9"),
+            "{e}"
+        );
+        assert!(parse_condition("score.exact < -1").is_err());
+        let e = parse_condition("regression > 1").unwrap_err();
+        assert!(e.contains("`regression` is an event"), "{e}");
+        assert!(!e.contains("unknown metric"), "{e}");
     }
 }
