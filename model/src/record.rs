@@ -160,7 +160,7 @@ pub struct RecordFilter {
     pub until_ms: Option<i64>,
     /// Only this job.
     pub job: Option<String>,
-    /// Only this model.
+    /// Only this model (`careful`), or this target (`demo/careful`).
     pub model: Option<String>,
     /// Only this run.
     pub run_id: Option<String>,
@@ -175,7 +175,13 @@ impl RecordFilter {
         self.since_ms.is_none_or(|s| r.timestamp_ms >= s)
             && self.until_ms.is_none_or(|u| r.timestamp_ms < u)
             && self.job.as_deref().is_none_or(|j| r.job == j)
-            && self.model.as_deref().is_none_or(|m| r.model == m)
+            // A model, or a target `endpoint/model` (a model name may hold `/` itself).
+            && self.model.as_deref().is_none_or(|m| {
+                r.model == m
+                    || m
+                        .split_once('/')
+                        .is_some_and(|(e, model)| e == r.endpoint && model == r.model)
+            })
             && self.run_id.as_deref().is_none_or(|id| r.run_id == id)
     }
 }

@@ -116,6 +116,16 @@ prompt = "anything"
         ),
         "{text}"
     );
+    // `--model` takes a model or a target.
+    let count = |model: &str| {
+        stdout(&site.evald_ok(&["export", "--format", "jsonl", "--model", model]))
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        (count("err500"), count("test/err500"), count("dead/err500")),
+        (1, 1, 0)
+    );
     // A model whose every request failed has no latency: `—`, not 0 ms.
     let stats: Value = serde_json::from_slice(&site.evald_ok(&["stats", "--json"]).stdout).unwrap();
     let g = |m: &str| {

@@ -46,7 +46,7 @@ pub struct ExportArgs {
     /// Only this job.
     #[arg(long)]
     pub job: Option<String>,
-    /// Only this model.
+    /// Only this model (`careful`), or this target (`demo/careful`).
     #[arg(long)]
     pub model: Option<String>,
     /// Only this run (its id, as `evald run` and the page show it).
