@@ -127,12 +127,17 @@ pub fn badge(m: &dyn ReadModel, job: &str) -> Result<Option<String>, ReadError> 
             }
         }
     };
+    Ok(Some(badge_svg(text, colour)))
+}
+
+/// A shields-style badge: `evald` on grey, `text` on `colour`.
+pub fn badge_svg(text: &str, colour: &str) -> String {
     // Text width: ~6.5 px a character at 11 px Verdana, as shields-style badges measure.
     let (lw, rw) = (38.0, 10.0 + 6.5 * text.len() as f64);
     let w = lw + rw;
-    Ok(Some(format!(
+    format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="evald: {text}"><title>evald: {text}</title><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{rw}" height="20" fill="{colour}"/><g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="{}" y="14">evald</text><text x="{}" y="14">{text}</text></g></svg>"##,
         lw / 2.0,
         lw + rw / 2.0
-    )))
+    )
 }

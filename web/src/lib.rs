@@ -476,16 +476,24 @@ async fn badge(State(st): State<AppState>, Path(file): Path<String>) -> Response
             .into_response();
     };
     let m = st.model.clone();
-    match blocking(move || alerts::badge(m.as_ref(), &job)).await {
-        Ok(Some(svg)) => (
+    let svg = |status: StatusCode, svg: String| {
+        (
+            status,
             [
                 (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
                 (axum::http::header::CACHE_CONTROL, "no-cache, max-age=0"),
             ],
             svg,
         )
-            .into_response(),
-        Ok(None) => WebError::NotFound("No such job", "No job by that name.").into_response(),
+            .into_response()
+    };
+    match blocking(move || alerts::badge(m.as_ref(), &job)).await {
+        Ok(Some(b)) => svg(StatusCode::OK, b),
+        // Still an image, so an embedded badge of a renamed job says so instead of breaking.
+        Ok(None) => svg(
+            StatusCode::NOT_FOUND,
+            alerts::badge_svg("no such job", "#6b7075"),
+        ),
         Err(r) => r,
     }
 }

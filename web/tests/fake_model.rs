@@ -256,10 +256,18 @@ async fn unknown_jobs_runs_and_routes_are_404() {
         "/nowhere",
         "/api/v1/runs/nope",
         "/api/v1/nowhere",
+        "/badge/nope.svg",
     ] {
         let (status, body) = get(m.clone(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         // The API's 404s are JSON, whether the route or the thing is missing.
+        // A badge stays an image, so an embedded one says what is wrong.
+        if uri.starts_with("/badge/") {
+            assert!(
+                body.starts_with("<svg") && body.contains("no such job"),
+                "{body}"
+            );
+        }
         if uri.starts_with("/api/") {
             let v: serde_json::Value =
                 serde_json::from_str(&body).unwrap_or_else(|e| panic!("{uri}: {e}: {body}"));
