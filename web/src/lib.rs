@@ -118,25 +118,59 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         use subtle::ConstantTimeEq;
         p.as_bytes().ct_eq(token.as_bytes()).into()
     });
+    // Machines get their 401 in their own terms: JSON from the API, text from /metrics.
+    let path = req.uri().path().to_string();
+    let for_machines = path.starts_with("/api/") || path == "/metrics";
     if !ok {
-        let mut r = page_error(
-            StatusCode::UNAUTHORIZED,
-            "Token needed",
-            "This evald asks for a token: send `Authorization: Bearer …`, or open the page once with ?token=….",
-        );
+        const WHY: &str = "This evald asks for a token: send `Authorization: Bearer …`, or open the page once with ?token=….";
+        let mut r = if path.starts_with("/api/") {
+            (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": WHY })),
+            )
+                .into_response()
+        } else if for_machines {
+            (StatusCode::UNAUTHORIZED, WHY).into_response()
+        } else {
+            page_error(StatusCode::UNAUTHORIZED, "Token needed", WHY)
+        };
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"evald\""),
         );
         return r;
     }
-    let mut resp = next.run(req).await;
-    if from_query.is_some()
-        && let Ok(v) = HeaderValue::from_str(&format!(
+    let cookie = from_query.is_some().then(|| {
+        HeaderValue::from_str(&format!(
             "evald_token={token}; Path=/; HttpOnly; SameSite=Strict"
         ))
+        .ok()
+    });
+    // A page opened with ?token= is sent on to itself without it, so the token does not stay
+    // in the address bar, the history or a shared link; the cookie carries it from then on.
+    if let Some(Some(c)) = &cookie
+        && !for_machines
+        && !path.starts_with("/export")
     {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+        let rest: Vec<&str> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("token="))
+            .collect();
+        let to = if rest.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", rest.join("&"))
+        };
+        let mut r = axum::response::Redirect::to(&to).into_response();
+        r.headers_mut().insert(header::SET_COOKIE, c.clone());
+        return r;
+    }
+    let mut resp = next.run(req).await;
+    if let Some(Some(c)) = cookie {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
     }
     resp
 }

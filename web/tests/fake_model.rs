@@ -327,11 +327,36 @@ async fn a_token_guards_every_route_but_healthz() {
         call(m.clone(), Some("s3cret"), right).await.0,
         StatusCode::OK
     );
-    // ?token= sets the cookie that later requests carry.
-    let (status, headers, _) = call(m.clone(), Some("s3cret"), plain("/?token=s3cret")).await;
-    assert_eq!(status, StatusCode::OK);
+    // ?token= sets the cookie that later requests carry, and a page sends the browser on to
+    // itself without the token in its address; the API answers at once.
+    let (status, headers, _) = call(
+        m.clone(),
+        Some("s3cret"),
+        plain("/jobs/daily?token=s3cret&x=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/jobs/daily?x=1");
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.starts_with("evald_token=s3cret;") && cookie.contains("HttpOnly"));
+    let (status, headers, _) = call(
+        m.clone(),
+        Some("s3cret"),
+        plain("/api/v1/jobs?token=s3cret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.contains_key(header::SET_COOKIE));
+    // Without it, the API's 401 is JSON.
+    let (status, headers, body) = call(m.clone(), Some("s3cret"), plain("/api/v1/jobs")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
 }
 
 #[tokio::test]
