@@ -28,7 +28,7 @@ pub struct BackupReport {
 
 /// Why a backup failed.
 fn fail(what: &str, dest: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Encode(format!("backup to {}: {what}: {e}", dest.display()))
+    StoreError::File(format!("backup to {}: {what}: {e}", dest.display()))
 }
 
 impl Store {

@@ -207,3 +207,25 @@ async fn a_schema_3_file_gains_run_spans() {
         ["c1", "c3", "c5", "c7", "c9"]
     );
 }
+
+/// A backup that cannot be made says where and why, without calling it an encoding error.
+#[tokio::test]
+async fn a_backup_that_cannot_be_made_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("evald.redb")).unwrap();
+    let e = store
+        .backup(std::path::Path::new("/proc/evald-no-such/b.redb"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("store: backup to ")
+            && e.contains("cannot create")
+            && !e.contains("encoding"),
+        "{e}"
+    );
+    let e = store
+        .backup(&dir.path().join("evald.redb"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("that is the store itself"), "{e}");
+}

@@ -83,6 +83,9 @@ pub enum StoreError {
     /// A record or run summary could not be encoded.
     #[error("store: encoding: {0}")]
     Encode(String),
+    /// A file of the store's could not be made or opened (a backup's, a reopened store's).
+    #[error("store: {0}")]
+    File(String),
     /// Writing an export's bytes failed (the client went away, the disk is full).
     #[error("writing the export: {0}")]
     Sink(#[from] std::io::Error),

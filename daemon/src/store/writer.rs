@@ -305,7 +305,7 @@ impl Store {
             }
             drop(db);
         }
-        let db = open_db(&self.shared.path).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let db = open_db(&self.shared.path).map_err(|e| StoreError::File(e.to_string()))?;
         *slot = Some(Arc::new(db));
         Ok(())
     }
