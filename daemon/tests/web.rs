@@ -344,8 +344,10 @@ async fn unknown_routes_are_404_writes_are_405_and_the_token_guards_all_but_heal
         StatusCode::OK
     );
     assert_eq!(send(app(), get("/healthz", None)).await.0, StatusCode::OK);
+    // The page sends the browser on to itself without the token, with the cookie.
     let resp = app().oneshot(get("/?token=tok-42", None)).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/");
     let cookie = resp
         .headers()
         .get("set-cookie")
