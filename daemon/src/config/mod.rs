@@ -6,11 +6,13 @@ pub mod alerts;
 pub mod cron;
 pub mod pricing;
 mod secrets;
+mod units;
 
 pub use alerts::{Maintenance, Notifier, NotifierFormat};
 pub use pricing::{Price, Pricing};
 use secrets::{KeyFileError, read_key_file};
 pub use secrets::{Secret, Secrets};
+pub use units::{parse_duration, parse_size};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -246,41 +248,6 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
 
 /// The longest retention a config may ask for: 100 years.
 const MAX_RETENTION: Duration = Duration::from_secs(36_500 * 86_400);
-
-/// Parses a humantime duration (`30s`, `2m`, `1h 30m`, `30d`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\", \"30d\""))
-}
-
-/// Parses a size: `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size; write e.g. \"512MiB\" or \"2GiB\""))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "kib" | "k" => 1024.0,
-        "mb" => 1e6,
-        "mib" | "m" => 1024.0 * 1024.0,
-        "gb" => 1e9,
-        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
-        "tb" => 1e12,
-        "tib" | "t" => 1024.0f64.powi(4),
-        other => {
-            return Err(format!(
-                "`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            ));
-        }
-    };
-    Ok((n * mult) as u64)
-}
 
 impl Config {
     /// Reads and validates a config file for `evald serve` (secrets required).
