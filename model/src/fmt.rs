@@ -11,6 +11,10 @@ pub fn fmt_ms(v: Option<f64>) -> String {
     }
 }
 
+/// What "too few" after a percentile means, the same on the page and in the terminal (the
+/// thresholds are those of `rank_interval`, tested there).
+pub const TOO_FEW: &str = "the sample is too small to bound that percentile (a p99 needs at least 368 samples, a p99.9 3,688); its value is a rough guide only";
+
 /// A latency percentile with its 95 % confidence interval: `12.3 ms (11.9–12.8)`, or
 /// `12.3 ms (too few)` when the sample is too small to bound it.
 pub fn fmt_quantile(v: f64, ci: Option<[f64; 2]>) -> String {

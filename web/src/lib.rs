@@ -140,7 +140,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         );
         return r;
     }
-    let cookie = from_query.is_some().then(|| {
+    let cookie = from_query.as_ref().and_then(|_| {
         HeaderValue::from_str(&format!(
             "evald_token={token}; Path=/; HttpOnly; SameSite=Strict"
         ))
@@ -148,7 +148,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     });
     // A page opened with ?token= is sent on to itself without it, so the token does not stay
     // in the address bar, the history or a shared link; the cookie carries it from then on.
-    if let Some(Some(c)) = &cookie
+    if let Some(c) = &cookie
         && !for_machines
         && !path.starts_with("/export")
     {
@@ -169,7 +169,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         return r;
     }
     let mut resp = next.run(req).await;
-    if let Some(Some(c)) = cookie {
+    if let Some(c) = cookie {
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }
     resp

@@ -93,6 +93,8 @@ struct BenchBlock {
 #[derive(Template)]
 #[template(path = "run.html")]
 struct RunPage {
+    /// What "too few" means ([`evald_model::fmt::TOO_FEW`]).
+    too_few_note: &'static str,
     run: RunRow,
     job: String,
     kind: String,
@@ -223,6 +225,7 @@ pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<St
         }
     }
     let page = RunPage {
+        too_few_note: evald_model::fmt::TOO_FEW,
         against,
         job: run.job.clone(),
         kind: run.kind.as_str().into(),

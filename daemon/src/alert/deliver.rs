@@ -202,6 +202,7 @@ mod tests {
             name: "hook".into(),
             url: reqwest::Url::parse(url).unwrap(),
             secret: Some(Secret::new("hook-secret-1")),
+            signed: true,
             format: NotifierFormat::Json,
             headers: vec![],
         }

@@ -98,13 +98,7 @@ pub async fn notify_test(explicit: Option<&Path>, name: &str) -> Result<bool, Fa
     let body = evald::alert::deliver::body(n, &payload);
     let http = evald::alert::deliver::http_client();
     // Only when a secret_env is configured and this shell lacks it: the daemon would sign.
-    let unsigned = format!("notifiers.{name}.secret_env");
-    if n.secret.is_none()
-        && config
-            .warnings
-            .iter()
-            .any(|w| w.message.starts_with(&unsigned))
-    {
+    if n.signed && n.secret.is_none() {
         eprintln!(
             "note: notifier `{name}`'s secret_env is not set in this shell, so this test went unsigned (the daemon signs its deliveries)"
         );

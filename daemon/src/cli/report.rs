@@ -187,9 +187,7 @@ pub fn print_report(report: &RunReport) {
                 .iter()
                 .any(|p| p.count > 0 && p.ci95.p999.is_none())
             {
-                println!(
-                    "  \"too few\": the sample is too small to bound that percentile (a p99 needs at least 368 samples, a p99.9 3,688); its value is a rough guide only"
-                );
+                println!("  \"too few\": {}", evald_model::fmt::TOO_FEW);
             }
             if b.ttft_ms.count == 0 && b.e2e_ms.count > 0 {
                 println!(

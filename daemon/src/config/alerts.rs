@@ -29,6 +29,9 @@ pub struct Notifier {
     pub url: reqwest::Url,
     /// Signs each body: `X-Evald-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
     pub secret: Option<Secret>,
+    /// Whether its deliveries are meant to be signed (`secret_env` is set), whether or not this
+    /// process has the secret.
+    pub signed: bool,
     /// The body.
     pub format: NotifierFormat,
     /// Extra headers.
@@ -159,6 +162,7 @@ pub(super) fn notifiers(
                     name,
                     url,
                     secret,
+                    signed: n.secret_env.is_some(),
                     format,
                     headers: n.headers.unwrap_or_default().into_iter().collect(),
                 },

@@ -389,7 +389,7 @@ pub fn record_of(
     if tracing::enabled!(tracing::Level::DEBUG) {
         let prompt = case.messages.last().map_or("", |m| m.content.as_str());
         tracing::debug!(
-            target = %format!("{}/{}", target.endpoint.name, target.model),
+            target = %target.name(),
             case = %case.id,
             latency_ms = ?out.latency_ms,
             error = out.error.as_deref().unwrap_or(""),
