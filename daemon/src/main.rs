@@ -182,11 +182,14 @@ fn main() -> ExitCode {
     let result: Result<bool, Failure> = rt.block_on(async {
         match args.command {
             Command::Serve => {
-                let path = cli::config_path(config)?;
+                let path = cli::config_path(config).map_err(|e| Failure::Config(e.to_string()))?;
                 evald::serve::serve(&path, None, std::future::pending())
                     .await
                     .map(|()| true)
-                    .map_err(|e| Failure::Other(format!("{e:#}")))
+                    .map_err(|e| match e.downcast::<evald::serve::ConfigInvalid>() {
+                        Ok(c) => Failure::Config(c.0),
+                        Err(e) => Failure::Other(format!("{e:#}")),
+                    })
             }
             Command::Check { files } => cli::check::check(config, &files),
             Command::Run {

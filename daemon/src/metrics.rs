@@ -51,6 +51,7 @@ pub struct Metrics {
     plugin_errors: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
     alert_state: Family<Labels, Gauge>,
+    notifications: Family<Labels, Counter>,
     cost: Family<Labels, Counter<f64, AtomicU64>>,
     /// Request records in the store (set at scrape time).
     pub store_records: Gauge,
@@ -91,6 +92,7 @@ impl Metrics {
             plugin_errors: Family::default(),
             events: Family::default(),
             alert_state: Family::default(),
+            notifications: Family::default(),
             cost: Family::default(),
             store_records: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -168,6 +170,11 @@ impl Metrics {
             "alert_state",
             "Each alert's state per job and target: 0 ok, 1 warning, 2 firing, 3 no_data, 4 silenced",
             m.alert_state.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Alert deliveries ended since start, by notifier and outcome: delivered, or failed after the last try",
+            m.notifications.clone(),
         );
         registry.register(
             "events",
@@ -252,6 +259,17 @@ impl Metrics {
                 ("target", target.to_string()),
             ])
             .set(v);
+    }
+
+    /// Counts a delivery that ended: delivered, or failed after its last try.
+    pub fn notification(&self, notifier: &str, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.notifications
+            .get_or_create(&vec![
+                ("notifier", notifier.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     /// Counts an event of `kind`.

@@ -35,6 +35,33 @@ pub fn stats(store: &Store, days: u32, now_ms: i64) -> Result<Stats, StoreError>
     Ok(rollup::stats(days, &names, &totals))
 }
 
+/// Why an export with `filter` names nothing that exists: a run id or a job no stored run has
+/// (a typo would otherwise give an empty file and exit 0). `None` when both exist.
+pub fn export_scope_error(
+    store: &Store,
+    filter: &RecordFilter,
+) -> Result<Option<String>, StoreError> {
+    if let Some(id) = &filter.run_id {
+        match store.run(id)? {
+            None => return Ok(Some(format!("no run `{id}` is stored"))),
+            Some(r) if filter.job.as_deref().is_some_and(|j| j != r.job) => {
+                return Ok(Some(format!(
+                    "run `{id}` is of job `{}`, not `{}`",
+                    r.job,
+                    filter.job.as_deref().unwrap_or_default()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(job) = &filter.job
+        && store.runs(Some(job), 1)?.is_empty()
+    {
+        return Ok(Some(format!("no run of job `{job}` is stored")));
+    }
+    Ok(None)
+}
+
 /// What `job` cost this calendar month (UTC) up to `now_ms`, from the rollups (no record is
 /// read): the figure a `budget_usd_month` is held against.
 pub fn month_cost(store: &Store, job: &str, now_ms: i64) -> Result<f64, StoreError> {

@@ -107,7 +107,11 @@ fn verify(sig: &str, body: &[u8]) -> bool {
 async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
     let server = TestServer::start().await;
     let (hook, posts) = receiver().await;
-    let site = site(&server, &hook, "");
+    let site = site(
+        &server,
+        &hook,
+        "[web]\npublic_url = \"https://evals.example.com/\"\n",
+    );
     let d = site.serve().await;
     site.until(20, "three good runs", || async {
         runs(&site).await.len() >= 3
@@ -132,6 +136,14 @@ async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
     assert_eq!(
         (f["value"].as_f64(), f["threshold"].as_f64()),
         (Some(0.0), Some(0.9))
+    );
+    assert_eq!(
+        f["run_url"].as_str().unwrap(),
+        format!(
+            "https://evals.example.com/runs/{}",
+            f["run_id"].as_str().unwrap()
+        ),
+        "run_url is under [web] public_url"
     );
     let all = runs(&site).await;
     let at = all
@@ -203,6 +215,10 @@ async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
     assert!(
         metrics
             .contains("evald_alert_state{job=\"guard\",alert=\"quality\",target=\"st/arith\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("evald_notifications_total{notifier=\"hook\",outcome=\"delivered\"}"),
         "{metrics}"
     );
     let (_, page) = site.get("/alerts").await;

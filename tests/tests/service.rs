@@ -7,6 +7,31 @@
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
+/// A broken config exits 78 (EX_CONFIG), which the unit's `RestartPreventExitStatus=` names: a
+/// restart cannot mend it, so systemd must not loop on it. Any other failure exits 1 and is
+/// restarted.
+#[test]
+fn a_broken_config_exits_78_and_the_unit_does_not_restart_it() {
+    let site = Site::new(None, "retention = 5\n");
+    let out = site.evald(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("evald.toml:5:") && err.contains("evald did not start"),
+        "{err}"
+    );
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/evald.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.lines().any(|l| l == "RestartPreventExitStatus=78"),
+        "{unit}"
+    );
+    assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_running_job() {
     let site = Site::new(None, "");

@@ -126,6 +126,11 @@ prompt = "anything"
         (count("err500"), count("test/err500"), count("dead/err500")),
         (1, 1, 0)
     );
+    // Without a daemon too: an unknown run is refused, not an empty export.
+    let out = site.evald(&["export", "--run", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run `nosuch` is stored"));
+    assert!(out.stdout.is_empty());
     // A model whose every request failed has no latency: `—`, not 0 ms.
     let stats: Value = serde_json::from_slice(&site.evald_ok(&["stats", "--json"]).stdout).unwrap();
     let g = |m: &str| {
@@ -415,6 +420,26 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
     assert_eq!(
         site.get(&format!("/export.jsonl?run={run_id}")).await.1,
         one
+    );
+    // A run id or job that names nothing is refused (a typo would give an empty file and exit
+    // 0), and a file of that name is left as it was.
+    let kept = site.path().join("kept.csv");
+    std::fs::write(&kept, "an earlier export\n").unwrap();
+    for (args, says) in [
+        (vec!["--run", "nosuch"], "no run `nosuch` is stored"),
+        (vec!["--job", "nosuch"], "no run of job `nosuch` is stored"),
+        (vec!["--run", run_id, "--job", "other"], "is of job `keyed`"),
+    ] {
+        let mut all = vec!["export", "-o", kept.to_str().unwrap()];
+        all.extend(args);
+        let out = site.evald(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "an earlier export\n"
     );
     d.signal("TERM");
     let _ = d.wait(20).await;

@@ -55,3 +55,35 @@ impl IntoResponse for WebError {
         }
     }
 }
+
+/// axum's query extractor, but a query it cannot read (a repeated or malformed parameter) gets
+/// the answer every other bad parameter gets: JSON for the API and the exports, a page for a
+/// page — not axum's plain-text 400.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(Query(q.0)),
+            Err(e) => {
+                let path = parts.uri.path();
+                let msg = e.body_text();
+                Err(
+                    if path.starts_with("/api/") || path.starts_with("/export.") {
+                        WebError::BadRequest(msg).into_response()
+                    } else {
+                        page(StatusCode::BAD_REQUEST, "Bad request", &msg)
+                    },
+                )
+            }
+        }
+    }
+}

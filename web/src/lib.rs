@@ -22,14 +22,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::error::WebError;
+use crate::error::{Query, WebError};
 use crate::export::{ExportWriter, Format, parse_filter};
 use crate::read::{ReadError, ReadModel};
 

@@ -397,7 +397,16 @@ async fn exports_pass_the_filter_and_write_the_columns() {
     let row: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
     assert_eq!(row["response"], format!("answer {HOSTILE}"));
     assert_eq!(row["scores"][0]["note"], HOSTILE);
-    let (status, body) = get(m, "/export.csv?since=yesterday").await;
+    let (status, body) = get(m.clone(), "/export.csv?since=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("since"), "{body}");
+    // A parameter given twice: the API's JSON error (axum's own rejection is plain text).
+    let (status, body) = get(m.clone(), "/api/v1/stats?days=1&days=2").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let err: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(err["error"].as_str().unwrap().contains("days"), "{body}");
+    // A page says it on a page.
+    let (status, body) = get(m, "/runs/r1?against=a&against=b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("<html") && body.contains("against"), "{body}");
 }

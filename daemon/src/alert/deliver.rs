@@ -99,6 +99,8 @@ pub struct Deliveries {
     secrets: Arc<Vec<Secret>>,
     delays: Arc<Vec<Duration>>,
     tracker: tokio_util::task::TaskTracker,
+    /// Where each delivery's end (delivered, or failed after the last try) is counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The HTTP client deliveries go out with (and `evald notify test`'s, so a test looks the same
@@ -125,6 +127,15 @@ impl Deliveries {
             log: Arc::new(Mutex::new(VecDeque::new())),
             secrets: Arc::new(secrets),
             tracker: tokio_util::task::TaskTracker::new(),
+            metrics: None,
+        }
+    }
+
+    /// The same queue, counting each delivery's end in `evald_notifications_total`.
+    pub fn counted(self, metrics: Arc<crate::metrics::Metrics>) -> Deliveries {
+        Deliveries {
+            metrics: Some(metrics),
+            ..self
         }
     }
 
@@ -175,6 +186,9 @@ impl Deliveries {
                         }
                     }
                 });
+                if done && let Some(m) = &me.metrics {
+                    m.notification(&n.name, res.is_ok());
+                }
                 match res {
                     Ok(_) => return,
                     Err((_, why)) if done => {

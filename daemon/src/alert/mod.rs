@@ -67,7 +67,7 @@ impl Alerts {
         }
         Alerts {
             states: Mutex::new(states),
-            deliveries: Deliveries::new(config.secrets()),
+            deliveries: Deliveries::new(config.secrets()).counted(metrics.clone()),
             writer,
             metrics,
             started_ms: Utc::now().timestamp_millis(),
@@ -333,7 +333,7 @@ impl Alerts {
                 "threshold": a.threshold,
                 "since": a.since,
                 "run_id": a.run_id,
-                "run_url": a.run_id.as_ref().map(|r| format!("http://{}/runs/{r}", config.listen)),
+                "run_url": a.run_id.as_ref().map(|r| format!("{}/runs/{r}", config.public_url)),
                 "message": message,
             });
             let d = Delivery {

@@ -54,22 +54,23 @@ pub async fn alerts(explicit: Option<&Path>, json: bool) -> Result<bool, Failure
         println!("{t}");
     }
     for d in view.deliveries.iter().take(20) {
-        println!(
-            "{}  {} → {}/{} {} {}: {} after {} tries{}",
-            d.time,
-            d.notifier,
-            d.job,
-            d.alert,
-            d.target,
-            d.state,
-            d.status,
-            d.attempts,
-            d.http_status
-                .map(|s| format!(" (HTTP {s})"))
-                .unwrap_or_default()
-        );
+        println!("{}", delivery_line(d));
     }
     Ok(true)
+}
+
+/// One line of the delivery log: when, to whom, what, how it went — and, while it has not
+/// arrived, why (its text says "HTTP 500" when the receiver answered).
+fn delivery_line(d: &evald_model::Delivery) -> String {
+    let how = match (&d.error, d.http_status) {
+        (Some(why), _) if d.status != "delivered" => format!(" ({why})"),
+        (_, Some(s)) => format!(" (HTTP {s})"),
+        _ => String::new(),
+    };
+    format!(
+        "{}  {} → {}/{} {} {}: {} after {} tries{how}",
+        d.time, d.notifier, d.job, d.alert, d.target, d.state, d.status, d.attempts,
+    )
 }
 
 /// `evald notify test NOTIFIER`: one delivery, signed and shaped as a real one, sent now.
@@ -116,5 +117,36 @@ pub async fn notify_test(explicit: Option<&Path>, name: &str) -> Result<bool, Fa
             println!("not delivered to `{name}` ({}): {why}", n.url);
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_delivery_says_why() {
+        let mut d = evald_model::Delivery {
+            id: "d".into(),
+            notifier: "hook".into(),
+            job: "j".into(),
+            alert: "a".into(),
+            target: "t".into(),
+            state: "firing".into(),
+            attempts: 5,
+            status: "failed".into(),
+            http_status: None,
+            error: Some("cannot connect to http://127.0.0.1:9/: connection refused".into()),
+            time: "T".into(),
+        };
+        assert!(
+            delivery_line(&d).ends_with(
+                "failed after 5 tries (cannot connect to http://127.0.0.1:9/: connection refused)"
+            ),
+            "{}",
+            delivery_line(&d)
+        );
+        (d.status, d.error, d.http_status) = ("delivered".into(), None, Some(204));
+        assert!(delivery_line(&d).ends_with("delivered after 5 tries (HTTP 204)"));
     }
 }

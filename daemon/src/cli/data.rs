@@ -73,15 +73,21 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
     )
     .map_err(Failure::Invalid)?;
     let config = load_config(explicit)?;
+    // The file is made at the first byte, so an export refused (an unknown run or job) leaves an
+    // earlier file of that name as it was.
     let mut out: Box<dyn Write + Send> = match &a.output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| Failure::Other(format!("cannot write {}: {e}", p.display())),
-        )?)),
+        Some(p) => Box::new(LazyFile {
+            path: p.clone(),
+            file: None,
+        }),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let rows = match backend(&config)? {
         Backend::Local(store) => {
             let res = tokio::task::spawn_blocking(move || -> Result<u64, Failure> {
+                if let Some(why) = evald::view::export_scope_error(&store, &filter)? {
+                    return Err(Failure::Invalid(why));
+                }
                 let (rows, mut out) = store.export_to(&filter, format, out)?;
                 out.flush()?;
                 Ok(rows)
@@ -95,6 +101,36 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
         eprintln!("wrote {} ({} {})", p.display(), rows.0, rows.1);
     }
     Ok(true)
+}
+
+/// A file created at its first write (or flush), buffered.
+struct LazyFile {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl LazyFile {
+    fn file(&mut self) -> std::io::Result<&mut std::io::BufWriter<std::fs::File>> {
+        if self.file.is_none() {
+            let f = std::fs::File::create(&self.path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write {}: {e}", self.path.display()),
+                )
+            })?;
+            self.file = Some(std::io::BufWriter::new(f));
+        }
+        Ok(self.file.as_mut().expect("made above"))
+    }
+}
+
+impl Write for LazyFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file()?.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file()?.flush()
+    }
 }
 
 /// `evald stats [--days N] [--json]`.

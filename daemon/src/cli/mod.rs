@@ -72,16 +72,21 @@ pub enum Failure {
     /// Something else stopped the command (the daemon's start-up, an endpoint).
     #[error("{0}")]
     Other(String),
+    /// `evald serve`'s config has problems (exit 78, EX_CONFIG: the unit does not restart it).
+    #[error("{0}")]
+    Config(String),
     /// `evald run --fail-on-regression`: a target regressed (exit 3).
     #[error("{0}")]
     Regressed(String),
 }
 
 impl Failure {
-    /// The exit status (DESIGN: `0` ok, `1` failed, `3` regressed with `--fail-on-regression`).
+    /// The exit status (DESIGN: `0` ok, `1` failed, `3` regressed with `--fail-on-regression`;
+    /// `78` for `serve` with a broken config).
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Regressed(_) => 3,
+            Failure::Config(_) => 78,
             _ => 1,
         }
     }

@@ -12,7 +12,7 @@ pub use alerts::{Maintenance, Notifier, NotifierFormat};
 pub use pricing::{Price, Pricing};
 use secrets::{KeyFileError, read_key_file};
 pub use secrets::{Secret, Secrets};
-pub use units::{parse_duration, parse_size};
+pub use units::{Num, parse_duration, parse_size};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,32 +33,6 @@ pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["evald.toml", "/etc/evald/evald.tom
 
 /// The default `listen` address: loopback, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8417";
-
-/// A number in TOML that may be written as an integer or a float (`temperature = 1`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Num(pub f64);
-
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number")
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
-                Ok(Num(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
-                Ok(Num(v as f64))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
-                Ok(Num(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +68,7 @@ struct RawRetention {
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     token_env: Option<Spanned<String>>,
+    public_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +122,9 @@ pub struct Config {
     pub retention: Retention,
     /// The bearer token the page asks for, read from `[web] token_env`.
     pub web_token: Option<Secret>,
+    /// The page's address as its readers reach it (`[web] public_url`), without a trailing
+    /// `/`: notifications link runs under it. Default `http://{listen}`.
+    pub public_url: String,
     /// Endpoints by name.
     pub endpoints: BTreeMap<String, Arc<Endpoint>>,
     /// Where alerts are delivered, by name.
@@ -380,7 +358,17 @@ impl Config {
                 "commit_interval: must be between 1ms and 10s".to_string(),
             ));
         }
-        let web_token = raw.web.and_then(|w| w.token_env).and_then(|var| {
+        let (token_env, public_url) = raw
+            .web
+            .map_or((None, None), |w| (w.token_env, w.public_url));
+        let public_url = public_url.and_then(|u| match reqwest::Url::parse(u.get_ref()) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => Some(u.get_ref().trim_end_matches('/').to_string()),
+            _ => {
+                errs.push(src.at(Some(u.span()), format!("web.public_url: `{}` is not an http(s) URL such as \"https://evals.example.com\"", u.get_ref())));
+                None
+            }
+        });
+        let web_token = token_env.and_then(|var| {
             secrets::from_env(
                 &src,
                 &var,
@@ -432,9 +420,10 @@ impl Config {
         if !errs.is_empty() {
             return Err(errs);
         }
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8417)));
         Ok(Config {
             path: path.to_path_buf(),
-            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8417))),
+            listen,
             jobs_dir: resolve(raw.jobs_dir, "jobs"),
             plugins_dir: resolve(raw.plugins_dir, "plugins"),
             data_dir: resolve(raw.data_dir, "data"),
@@ -443,6 +432,7 @@ impl Config {
             commit_interval,
             retention,
             web_token,
+            public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
             endpoints,
             notifiers,
             maintenance,
@@ -726,6 +716,7 @@ mod tests {
         let c =
             Config::parse(Path::new("/srv/e/evald.toml"), "").unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(c.listen.to_string(), "127.0.0.1:8417");
+        assert_eq!(c.public_url, "http://127.0.0.1:8417");
         assert_eq!(c.jobs_dir, PathBuf::from("/srv/e/jobs"));
         assert_eq!(c.db_path(), PathBuf::from("/srv/e/data/evald.redb"));
         assert_eq!(c.max_concurrent_runs, 4);
@@ -737,6 +728,13 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(c.jobs_dir, PathBuf::from("/srv/e/jobs"));
         assert_eq!(c.db_path(), PathBuf::from("/srv/e/../d/x/evald.redb"));
+        // Notifications link runs under the address readers use, not the loopback one.
+        let c = Config::parse(
+            Path::new("/srv/e/evald.toml"),
+            "[web]\npublic_url = \"https://evals.example.com/\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.public_url, "https://evals.example.com");
     }
 
     #[test]
@@ -759,6 +757,10 @@ mod tests {
             (
                 "[retention]\nmax_db_size = \"2 parsecs\"\n",
                 "retention.max_db_size: `2 parsecs`: unknown size unit",
+            ),
+            (
+                "[web]\npublic_url = \"evals.example.com\"\n",
+                "evald.toml:2:14: web.public_url: `evals.example.com` is not an http(s) URL",
             ),
             (
                 "[endpoints.a]\nurl = \"ftp://x\"\n",

@@ -1,6 +1,35 @@
-//! Durations and sizes as config files write them (`30s`, `30d`; `512MiB`, `2GiB`).
+//! Durations, sizes and numbers as config files write them (`30s`, `30d`; `512MiB`, `2GiB`;
+//! `1` or `1.0`).
 
 use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A number in TOML that may be written as an integer or a float (`temperature = 1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num(pub f64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// Parses a humantime duration (`30s`, `2m`, `1h 30m`, `30d`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -206,13 +206,25 @@ async fn handle<H: Handler>(h: Arc<H>, mut w: UnixStream) -> anyhow::Result<()> 
                     return Ok(());
                 }
             };
+            let store = h.store();
+            let scope = {
+                let (store, filter) = (store.clone(), filter.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::view::export_scope_error(&store, &filter)
+                })
+                .await?
+            };
+            match scope {
+                Ok(None) => {}
+                Ok(Some(why)) => return Ok(send(&mut w, &Reply::Error(why)).await?),
+                Err(e) => return Ok(send(&mut w, &Reply::Error(e.to_string())).await?),
+            }
             send(&mut w, &Reply::Ok(serde_json::Value::Null)).await?;
             // The export reader is blocking (one redb snapshot): hand it a blocking stream.
             let std_stream = w.into_std()?;
             std_stream.set_nonblocking(false)?;
             // A client that stops reading must not pin a blocking thread for ever.
             std_stream.set_write_timeout(Some(std::time::Duration::from_secs(60)))?;
-            let store = h.store();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let mut frames = Frames::new(std_stream);
                 let result = store

@@ -370,6 +370,13 @@ impl Daemon {
     }
 }
 
+/// Why `serve` did not start: its config has problems. `main` exits 78 (EX_CONFIG) for it, which
+/// the systemd unit's `RestartPreventExitStatus=` names, so a broken config is not restarted
+/// every few seconds for ever.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigInvalid(pub String);
+
 /// Starts the daemon on `config_path` and serves until `shutdown` resolves (or SIGTERM/SIGINT
 /// arrive). `listener` is for tests that bind 127.0.0.1:0 themselves.
 pub async fn serve(
@@ -378,14 +385,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|problems| {
-        anyhow::anyhow!(
+        ConfigInvalid(format!(
             "{}\nthe config has problems; evald did not start",
             problems
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join("\n")
-        )
+        ))
     })?;
     for w in &config.warnings {
         tracing::warn!("{w}");
