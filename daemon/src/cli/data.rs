@@ -111,16 +111,16 @@ struct LazyFile {
 
 impl LazyFile {
     fn file(&mut self) -> std::io::Result<&mut std::io::BufWriter<std::fs::File>> {
-        if self.file.is_none() {
-            let f = std::fs::File::create(&self.path).map_err(|e| {
+        let f = match self.file.take() {
+            Some(f) => f,
+            None => std::io::BufWriter::new(std::fs::File::create(&self.path).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot write {}: {e}", self.path.display()),
                 )
-            })?;
-            self.file = Some(std::io::BufWriter::new(f));
-        }
-        Ok(self.file.as_mut().expect("made above"))
+            })?),
+        };
+        Ok(self.file.insert(f))
     }
 }
 
