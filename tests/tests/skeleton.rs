@@ -241,6 +241,13 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
             "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[alerts]]\nwhen = \"pass_rat < 0.9\"\n",
             "bad-alert.toml:6:8: alerts[0].when: unknown metric `pass_rat`",
         ),
+        (
+            // Conditions that could never have a value or never show: a scorer the job lacks, a
+            // glob no target matches, a warning past the firing level.
+            "never-alert",
+            "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[scorers]]\nbuiltin=\"contains\"\nvalue=\"x\"\n[[alerts]]\nwhen = \"score.exact < 1\"\ntargets = [\"sim/b*\"]\n[[alerts]]\nname = \"q\"\nwhen = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.8\"\n",
+            "never-alert.toml:9:8: alerts[0].when: no scorer `exact` in this job (scorers: contains)",
+        ),
     ];
     for (name, text, _) in bad {
         site.job(name, text);
@@ -257,6 +264,12 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
         assert!(text.contains(want), "want {want:?} in:\n{text}");
     }
     assert!(text.contains("binary.toml:1:2: not UTF-8 text"), "{text}");
+    for want in [
+        "never-alert.toml:10:12: alerts[0].targets: `sim/b*` matches none of this job's targets (sim/a)",
+        "never-alert.toml:14:8: alerts[1].warn: it holds only where `when` already does, so the warning would never show; a warning comes first, e.g. warn = \"pass_rate < 0.95\"",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
     assert!(!text.contains("good.toml"), "{text}");
     let one = site.path().join("jobs/good.toml");
     assert!(

@@ -146,7 +146,7 @@ impl Validator<'_> {
             }
             JobKind::Compare => Some(self.watch(w, scorers.is_empty())),
         });
-        let alerts = self.alerts(raw.alerts, config, schedule.is_some());
+        let alerts = self.alerts(raw.alerts, config, schedule.is_some(), &scorers, &targets);
         Job {
             name,
             file: self.src.path.to_path_buf(),

@@ -2,9 +2,10 @@
 
 use toml::Spanned;
 
-use super::alerts::{AlertSpec, Condition, EventCondition, parse_condition};
+use super::alerts::{AlertSpec, Condition, EventCondition, Metric, Op, parse_condition};
 use super::raw::RawAlert;
 use super::validate::Validator;
+use super::{ScorerSpec, TargetSpec};
 use crate::config::Config;
 
 impl Validator<'_> {
@@ -13,6 +14,8 @@ impl Validator<'_> {
         raw: Vec<Spanned<RawAlert>>,
         config: &Config,
         scheduled: bool,
+        scorers: &[ScorerSpec],
+        job_targets: &[TargetSpec],
     ) -> Vec<AlertSpec> {
         let mut out: Vec<AlertSpec> = Vec::new();
         for (i, a) in raw.into_iter().enumerate() {
@@ -44,6 +47,41 @@ impl Validator<'_> {
             };
             let when = cond("when", &a.when);
             let warn = cond("warn", &a.warn);
+            // A condition that can never have a value, or a warning that can never show, is a
+            // mistake `evald check` can name now rather than a `no_data` found months later.
+            for (k, c, v) in [("when", &when, &a.when), ("warn", &warn, &a.warn)] {
+                if let Some(Condition::Threshold {
+                    metric: Metric::Score(n),
+                    ..
+                }) = c
+                    && !scorers.iter().any(|s| &s.name == n)
+                {
+                    let names: Vec<&str> = scorers.iter().map(|s| s.name.as_str()).collect();
+                    self.err(
+                        v.as_ref().map(Spanned::span),
+                        format!(
+                            "{}: no scorer `{n}` in this job (scorers: {})",
+                            key(k),
+                            if names.is_empty() {
+                                "none".into()
+                            } else {
+                                names.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+            if let (Some(w), Some(f)) = (&warn, &when)
+                && let Some(better) = warn_after_firing(w, f)
+            {
+                self.err(
+                    a.warn.as_ref().map(Spanned::span),
+                    format!(
+                        "{}: it holds only where `when` already does, so the warning would never show; a warning comes first, e.g. warn = \"{better}\"",
+                        key("warn")
+                    ),
+                );
+            }
             if a.when.is_none() {
                 self.err(
                     Some(span.clone()),
@@ -60,9 +98,29 @@ impl Validator<'_> {
                 );
             }
             let mut targets = Vec::new();
+            // The job's targets are known unless one is `endpoint/*` (expanded at run time).
+            let known: Option<Vec<String>> = job_targets
+                .iter()
+                .map(|t| matches!(t, TargetSpec::Model { .. }).then(|| t.to_string()))
+                .collect();
             for t in a.targets.unwrap_or_default() {
                 match glob::Pattern::new(t.get_ref()) {
-                    Ok(p) => targets.push(p),
+                    Ok(p) => {
+                        if let Some(known) = &known
+                            && !known.iter().any(|k| p.matches(k))
+                        {
+                            self.err(
+                                Some(t.span()),
+                                format!(
+                                    "{}: `{}` matches none of this job's targets ({})",
+                                    key("targets"),
+                                    t.get_ref(),
+                                    known.join(", ")
+                                ),
+                            );
+                        }
+                        targets.push(p)
+                    }
                     Err(e) => self.err(Some(t.span()), format!("{}: {e}", key("targets"))),
                 }
             }
@@ -108,4 +166,48 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// When `warn` can hold only where `when` holds too (the same metric compared the same way, its
+/// threshold past `when`'s), a `warn` that would come first: `when`'s threshold moved 5 % back.
+fn warn_after_firing(warn: &Condition, when: &Condition) -> Option<String> {
+    let (
+        Condition::Threshold {
+            metric: wm,
+            op: wo,
+            threshold: wt,
+        },
+        Condition::Threshold {
+            metric: fm,
+            op: fo,
+            threshold: ft,
+        },
+    ) = (warn, when)
+    else {
+        return None;
+    };
+    let lower = |o: &Op| matches!(o, Op::Lt | Op::Le);
+    let upper = |o: &Op| matches!(o, Op::Gt | Op::Ge);
+    if wm != fm {
+        return None;
+    }
+    let (op, suggest) = if lower(wo) && lower(fo) && wt < ft {
+        (
+            "<",
+            if *ft > 0.0 && *ft <= 1.0 {
+                (ft + (1.0 - ft) / 2.0).min(1.0)
+            } else {
+                ft * 1.05
+            },
+        )
+    } else if upper(wo) && upper(fo) && wt > ft {
+        (">", ft * 0.95)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{} {op} {}",
+        wm.name(),
+        (suggest * 1000.0).round() / 1000.0
+    ))
 }
