@@ -415,7 +415,8 @@ impl Config {
 
         let notifiers = alerts::notifiers(&src, dir, raw.notifiers, secrets, &mut errs);
         let maintenance = alerts::maintenance(&src, raw.maintenance, &mut errs);
-        let pricing = pricing::parse(&src, dir, raw.pricing, &mut errs);
+        let known: Vec<&str> = endpoints.keys().map(String::as_str).collect();
+        let pricing = pricing::parse(&src, dir, raw.pricing, &known, &mut errs);
         let (warnings, errs): (Vec<_>, Vec<_>) = errs.into_iter().partition(|d| d.warning);
         if !errs.is_empty() {
             return Err(errs);
@@ -757,6 +758,10 @@ mod tests {
             (
                 "[retention]\nmax_db_size = \"2 parsecs\"\n",
                 "retention.max_db_size: `2 parsecs`: unknown size unit",
+            ),
+            (
+                "[endpoints.a]\nurl = \"http://127.0.0.1:9/v1\"\n[pricing.models.\"gatway/m\"]\ninput = 1\noutput = 2\n",
+                "evald.toml:3:1: pricing.models.\"gatway/m\": no endpoint `gatway` in this file (endpoints: a)",
             ),
             (
                 "[web]\npublic_url = \"evals.example.com\"\n",

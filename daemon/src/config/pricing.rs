@@ -87,6 +87,7 @@ pub(super) fn parse(
     src: &Source<'_>,
     dir: &std::path::Path,
     raw: Option<RawPricing>,
+    endpoints: &[&str],
     errs: &mut Vec<Diagnostic>,
 ) -> Pricing {
     let Some(raw) = raw else {
@@ -143,11 +144,24 @@ pub(super) fn parse(
         let span = p.span();
         let p = p.into_inner();
         let key = format!("pricing.models.\"{target}\"");
-        if !target.contains('/') {
-            errs.push(src.at(
+        match target.split_once('/') {
+            None => errs.push(src.at(
                 Some(span.clone()),
                 format!("{key}: name a target as endpoint/model"),
-            ));
+            )),
+            // A misspelt endpoint would leave that target's cost unknown, silently.
+            Some((ep, _)) if !endpoints.contains(&ep) => errs.push(src.at(
+                Some(span.clone()),
+                format!(
+                    "{key}: no endpoint `{ep}` in this file (endpoints: {})",
+                    if endpoints.is_empty() {
+                        "none".into()
+                    } else {
+                        endpoints.join(", ")
+                    }
+                ),
+            )),
+            Some(_) => {}
         }
         let per_token = |v: Option<Num>| v.map(|n| n.0 / 1e6);
         match (per_token(p.input), per_token(p.output)) {
