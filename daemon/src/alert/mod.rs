@@ -148,7 +148,7 @@ impl Alerts {
                             op,
                             threshold,
                         } => {
-                            let v = value(metric, t, report);
+                            let v = value(metric, t, &report.records);
                             (v.map(|v| op.holds(v, *threshold)), v)
                         }
                         Condition::Event(EventCondition::Regression) => {
@@ -476,10 +476,13 @@ fn condition_words(c: &Condition) -> String {
 
 /// A metric of one target of a run; `None` when it does not apply or there is nothing to
 /// measure (every request failed).
-fn value(m: &Metric, t: &evald_model::TargetSummary, report: &RunReport) -> Option<f64> {
+fn value(
+    m: &Metric,
+    t: &evald_model::TargetSummary,
+    records: &[evald_model::Record],
+) -> Option<f64> {
     let p95 = |f: &dyn Fn(&evald_model::Record) -> Option<f64>| -> Option<f64> {
-        let mut v: Vec<f64> = report
-            .records
+        let mut v: Vec<f64> = records
             .iter()
             .filter(|r| r.target() == t.target && r.error.is_none() && !r.metadata.confirm)
             .filter_map(f)
@@ -505,6 +508,23 @@ fn value(m: &Metric, t: &evald_model::TargetSummary, report: &RunReport) -> Opti
         },
         Metric::Goodput => t.bench.as_ref().map(|b| b.goodput),
         Metric::SloAttainment => t.bench.as_ref().and_then(|b| b.slo_attainment),
-        Metric::CostUsd => None,
+        Metric::CostUsd => t.cost_usd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spend alert judges the target's cost: known, it has a value; unknown, `no_data`.
+    #[test]
+    fn cost_usd_is_the_targets_known_cost() {
+        let mut t = evald_model::TargetSummary {
+            cost_usd: Some(0.0615),
+            ..Default::default()
+        };
+        assert_eq!(value(&Metric::CostUsd, &t, &[]), Some(0.0615));
+        t.cost_usd = None;
+        assert_eq!(value(&Metric::CostUsd, &t, &[]), None);
     }
 }

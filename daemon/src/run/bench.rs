@@ -71,6 +71,9 @@ struct Acc {
     e2e_from_schedule: Histogram<u64>,
     /// Open loop: how late each request was sent.
     send_lag: Histogram<u64>,
+    /// The first and last send, Unix ms: the span the sending rate is over (the drain after
+    /// the last send is not sending).
+    sends_ms: (i64, i64),
 }
 
 impl Acc {
@@ -90,11 +93,16 @@ impl Acc {
             e2e: hist(),
             e2e_from_schedule: hist(),
             send_lag: hist(),
+            sends_ms: (i64::MAX, i64::MIN),
         }
     }
 
     fn add(&mut self, r: &Record, gaps_us: &[u32], load: &LoadSpec) {
         self.tally.add(r);
+        self.sends_ms = (
+            self.sends_ms.0.min(r.timestamp_ms),
+            self.sends_ms.1.max(r.timestamp_ms),
+        );
         if let Some(l) = r.metadata.send_lag_ms {
             self.lag_sum += l;
             self.lag_n += 1;
@@ -175,7 +183,16 @@ impl Acc {
             fell_behind: open && send_lag.count > 0 && send_lag.p90 > FELL_BEHIND_MS,
             send_lag_ms: open.then_some(send_lag),
             target_rate: load.rate,
-            achieved_rate: load.rate.map(|_| requests as f64 / secs),
+            // Sends per second between the first send and the last (vLLM's request rate, not
+            // its throughput): the run's duration also holds the drain of the last answers.
+            achieved_rate: load.rate.map(|_| {
+                let (first, last) = self.sends_ms;
+                if requests >= 2 && last > first {
+                    (requests - 1) as f64 / ((last - first) as f64 / 1000.0)
+                } else {
+                    requests as f64 / secs
+                }
+            }),
             mean_send_lag_ms: (self.lag_n > 0).then(|| self.lag_sum / self.lag_n as f64),
             e2e_histogram: buckets(&self.e2e, 24),
             e2e_hdr: Some(hex(&hdr)),
