@@ -464,7 +464,13 @@ impl Site {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(evald_bin());
-        c.args(args).arg("--config").arg(self.config());
+        // The config by a relative path, from its folder, as `evald serve` in /etc/evald or a
+        // checkout is run: every path evald derives must work from it (a deleted job file was
+        // once left scheduled this way).
+        c.current_dir(self.path())
+            .args(args)
+            .arg("--config")
+            .arg("evald.toml");
         for (k, v) in &self.env {
             c.env(k, v);
         }

@@ -97,6 +97,17 @@ pub struct RunOptions {
 
 /// The job `name` of the jobs directory, or why not (no such file, naming the jobs there; or
 /// its problems).
+/// A job as the operator named it: its name, or its file (`capitals.toml`,
+/// `jobs/capitals.toml`), which names it by its stem.
+pub fn job_name(arg: &str) -> String {
+    match arg.strip_suffix(".toml") {
+        Some(file) => Path::new(file)
+            .file_name()
+            .map_or(file.to_string(), |n| n.to_string_lossy().into_owned()),
+        None => arg.to_string(),
+    }
+}
+
 pub fn load_job(config: &Config, name: &str) -> Result<Job, Failure> {
     let file = config.jobs_dir.join(format!("{name}.toml"));
     if !file.is_file() {
@@ -256,4 +267,19 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
     println!("{t}");
     println!("stored as run {} (job `{ADHOC_JOB}`)", report.summary.id);
     Ok(report.summary.status == RunStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_job_may_be_named_by_its_file() {
+        for arg in [
+            "capitals",
+            "capitals.toml",
+            "jobs/capitals.toml",
+            "/etc/evald/jobs/capitals.toml",
+        ] {
+            assert_eq!(super::job_name(arg), "capitals", "{arg}");
+        }
+    }
 }

@@ -9,8 +9,7 @@ use croner::Cron;
 /// An expression that never fires (`0 0 31 2 *`: February has no 31st) is refused too: a job
 /// that silently never runs is a mistake (croner decides it in ~50 ms, only for such ones).
 pub fn parse_schedule(expr: &str) -> Result<Cron, String> {
-    const HOW: &str =
-        "write 5 fields (`*/30 * * * *`), 6 with seconds first, or @hourly/@daily/@weekly/@monthly";
+    const HOW: &str = "write 5 fields (`*/30 * * * *`), 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly";
     let t = expr.trim();
     let fields = t.split_whitespace().count();
     // The parser sees the expression with seconds added, so its own count would be off by one.
@@ -24,7 +23,11 @@ pub fn parse_schedule(expr: &str) -> Result<Cron, String> {
         .dom_and_dow(true)
         .build()
         .parse(&with_seconds(expr))
-        .map_err(|e| format!("`{expr}` is not a cron expression ({e}); {HOW}"))?;
+        .map_err(|e| match t.starts_with('@') {
+            // The parser's own text speaks of field counts, which a nickname has none of.
+            true => format!("`{expr}` is not a schedule nickname; {HOW}"),
+            false => format!("`{expr}` is not a cron expression ({e}); {HOW}"),
+        })?;
     if cron
         .find_next_occurrence(&chrono::Utc::now(), false)
         .is_err()
@@ -63,5 +66,12 @@ mod tests {
         assert!(e.contains("never fires"), "{e}");
         let e = parse_schedule("61 * * * *").unwrap_err();
         assert!(e.contains("not a cron expression"), "{e}");
+        assert!(parse_schedule("@yearly").is_ok());
+        let e = parse_schedule("@midnight").unwrap_err();
+        assert!(
+            e.starts_with("`@midnight` is not a schedule nickname; write 5 fields"),
+            "{e}"
+        );
+        assert!(!e.contains("fields when seconds"), "{e}");
     }
 }

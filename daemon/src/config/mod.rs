@@ -209,16 +209,20 @@ pub struct Simulated {
 /// Finds the config file: `--config`, else `$EVALD_CONFIG`, else `./evald.toml`, else
 /// `/etc/evald/evald.toml`.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    // Absolute (not canonical: a symlink stays as written), so every path resolved against it
+    // is too: the job files listed at start and those the watcher reports then agree.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
+        return Ok(absolute(p.to_path_buf()));
     }
     if let Some(p) = std::env::var_os("EVALD_CONFIG").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+        return Ok(absolute(PathBuf::from(p)));
     }
     DEFAULT_CONFIG_PATHS
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
+        .map(absolute)
         .ok_or_else(|| {
             "no config file: pass --config PATH, set EVALD_CONFIG, or create ./evald.toml or /etc/evald/evald.toml".to_string()
         })
