@@ -164,14 +164,17 @@ pub fn passed(r: &Record) -> Option<bool> {
 }
 
 /// Each target's case outcomes in a run: target → case key → passed. A confirming re-send
-/// (`metadata.confirm`) decides its case; warm-ups and unscored records are left out.
+/// (`metadata.confirm`) decides its case; warm-ups, unscored records and failed requests are
+/// left out: a request that got no answer (an outage, a 429) says nothing of the answers, and
+/// `error_rate` is the figure for it — counting it as a wrong answer made an outage read as a
+/// regression of the model.
 pub fn outcomes<'a>(
     records: impl IntoIterator<Item = &'a Record>,
 ) -> BTreeMap<String, BTreeMap<String, bool>> {
     let mut out: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
     let mut confirmed: Vec<(String, String, bool)> = Vec::new();
     for r in records {
-        if r.metadata.warmup {
+        if r.metadata.warmup || r.error.is_some() {
             continue;
         }
         let Some(p) = passed(r) else { continue };
@@ -261,4 +264,41 @@ pub fn diff(a: &[Record], b: &[Record]) -> Vec<DiffRow> {
         .collect();
     rows.sort_by_key(|r| !r.flipped());
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Score;
+
+    /// A failed request is no answer: it is left out of the outcomes the watch pairs, so an
+    /// outage does not read as a model answering worse. A wrong answer is a fail.
+    #[test]
+    fn failed_requests_have_no_outcome_and_wrong_answers_fail() {
+        let rec = |case: &str, passed: bool, error: Option<&str>| Record {
+            endpoint: "gw".into(),
+            model: "m".into(),
+            case_id: case.into(),
+            error: error.map(str::to_string),
+            scores: vec![Score {
+                name: "equals".into(),
+                value: Some(if passed { 1.0 } else { 0.0 }),
+                passed: Some(passed),
+                weight: 1.0,
+                error: None,
+                note: None,
+            }],
+            ..Default::default()
+        };
+        let records = [
+            rec("right", true, None),
+            rec("wrong", false, None),
+            rec("outage", false, Some("HTTP 503")),
+        ];
+        let o = outcomes(records.iter());
+        let m = &o["gw/m"];
+        assert_eq!(m.get("right"), Some(&true));
+        assert_eq!(m.get("wrong"), Some(&false));
+        assert_eq!(m.get("outage"), None, "{m:?}");
+    }
 }

@@ -245,7 +245,7 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
             // Conditions that could never have a value or never show: a scorer the job lacks, a
             // glob no target matches, a warning past the firing level.
             "never-alert",
-            "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[scorers]]\nbuiltin=\"contains\"\nvalue=\"x\"\n[[alerts]]\nwhen = \"score.exact < 1\"\ntargets = [\"sim/b*\"]\n[[alerts]]\nname = \"q\"\nwhen = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.8\"\n",
+            "targets = [\"sim/a\"]\n[[cases]]\nid=\"a\"\nprompt=\"x\"\n[[scorers]]\nbuiltin=\"contains\"\nvalue=\"x\"\n[[alerts]]\nwhen = \"score.exact < 1\"\ntargets = [\"sim/b*\"]\n[[alerts]]\nname = \"q\"\nwhen = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.8\"\n[[alerts]]\nname = \"r\"\nwhen = \"regression\"\n[[alerts]]\nname = \"g\"\nwhen = \"goodput < 1\"\n",
             "never-alert.toml:9:8: alerts[0].when: no scorer `exact` in this job (scorers: contains)",
         ),
     ];
@@ -267,6 +267,8 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
     for want in [
         "never-alert.toml:10:12: alerts[0].targets: `sim/b*` matches none of this job's targets (sim/a)",
         "never-alert.toml:14:8: alerts[1].warn: it holds only where `when` already does, so the warning would never show; a warning comes first, e.g. warn = \"pass_rate < 0.95\"",
+        "never-alert.toml:17:8: alerts[2].when: regression is a [watch] verdict, and this job has no [watch] table: it would never have a value",
+        "never-alert.toml:20:8: alerts[3].when: goodput and slo_attainment are benchmark figures: it would never have a value",
     ] {
         assert!(text.contains(want), "want {want:?} in:\n{text}");
     }

@@ -94,12 +94,18 @@ pub fn check(explicit: Option<&Path>, files: &[PathBuf]) -> Result<bool, Failure
                 continue;
             };
             let priced: f64 = rows.iter().filter_map(|r| r.3).sum();
-            if rows.iter().any(|r| r.3.is_some()) {
+            let unpriced = rows.iter().filter(|r| r.3.is_none()).count();
+            if unpriced < rows.len() {
                 eprintln!(
-                    "cost: job `{}` at most {:.4} USD a run, {runs} runs in the next 30 days: at most {:.2} USD a month{}",
+                    "cost: job `{}` at most {:.4} USD a run, {runs} runs in the next 30 days: at most {:.2} USD a month{}{}",
                     j.name,
                     priced,
                     priced * runs as f64,
+                    if unpriced > 0 {
+                        format!(" for the priced targets ({unpriced} without a price)")
+                    } else {
+                        String::new()
+                    },
                     j.budget_usd_month
                         .map(|b| format!(" (budget_usd_month {b})"))
                         .unwrap_or_default()

@@ -95,19 +95,58 @@ pub fn print(config: &Config, job: &Job) {
     );
 }
 
-/// Runs a schedule makes in 30 days from now (capped at 100,000).
+/// Runs a schedule makes in 30 days from now. The first 10,000 are counted; a schedule that
+/// fires more often than that (every 4 s is 648,000 runs) repeats evenly, so its count is
+/// scaled from the span they took.
 pub fn runs_per_month(job: &Job) -> Option<u64> {
+    const COUNTED: u64 = 10_000;
     let s = job.schedule.as_ref()?;
     let now = chrono::Utc::now();
     let end = now + chrono::Duration::days(30);
-    let mut t = now;
+    let (mut t, mut first) = (now, None);
     let mut n = 0u64;
     while let Some(next) = s.next_after(t) {
-        if next > end || n >= 100_000 {
+        if next > end {
             break;
         }
+        let first = *first.get_or_insert(next);
         n += 1;
         t = next;
+        if n == COUNTED {
+            // n − 1 periods from the first firing to the last: as many more to the window's end.
+            let period_ms = (t - first).num_milliseconds().max(1) as f64 / (n - 1) as f64;
+            let rest = (end - first).num_milliseconds() as f64 / period_ms;
+            return Some(1 + rest.floor() as u64);
+        }
     }
     Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every 4 s is 648,000 runs in 30 days; every 10 minutes 4,320 (counted). The scaled
+    /// count may miss by one run at either end of the window.
+    #[test]
+    fn a_frequent_schedule_is_counted_over_the_whole_month() {
+        let config = evald::config::Config::parse(
+            Path::new("/tmp/evald.toml"),
+            "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        for (schedule, want) in [("*/4 * * * * *", 648_000i64), ("*/10 * * * *", 4_320)] {
+            let job = evald::job::Job::parse(
+                Path::new("/tmp/jobs/j.toml"),
+                &format!("schedule = \"{schedule}\"\ntargets = [\"sim/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n"),
+                &config,
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let got = super::runs_per_month(&job).unwrap_or(0) as i64;
+            assert!(
+                (got - want).abs() <= 1,
+                "{schedule}: {got} runs, want {want}"
+            );
+        }
+    }
 }

@@ -146,7 +146,17 @@ impl Validator<'_> {
             }
             JobKind::Compare => Some(self.watch(w, scorers.is_empty())),
         });
-        let alerts = self.alerts(raw.alerts, config, schedule.is_some(), &scorers, &targets);
+        let alerts = self.alerts(
+            raw.alerts,
+            config,
+            super::validate_alerts::JobFacts {
+                scheduled: schedule.is_some(),
+                watched: watch.is_some(),
+                benchmark: kind == JobKind::Benchmark,
+                scorers: &scorers,
+                targets: &targets,
+            },
+        );
         Job {
             name,
             file: self.src.path.to_path_buf(),

@@ -8,15 +8,34 @@ use super::validate::Validator;
 use super::{ScorerSpec, TargetSpec};
 use crate::config::Config;
 
+/// What of the job its alerts are checked against.
+pub(super) struct JobFacts<'a> {
+    /// It has a schedule (`no_run` needs one).
+    pub scheduled: bool,
+    /// It has `[watch]` (`regression` needs it).
+    pub watched: bool,
+    /// A benchmark (`goodput`, `slo_attainment`) rather than a compare job.
+    pub benchmark: bool,
+    /// Its scorers (`score.NAME`).
+    pub scorers: &'a [ScorerSpec],
+    /// Its targets (each alert glob must match one).
+    pub targets: &'a [TargetSpec],
+}
+
 impl Validator<'_> {
     pub(super) fn alerts(
         &mut self,
         raw: Vec<Spanned<RawAlert>>,
         config: &Config,
-        scheduled: bool,
-        scorers: &[ScorerSpec],
-        job_targets: &[TargetSpec],
+        job: JobFacts<'_>,
     ) -> Vec<AlertSpec> {
+        let JobFacts {
+            scheduled,
+            watched,
+            benchmark,
+            scorers,
+            targets: job_targets,
+        } = job;
         let mut out: Vec<AlertSpec> = Vec::new();
         for (i, a) in raw.into_iter().enumerate() {
             let span = a.span();
@@ -50,6 +69,22 @@ impl Validator<'_> {
             // A condition that can never have a value, or a warning that can never show, is a
             // mistake `evald check` can name now rather than a `no_data` found months later.
             for (k, c, v) in [("when", &when, &a.when), ("warn", &warn, &a.warn)] {
+                let never = match c {
+                    Some(Condition::Event(EventCondition::Regression)) if !watched => {
+                        Some("regression is a [watch] verdict, and this job has no [watch] table")
+                    }
+                    Some(Condition::Threshold {
+                        metric: Metric::Goodput | Metric::SloAttainment,
+                        ..
+                    }) if !benchmark => Some("goodput and slo_attainment are benchmark figures"),
+                    _ => None,
+                };
+                if let Some(why) = never {
+                    self.err(
+                        v.as_ref().map(Spanned::span),
+                        format!("{}: {why}: it would never have a value", key(k)),
+                    );
+                }
                 if let Some(Condition::Threshold {
                     metric: Metric::Score(n),
                     ..

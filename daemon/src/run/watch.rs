@@ -193,9 +193,11 @@ fn baseline_runs(
         .finished_runs(&job.name, n, run_id)
         .unwrap_or_default();
     runs.reverse();
-    let what = match spec.baseline {
-        Baseline::Previous => "the previous run".to_string(),
-        _ => format!("the last {} finished runs", runs.len()),
+    let what = match (spec.baseline, runs.len()) {
+        (Baseline::Previous, _) => "the previous run".to_string(),
+        (_, 0) => format!("a window of the last {n} runs, none finished yet"),
+        (_, 1) => "the last finished run".to_string(),
+        (_, k) => format!("the last {k} finished runs"),
     };
     (runs, what)
 }
@@ -293,7 +295,18 @@ pub async fn after_run(
     for t in &mut summary.targets {
         let win: Vec<&Outcomes> = window.iter().filter_map(|w| w.get(&t.target)).collect();
         let cur = current.get(&t.target).unwrap_or(&empty);
-        t.watch = Some(evaluate(spec, cur, &win, &what));
+        let mut w = evaluate(spec, cur, &win, &what);
+        let errored = records
+            .iter()
+            .filter(|r| r.error.is_some() && !r.metadata.warmup && !r.metadata.confirm)
+            .filter(|r| r.target() == t.target)
+            .count();
+        if errored > 0 {
+            w.reason.push_str(&format!(
+                "; {errored} request(s) failed and are left out of the test (an error is no answer: see the error rate)"
+            ));
+        }
+        t.watch = Some(w);
     }
     tracing::info!(
         baseline_runs = window.len(),
