@@ -205,15 +205,11 @@ fn main() -> ExitCode {
                     estimate,
                     force,
                 };
-                cli::run::run(config, &cli::run::job_name(&job), opts).await
+                cli::run::run(config, &job, opts).await
             }
             Command::Baseline { action } => match action {
-                BaselineAction::Pin { job, run } => {
-                    cli::watch::pin(config, &cli::run::job_name(&job), Some(&run)).await
-                }
-                BaselineAction::Unpin { job } => {
-                    cli::watch::pin(config, &cli::run::job_name(&job), None).await
-                }
+                BaselineAction::Pin { job, run } => cli::watch::pin(config, &job, Some(&run)).await,
+                BaselineAction::Unpin { job } => cli::watch::pin(config, &job, None).await,
             },
             Command::Alerts { json } => cli::alerts::alerts(config, json).await,
             Command::Notify {

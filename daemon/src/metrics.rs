@@ -261,6 +261,17 @@ impl Metrics {
             .set(v);
     }
 
+    /// Makes a notifier's two series at 0, so the first failure is an increase Prometheus sees
+    /// (a series born at 1 is no `increase()`).
+    pub fn notifier(&self, notifier: &str) {
+        for outcome in ["delivered", "failed"] {
+            let _made = self.notifications.get_or_create(&vec![
+                ("notifier", notifier.to_string()),
+                ("outcome", outcome.to_string()),
+            ]);
+        }
+    }
+
     /// Counts a delivery that ended: delivered, or failed after its last try.
     pub fn notification(&self, notifier: &str, delivered: bool) {
         let outcome = if delivered { "delivered" } else { "failed" };

@@ -35,8 +35,10 @@ pub fn stats(store: &Store, days: u32, now_ms: i64) -> Result<Stats, StoreError>
     Ok(rollup::stats(days, &names, &totals))
 }
 
-/// Why an export with `filter` names nothing that exists: a run id or a job no stored run has
-/// (a typo would otherwise give an empty file and exit 0). `None` when both exist.
+/// Why an export with `filter` names a run that does not exist, or a run of another job than
+/// the one named (a typo would otherwise give an empty file and exit 0). `None` when it is fine.
+/// A job is not judged here: its records can outlive its run summaries (`retention.runs` may
+/// be the shorter), and a job may not have run yet; `evald export` asks about it itself.
 pub fn export_scope_error(
     store: &Store,
     filter: &RecordFilter,
@@ -53,11 +55,6 @@ pub fn export_scope_error(
             }
             Some(_) => {}
         }
-    }
-    if let Some(job) = &filter.job
-        && store.runs(Some(job), 1)?.is_empty()
-    {
-        return Ok(Some(format!("no run of job `{job}` is stored")));
     }
     Ok(None)
 }

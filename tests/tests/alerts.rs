@@ -221,6 +221,11 @@ async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
         metrics.contains("evald_notifications_total{notifier=\"hook\",outcome=\"delivered\"}"),
         "{metrics}"
     );
+    // Made at 0 at start, so the first failure is an increase.
+    assert!(
+        metrics.contains("evald_notifications_total{notifier=\"hook\",outcome=\"failed\"} 0"),
+        "{metrics}"
+    );
     let (_, page) = site.get("/alerts").await;
     assert!(page.contains("quality") && !page.contains(SECRET));
     // `evald notify test` delivers now and prints the answer.

@@ -266,7 +266,7 @@ async fn each_job_file_problem_names_file_and_line_and_the_other_jobs_still_run(
     assert!(text.contains("binary.toml:1:2: not UTF-8 text"), "{text}");
     for want in [
         "never-alert.toml:10:12: alerts[0].targets: `sim/b*` matches none of this job's targets (sim/a)",
-        "never-alert.toml:14:8: alerts[1].warn: it holds only where `when` already does, so the warning would never show; a warning comes first, e.g. warn = \"pass_rate < 0.95\"",
+        "never-alert.toml:14:8: alerts[1].warn: it holds only where `when` already does, and with for_runs = 1 that fires at once, so the warning would never show; a warning comes first, e.g. warn = \"pass_rate < 0.95\"",
         "never-alert.toml:17:8: alerts[2].when: regression is a [watch] verdict, and this job has no [watch] table: it would never have a value",
         "never-alert.toml:20:8: alerts[3].when: goodput and slo_attainment are benchmark figures: it would never have a value",
     ] {
@@ -442,7 +442,10 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
     std::fs::write(&kept, "an earlier export\n").unwrap();
     for (args, says) in [
         (vec!["--run", "nosuch"], "no run `nosuch` is stored"),
-        (vec!["--job", "nosuch"], "no run of job `nosuch` is stored"),
+        (
+            vec!["--job", "nosuch"],
+            "no record of job `nosuch` is stored, and",
+        ),
         (vec!["--run", run_id, "--job", "other"], "is of job `keyed`"),
     ] {
         let mut all = vec!["export", "-o", kept.to_str().unwrap()];

@@ -61,6 +61,9 @@ impl Alerts {
     /// The engine with the states stored in `store`.
     pub fn new(store: &Store, writer: Writer, metrics: Arc<Metrics>, config: &Config) -> Alerts {
         let mut states = BTreeMap::new();
+        for n in config.notifiers.keys() {
+            metrics.notifier(n);
+        }
         for a in store.alert_states().unwrap_or_default() {
             metrics.alert_state(&a.job, &a.alert, &a.target, a.state.gauge());
             states.insert(key(&a.job, &a.alert, &a.target), a);
@@ -141,6 +144,16 @@ impl Alerts {
                 continue;
             }
             for t in s.targets.iter().filter(|t| spec.covers(&t.target)) {
+                // An `insufficient` verdict (no baseline yet, or too few answers to pair, as
+                // in an outage) says nothing either way: a firing regression does not resolve
+                // on it, nor does a first run report `no_data`. The state stands.
+                if matches!(spec.when, Condition::Event(EventCondition::Regression))
+                    && t.watch
+                        .as_ref()
+                        .is_some_and(|w| w.verdict == Verdict::Insufficient)
+                {
+                    continue;
+                }
                 let eval = |c: &Condition| -> (Option<bool>, Option<f64>) {
                     match c {
                         Condition::Threshold {

@@ -82,20 +82,49 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
         }),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    // A job that is neither a job file nor in any record is a misspelt name. Only then is the
+    // store asked (one record, through the filter); a job that has not run yet is a file.
+    let unknown_job = filter.job.as_deref().filter(|j| {
+        *j != evald::job::ADHOC_JOB && !config.jobs_dir.join(format!("{j}.toml")).is_file()
+    });
+    let probe = RecordFilter {
+        limit: Some(1),
+        ..filter.clone()
+    };
+    let no_such_job = |job: &str| {
+        Failure::Invalid(format!(
+            "no record of job `{job}` is stored, and {} has no {job}.toml",
+            config.jobs_dir.display()
+        ))
+    };
     let rows = match backend(&config)? {
         Backend::Local(store) => {
-            let res = tokio::task::spawn_blocking(move || -> Result<u64, Failure> {
-                if let Some(why) = evald::view::export_scope_error(&store, &filter)? {
-                    return Err(Failure::Invalid(why));
-                }
-                let (rows, mut out) = store.export_to(&filter, format, out)?;
-                out.flush()?;
-                Ok(rows)
-            })
-            .await?;
-            (res?, "records")
+            let unknown_job = unknown_job.map(str::to_string);
+            let res =
+                tokio::task::spawn_blocking(move || -> Result<Result<u64, String>, Failure> {
+                    if let Some(why) = evald::view::export_scope_error(&store, &filter)? {
+                        return Err(Failure::Invalid(why));
+                    }
+                    if let Some(job) = unknown_job
+                        && store.export_to(&probe, format, std::io::sink())?.0 == 0
+                    {
+                        return Ok(Err(job));
+                    }
+                    let (rows, mut out) = store.export_to(&filter, format, out)?;
+                    out.flush()?;
+                    Ok(Ok(rows))
+                })
+                .await?;
+            (res?.map_err(|job| no_such_job(&job))?, "records")
         }
-        Backend::Daemon(daemon) => (daemon.export(format, &filter, &mut out).await?, "records"),
+        Backend::Daemon(daemon) => {
+            if let Some(job) = unknown_job
+                && daemon.export(format, &probe, &mut std::io::sink()).await? == 0
+            {
+                return Err(no_such_job(job));
+            }
+            (daemon.export(format, &filter, &mut out).await?, "records")
+        }
     };
     if let Some(p) = &a.output {
         eprintln!("wrote {} ({} {})", p.display(), rows.0, rows.1);

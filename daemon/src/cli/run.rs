@@ -95,19 +95,33 @@ pub struct RunOptions {
     pub force: bool,
 }
 
-/// The job `name` of the jobs directory, or why not (no such file, naming the jobs there; or
-/// its problems).
-/// A job as the operator named it: its name, or its file (`capitals.toml`,
-/// `jobs/capitals.toml`), which names it by its stem.
-pub fn job_name(arg: &str) -> String {
-    match arg.strip_suffix(".toml") {
-        Some(file) => Path::new(file)
-            .file_name()
-            .map_or(file.to_string(), |n| n.to_string_lossy().into_owned()),
-        None => arg.to_string(),
+/// A job as the operator named it: its name (`capitals`), its file name (`capitals.toml`), or a
+/// path to its file, which must be in the jobs directory (another file would not be the job
+/// that runs: `run` and `baseline` work on the jobs the daemon schedules).
+pub fn job_name(config: &Config, arg: &str) -> Result<String, Failure> {
+    if !arg.contains('/') {
+        return Ok(arg.strip_suffix(".toml").unwrap_or(arg).to_string());
+    }
+    let path = Path::new(arg);
+    let real = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .ok()
+    };
+    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    match (path.parent().and_then(real), real(&config.jobs_dir), stem) {
+        (Some(dir), Some(jobs), Some(stem)) if dir == jobs => {
+            Ok(stem.strip_suffix(".toml").unwrap_or(&stem).to_string())
+        }
+        _ => Err(Failure::Invalid(format!(
+            "`{arg}` is not in the jobs directory {}: name a job there by its file name",
+            config.jobs_dir.display()
+        ))),
     }
 }
 
+/// The job `name` of the jobs directory, or why not (no such file, naming the jobs there; or
+/// its problems).
 pub fn load_job(config: &Config, name: &str) -> Result<Job, Failure> {
     let file = config.jobs_dir.join(format!("{name}.toml"));
     if !file.is_file() {
@@ -141,6 +155,7 @@ pub async fn run(explicit: Option<&Path>, name: &str, opts: RunOptions) -> Resul
         force,
     } = opts;
     let config = load_config(explicit)?;
+    let name = &job_name(&config, name)?;
     let job = load_job(&config, name)?;
     if estimate {
         super::estimate::print(&config, &job);
@@ -271,15 +286,29 @@ pub async fn compare(explicit: Option<&Path>, args: CompareArgs) -> Result<bool,
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn a_job_may_be_named_by_its_file() {
-        for arg in [
-            "capitals",
-            "capitals.toml",
-            "jobs/capitals.toml",
-            "/etc/evald/jobs/capitals.toml",
-        ] {
-            assert_eq!(super::job_name(arg), "capitals", "{arg}");
+    fn a_job_may_be_named_by_its_file_in_the_jobs_directory() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(dir.path().join("jobs")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(dir.path().join("draft")).unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            Config::parse(&dir.path().join("evald.toml"), "").unwrap_or_else(|e| panic!("{e:?}"));
+        let jobs = dir.path().join("jobs/capitals.toml");
+        let jobs = jobs.to_string_lossy();
+        for arg in ["capitals", "capitals.toml", jobs.as_ref()] {
+            assert_eq!(
+                job_name(&config, arg).ok().as_deref(),
+                Some("capitals"),
+                "{arg}"
+            );
         }
+        // A file elsewhere is not the job that would run.
+        let draft = dir.path().join("draft/capitals.toml");
+        let e = job_name(&config, &draft.to_string_lossy())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not in the jobs directory"), "{e}");
     }
 }

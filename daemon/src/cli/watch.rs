@@ -12,6 +12,7 @@ use super::{Backend, Failure, backend, load_config};
 /// `evald baseline pin JOB RUN` / `evald baseline unpin JOB`.
 pub async fn pin(explicit: Option<&Path>, job: &str, run: Option<&str>) -> Result<bool, Failure> {
     let config = load_config(explicit)?;
+    let job = &super::run::job_name(&config, job)?;
     // Pinning needs the job (a typo is caught here, not as "a run of another job"); unpinning
     // does not, so a pin left by a removed job can still go.
     let unwatched = match run {

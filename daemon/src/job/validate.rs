@@ -94,7 +94,9 @@ impl Validator<'_> {
                     None
                 }
             });
+        let before = self.errs.len();
         let targets = self.targets(&raw.targets, config);
+        let targets_ok = self.errs.len() == before;
         let timeout = self.duration("timeout", &raw.timeout);
         let concurrency = self.int("concurrency", &raw.concurrency, 1, 1024, 4) as usize;
         let repeat = self.int("repeat", &raw.repeat, 1, 10_000, 1) as u32;
@@ -122,7 +124,9 @@ impl Validator<'_> {
                 "no cases: add at least one [[cases]] (id and prompt) or a [[generators]] plugin",
             );
         }
+        let before = self.errs.len();
         let scorers = self.scorers(raw.scorers, config);
+        let scorers_ok = self.errs.len() == before;
         let load = match (&raw.load, kind) {
             (Some(l), JobKind::Compare) => {
                 self.err(
@@ -153,8 +157,9 @@ impl Validator<'_> {
                 scheduled: schedule.is_some(),
                 watched: watch.is_some(),
                 benchmark: kind == JobKind::Benchmark,
-                scorers: &scorers,
-                targets: &targets,
+                // A list with its own errors is not judged again through the alerts.
+                scorers: scorers_ok.then_some(&scorers[..]),
+                targets: targets_ok.then_some(&targets[..]),
             },
         );
         Job {

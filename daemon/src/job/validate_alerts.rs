@@ -16,10 +16,10 @@ pub(super) struct JobFacts<'a> {
     pub watched: bool,
     /// A benchmark (`goodput`, `slo_attainment`) rather than a compare job.
     pub benchmark: bool,
-    /// Its scorers (`score.NAME`).
-    pub scorers: &'a [ScorerSpec],
-    /// Its targets (each alert glob must match one).
-    pub targets: &'a [TargetSpec],
+    /// Its scorers (`score.NAME`); `None` when they have errors of their own.
+    pub scorers: Option<&'a [ScorerSpec]>,
+    /// Its targets (each alert glob must match one); `None` when they have errors of their own.
+    pub targets: Option<&'a [TargetSpec]>,
 }
 
 impl Validator<'_> {
@@ -89,6 +89,7 @@ impl Validator<'_> {
                     metric: Metric::Score(n),
                     ..
                 }) = c
+                    && let Some(scorers) = scorers
                     && !scorers.iter().any(|s| &s.name == n)
                 {
                     let names: Vec<&str> = scorers.iter().map(|s| s.name.as_str()).collect();
@@ -106,14 +107,19 @@ impl Validator<'_> {
                     );
                 }
             }
-            if let (Some(w), Some(f)) = (&warn, &when)
+            // With for_runs = 1 a run where `when` holds fires at once, so a `warn` that holds
+            // only there never shows; with more, it warns of a deep drop before the alert fires.
+            let at_once = a.for_runs.as_ref().is_none_or(|n| *n.get_ref() == 1);
+            if at_once
+                && let (Some(w), Some(f)) = (&warn, &when)
                 && let Some(better) = warn_after_firing(w, f)
             {
                 self.err(
                     a.warn.as_ref().map(Spanned::span),
                     format!(
-                        "{}: it holds only where `when` already does, so the warning would never show; a warning comes first, e.g. warn = \"{better}\"",
-                        key("warn")
+                        "{}: it holds only where `when` already does, and with for_runs = 1 that fires at once, so the warning would never show; a warning comes first{}",
+                        key("warn"),
+                        better.map(|b| format!(", e.g. warn = \"{b}\"")).unwrap_or_default()
                     ),
                 );
             }
@@ -134,10 +140,11 @@ impl Validator<'_> {
             }
             let mut targets = Vec::new();
             // The job's targets are known unless one is `endpoint/*` (expanded at run time).
-            let known: Option<Vec<String>> = job_targets
-                .iter()
-                .map(|t| matches!(t, TargetSpec::Model { .. }).then(|| t.to_string()))
-                .collect();
+            let known: Option<Vec<String>> = job_targets.and_then(|ts| {
+                ts.iter()
+                    .map(|t| matches!(t, TargetSpec::Model { .. }).then(|| t.to_string()))
+                    .collect()
+            });
             for t in a.targets.unwrap_or_default() {
                 match glob::Pattern::new(t.get_ref()) {
                     Ok(p) => {
@@ -204,8 +211,10 @@ impl Validator<'_> {
 }
 
 /// When `warn` can hold only where `when` holds too (the same metric compared the same way, its
-/// threshold past `when`'s), a `warn` that would come first: `when`'s threshold moved 5 % back.
-fn warn_after_firing(warn: &Condition, when: &Condition) -> Option<String> {
+/// threshold past `when`'s): `Some` of a `warn` that would come first (`when`'s threshold moved
+/// back: halfway to 1 for a share, 5 % otherwise), or `Some(None)` when no such number differs
+/// from `when`'s own.
+fn warn_after_firing(warn: &Condition, when: &Condition) -> Option<Option<String>> {
     let (
         Condition::Threshold {
             metric: wm,
@@ -227,22 +236,79 @@ fn warn_after_firing(warn: &Condition, when: &Condition) -> Option<String> {
         return None;
     }
     let (op, suggest) = if lower(wo) && lower(fo) && wt < ft {
-        (
-            "<",
-            if *ft > 0.0 && *ft <= 1.0 {
-                (ft + (1.0 - ft) / 2.0).min(1.0)
-            } else {
-                ft * 1.05
-            },
-        )
+        let up = if *ft > 0.0 && *ft <= 1.0 {
+            (ft + (1.0 - ft) / 2.0).min(1.0)
+        } else {
+            ft * 1.05
+        };
+        ("<", up)
     } else if upper(wo) && upper(fo) && wt > ft {
         (">", ft * 0.95)
     } else {
         return None;
     };
-    Some(format!(
-        "{} {op} {}",
-        wm.name(),
-        (suggest * 1000.0).round() / 1000.0
-    ))
+    let suggest = (suggest * 1000.0).round() / 1000.0;
+    Some((suggest != *ft).then(|| format!("{} {op} {suggest}", wm.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn check(alert: &str) -> Vec<String> {
+        let config = crate::config::Config::parse(
+            Path::new("/e/evald.toml"),
+            "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let text = format!(
+            "targets = [\"sim/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[scorers]]\nbuiltin = \"contains\"\nvalue = \"x\"\n[[alerts]]\n{alert}"
+        );
+        match crate::job::Job::parse(Path::new("/e/jobs/j.toml"), &text, &config) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// A deeper `warn` than `when` never shows when `when` fires at once; with for_runs > 1 it
+    /// warns of a deep drop before the alert fires, and is accepted.
+    #[test]
+    fn a_deeper_warn_is_refused_only_when_it_could_never_show() {
+        let e = check("when = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.5\"\n");
+        assert!(
+            e.len() == 1 && e[0].contains("e.g. warn = \"pass_rate < 0.95\""),
+            "{e:?}"
+        );
+        assert_eq!(
+            check("when = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.5\"\nfor_runs = 3\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check("when = \"pass_rate < 0.9\"\nwarn = \"pass_rate < 0.95\"\n"),
+            Vec::<String>::new()
+        );
+        // No suggestion that is `when` itself.
+        let e = check("when = \"error_rate > 0\"\nwarn = \"error_rate > 0.2\"\n");
+        assert!(e.len() == 1 && !e[0].contains("e.g."), "{e:?}");
+    }
+
+    /// A scorer or target list with errors of its own is not reported again through an alert.
+    #[test]
+    fn a_broken_target_is_not_blamed_twice() {
+        let config = crate::config::Config::parse(
+            Path::new("/e/evald.toml"),
+            "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let text = "targets = [\"nowhere/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[alerts]]\nwhen = \"error_rate > 0.5\"\ntargets = [\"sim/*\"]\n";
+        let e: Vec<String> =
+            match crate::job::Job::parse(Path::new("/e/jobs/j.toml"), text, &config) {
+                Ok(_) => vec![],
+                Err(e) => e.iter().map(|d| d.to_string()).collect(),
+            };
+        assert!(
+            e.len() == 1 && e[0].contains("unknown endpoint `nowhere`"),
+            "{e:?}"
+        );
+    }
 }
