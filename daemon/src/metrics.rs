@@ -195,13 +195,11 @@ impl Metrics {
             return;
         }
         let target = r.target();
+        // An error by the kind a benchmark counts it as: 429 apart from other 4xx and 5xx, so
+        // rate limiting can be alerted on by itself.
         let outcome = match &r.error {
             None => "ok".to_string(),
-            Some(_) => r
-                .metadata
-                .error_kind
-                .clone()
-                .unwrap_or_else(|| "error".into()),
+            Some(_) => crate::run::bench::error_kind(r),
         };
         self.requests
             .get_or_create(&vec![
@@ -393,5 +391,36 @@ impl Metrics {
         let mut s = String::new();
         let _ = encode(&mut s, &self.registry);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_is_an_outcome_of_its_own() {
+        let m = Metrics::new();
+        for status in [429u16, 503, 429] {
+            let mut r = Record {
+                job: "j".into(),
+                endpoint: "gw".into(),
+                model: "m".into(),
+                error: Some(format!("HTTP {status}")),
+                ..Default::default()
+            };
+            r.metadata.error_kind = Some(crate::endpoint::kind::HTTP_STATUS.into());
+            r.metadata.http_status = Some(status);
+            m.observe(&r);
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("evald_requests_total{job=\"j\",target=\"gw/m\",outcome=\"http_429\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evald_requests_total{job=\"j\",target=\"gw/m\",outcome=\"http_5xx\"} 1"),
+            "{text}"
+        );
     }
 }

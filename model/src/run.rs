@@ -130,6 +130,13 @@ pub struct BenchSummary {
     /// The share of requests that met every SLO and passed every scorer.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub slo_attainment: Option<f64>,
+    /// Successful requests whose output tokens the tokenizer counted, the server having sent
+    /// no usage: the token figures (tokens/s, TPOT) are estimates to that extent.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub tokens_estimated: u64,
+    /// The SLOs goodput was held to (`[load] slo_*`); absent when none was set.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slos: Option<Slos>,
     /// Errors by kind.
     pub errors_by_kind: std::collections::BTreeMap<String, u64>,
     /// Time to the first token of any kind (content, reasoning, a tool call).
@@ -171,6 +178,58 @@ pub struct BenchSummary {
     /// merged and redrawn.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub e2e_hdr: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A benchmark's SLOs (vLLM's `--goodput ttft: tpot: e2el:`), ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slos {
+    /// Time to first token, at most.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ttft_ms: Option<f64>,
+    /// Time per output token, at most.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tpot_ms: Option<f64>,
+    /// End-to-end latency, at most.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub e2e_ms: Option<f64>,
+}
+
+impl Slos {
+    /// `ttft ≤ 150 ms, e2e ≤ 600 ms`.
+    pub fn words(&self) -> String {
+        [
+            ("ttft", self.ttft_ms),
+            ("tpot", self.tpot_ms),
+            ("e2e", self.e2e_ms),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k} ≤ {v} ms")))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
+impl BenchSummary {
+    /// What goodput counted, in words, when it counts anything beyond throughput (SLOs set, or
+    /// answers scored): `met ttft ≤ 150 ms and passed the scorers`. `None`: every successful
+    /// request counted, so goodput is throughput and not worth a line.
+    pub fn goodput_terms(&self, scored: bool) -> Option<String> {
+        let slos = self
+            .slos
+            .as_ref()
+            .map(Slos::words)
+            .filter(|w| !w.is_empty());
+        match (slos, scored) {
+            (None, false) => None,
+            (Some(s), false) => Some(format!("met {s}")),
+            (None, true) => Some("passed the scorers".into()),
+            (Some(s), true) => Some(format!("met {s} and passed the scorers")),
+        }
+    }
 }
 
 /// A run's results for one target.

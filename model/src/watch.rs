@@ -85,6 +85,21 @@ impl Identity {
         }
     }
 
+    /// In words: `model gpt-4o-2024-08-06, fingerprint fp_1, x-litellm-model-id abc`.
+    pub fn words(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = &self.served_model {
+            parts.push(format!("model {m}"));
+        }
+        if let Some(f) = &self.system_fingerprint {
+            parts.push(format!("fingerprint {f}"));
+        }
+        for (k, v) in &self.headers {
+            parts.push(format!("{k} {v}"));
+        }
+        parts.join(", ")
+    }
+
     /// Whether nothing identifies the model.
     pub fn is_empty(&self) -> bool {
         self.served_model.is_none() && self.system_fingerprint.is_none() && self.headers.is_empty()

@@ -510,6 +510,20 @@ async fn slos_on_tpot_drive_goodput_and_need_a_stream() {
     assert_eq!(loose, 1.0);
     assert_eq!(tight, 0.0);
     assert!(loose_goodput > 0.0 && tight_goodput == 0.0);
+    // The SLOs are kept with the figures, and the table says what goodput counted; without an
+    // SLO or a scorer goodput is throughput, and no line claims "100 % met the SLOs".
+    let r = site.run_json("loose");
+    assert_eq!(r["summary"]["targets"][0]["bench"]["slos"]["tpot_ms"], 15.0);
+    let table =
+        |name: &str| String::from_utf8_lossy(&site.evald_ok(&["run", name]).stdout).into_owned();
+    let t = table("loose");
+    assert!(
+        t.contains("goodput") && t.contains("% met tpot ≤ 15 ms)"),
+        "{t}"
+    );
+    job("free", "", true);
+    let t = table("free");
+    assert!(t.contains("requests/s") && !t.contains("goodput"), "{t}");
     job("nostream", "slo_ttft_ms = 200", false);
     let out = site.evald(&["check"]);
     let text =
@@ -539,11 +553,21 @@ async fn output_tokens_without_usage_are_counted_by_the_tokenizer() {
             "kind = \"benchmark\"\ntargets = [\"test/chunky\"]\n[[cases]]\nid = \"c\"\nprompt = \"{words}\"\n[load]\nconcurrency = 1\nrequests = 3\n"
         ),
     );
-    site.run_json("chunky");
+    let report = site.run_json("chunky");
     for r in site.export_job("chunky") {
         assert_eq!(r["completion_tokens"], 31, "{r}");
         assert_eq!(r["metadata"]["tokens_estimated"], true, "{r}");
     }
+    // The summary and the table say the token figures are estimates.
+    assert_eq!(
+        report["summary"]["targets"][0]["bench"]["tokens_estimated"],
+        3
+    );
+    let table = String::from_utf8_lossy(&site.evald_ok(&["run", "chunky"]).stdout).into_owned();
+    assert!(
+        table.contains("output tokens of 3 request(s) estimated with the o200k_base tokenizer"),
+        "{table}"
+    );
 }
 
 /// kill -9 in the middle of a benchmark: the run is marked interrupted at the next start and

@@ -151,13 +151,23 @@ pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<St
                     "output tokens/s".to_string(),
                     format!("{:.1}", b.output_tokens_per_s),
                 ),
-                (
-                    "goodput (requests/s)".to_string(),
-                    format!("{:.1}", b.goodput),
-                ),
             ];
-            if let Some(a) = b.slo_attainment {
-                facts.push(("met the SLOs".into(), format!("{:.0} %", a * 100.0)));
+            if b.tokens_estimated > 0 {
+                facts.push((
+                    "output tokens".into(),
+                    format!(
+                        "estimated for {} request(s): the server sent no usage",
+                        b.tokens_estimated
+                    ),
+                ));
+            }
+            // Goodput only when it counts something beyond throughput (SLOs, or scores).
+            if let Some(terms) = b.goodput_terms(t.pass_rate.is_some()) {
+                facts.push(("goodput (requests/s)".into(), format!("{:.1}", b.goodput)));
+                facts.push((
+                    terms,
+                    format!("{:.0} %", b.slo_attainment.unwrap_or(0.0) * 100.0),
+                ));
             }
             if b.fell_behind {
                 facts.push((

@@ -51,20 +51,6 @@ struct JobWatch {
     events: Vec<EventRow>,
 }
 
-fn identity_words(i: &evald_model::Identity) -> String {
-    let mut parts = Vec::new();
-    if let Some(m) = &i.served_model {
-        parts.push(format!("model {m}"));
-    }
-    if let Some(f) = &i.system_fingerprint {
-        parts.push(format!("fingerprint {f}"));
-    }
-    for (k, v) in &i.headers {
-        parts.push(format!("{k} {v}"));
-    }
-    clip(&parts.join(", "), 300)
-}
-
 /// The latest watched run's verdict, the worst of its targets (regressed, then improved, ok,
 /// insufficient), for the overview; empty when no run was watched.
 pub fn latest_verdict(runs: &[&RunSummary]) -> (String, &'static str) {
@@ -224,8 +210,8 @@ pub fn job_section(
                 when: when(e.time_ms),
                 kind: e.kind.clone(),
                 target: e.target.clone(),
-                before: identity_words(&e.before),
-                after: identity_words(&e.after),
+                before: clip(&e.before.words(), 300),
+                after: clip(&e.after.words(), 300),
                 run: e.run_id.clone(),
             })
             .collect(),

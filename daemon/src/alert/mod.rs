@@ -55,6 +55,8 @@ struct Judged<'a> {
     warn: bool,
     value: Option<f64>,
     run_id: Option<&'a str>,
+    /// What an event was, in words, for the notification (`value` says nothing of it).
+    detail: Option<String>,
 }
 
 impl Alerts {
@@ -138,6 +140,7 @@ impl Alerts {
                         warn: false,
                         value: None,
                         run_id: Some(&s.id),
+                        detail: None,
                     };
                     self.judge(config, job, spec, JOB_LEVEL, j).await;
                 }
@@ -184,11 +187,22 @@ impl Alerts {
                 };
                 let (bad, v) = eval(&spec.when);
                 let warn = spec.warn.as_ref().is_some_and(|w| eval(w).0 == Some(true));
+                let detail = match &spec.when {
+                    Condition::Event(EventCondition::Regression) => {
+                        t.watch.as_ref().map(regression_words)
+                    }
+                    Condition::Event(EventCondition::ServedModelChanged) => events
+                        .iter()
+                        .find(|e| e.run_id == s.id && e.target == t.target)
+                        .map(|e| format!("{} → {}", e.before.words(), e.after.words())),
+                    _ => None,
+                };
                 let j = Judged {
                     bad,
                     warn,
                     value: v,
                     run_id: Some(&s.id),
+                    detail,
                 };
                 self.judge(config, job, spec, &t.target, j).await;
             }
@@ -305,24 +319,37 @@ impl Alerts {
         );
         self.writer.alert(status.clone()).await;
         if let Some(previous) = notify {
-            self.notify(config, spec, &status, previous);
+            self.notify(config, spec, &status, previous, j.detail.as_deref());
         }
     }
 
     /// Queues a delivery of `a`'s state to each of the alert's notifiers.
-    fn notify(&self, config: &Config, spec: &AlertSpec, a: &AlertStatus, previous: AlertState) {
+    fn notify(
+        &self,
+        config: &Config,
+        spec: &AlertSpec,
+        a: &AlertStatus,
+        previous: AlertState,
+        detail: Option<&str>,
+    ) {
         let state = a.state.as_str();
-        let value = a.value.map_or("no value".to_string(), |v| format!("{v}"));
+        // An event says what happened; a threshold its value.
+        let value = match detail {
+            Some(d) => d.to_string(),
+            None => a
+                .value
+                .map_or("no value".to_string(), |v| format!("value {v}")),
+        };
         let message = match a.state {
             AlertState::Ok => format!(
-                "resolved: {}/{} on {} is ok again (was {}; value {value})",
+                "resolved: {}/{} on {} is ok again (was {}; {value})",
                 a.job,
                 a.alert,
                 a.target,
                 previous.as_str()
             ),
             _ => format!(
-                "{}: {}/{} on {} ({}; value {value})",
+                "{}: {}/{} on {} ({}; {value})",
                 state.to_uppercase(),
                 a.job,
                 a.alert,
@@ -404,6 +431,7 @@ impl Alerts {
                         warn: false,
                         value: Some((now_ms - since) as f64 / 1000.0),
                         run_id: None,
+                        detail: None,
                     };
                     self.judge(config, job, spec, JOB_LEVEL, j).await;
                 }
@@ -458,7 +486,7 @@ impl Alerts {
             self.writer.alert(a).await;
         }
         for (spec, a) in renotify {
-            self.notify(config, &spec, &a, AlertState::Firing);
+            self.notify(config, &spec, &a, AlertState::Firing, None);
         }
     }
 }
@@ -485,6 +513,28 @@ fn condition_words(c: &Condition) -> String {
         Condition::Event(EventCondition::ServedModelChanged) => "served_model_changed".into(),
         Condition::Event(EventCondition::NoRun) => "no_run".into(),
     }
+}
+
+/// A watch verdict in words: `pass rate 73.3 % vs 100.0 % (p 0.008); newly failing c01, c02,
+/// c03 and 5 more`.
+fn regression_words(w: &evald_model::TargetWatch) -> String {
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.1} %", v * 100.0));
+    let mut s = format!(
+        "pass rate {} vs {}",
+        pct(w.pass_rate),
+        pct(w.baseline_pass_rate)
+    );
+    if let Some(p) = w.p_value {
+        s.push_str(&format!(" (p {p:.3})"));
+    }
+    if !w.newly_failing.is_empty() {
+        let shown: Vec<&str> = w.newly_failing.iter().take(3).map(String::as_str).collect();
+        s.push_str(&format!("; newly failing {}", shown.join(", ")));
+        if w.newly_failing.len() > 3 {
+            s.push_str(&format!(" and {} more", w.newly_failing.len() - 3));
+        }
+    }
+    s
 }
 
 /// A metric of one target of a run; `None` when it does not apply or there is nothing to
@@ -539,5 +589,26 @@ mod tests {
         assert_eq!(value(&Metric::CostUsd, &t, &[]), Some(0.0615));
         t.cost_usd = None;
         assert_eq!(value(&Metric::CostUsd, &t, &[]), None);
+    }
+
+    /// A regression's notification says what got worse, not a bare p-value.
+    #[test]
+    fn a_regression_is_told_in_pass_rates_and_cases() {
+        let w = evald_model::TargetWatch {
+            verdict: Verdict::Regressed,
+            reason: String::new(),
+            p_value: Some(0.0078125),
+            pass_rate: Some(0.7333),
+            pass_rate_ci95: None,
+            baseline_pass_rate: Some(1.0),
+            paired: 30,
+            newly_failing: (1..=8).map(|i| format!("c{i:02}")).collect(),
+            newly_passing: vec![],
+            flaky: vec![],
+        };
+        assert_eq!(
+            regression_words(&w),
+            "pass rate 73.3 % vs 100.0 % (p 0.008); newly failing c01, c02, c03 and 5 more"
+        );
     }
 }

@@ -117,17 +117,27 @@ pub fn print_report(report: &RunReport) {
                 }
                 continue;
             }
+            // Goodput only when it counts something beyond throughput (SLOs, or scores).
+            let goodput = b
+                .goodput_terms(target.pass_rate.is_some())
+                .map(|terms| {
+                    format!(
+                        ", goodput {:.1} requests/s ({:.0} % {terms})",
+                        b.goodput,
+                        b.slo_attainment.unwrap_or(0.0) * 100.0
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "\n{}  {:.1} requests/s, {:.1} output tokens/s, goodput {:.1} requests/s{} over {:.1} s",
-                target.target,
-                b.request_throughput,
-                b.output_tokens_per_s,
-                b.goodput,
-                b.slo_attainment
-                    .map(|a| format!(" ({:.0} % met the SLOs)", a * 100.0))
-                    .unwrap_or_default(),
-                b.duration_s
+                "\n{}  {:.1} requests/s, {:.1} output tokens/s{goodput} over {:.1} s",
+                target.target, b.request_throughput, b.output_tokens_per_s, b.duration_s
             );
+            if b.tokens_estimated > 0 {
+                println!(
+                    "  output tokens of {} request(s) estimated with the o200k_base tokenizer: the server sent no usage",
+                    b.tokens_estimated
+                );
+            }
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
                 println!(
                     "  open loop: asked {want:.1}/s, sent {got:.1}/s, mean send lag {}",

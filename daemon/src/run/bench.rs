@@ -71,6 +71,8 @@ struct Acc {
     e2e_from_schedule: Histogram<u64>,
     /// Open loop: how late each request was sent.
     send_lag: Histogram<u64>,
+    /// Successful requests whose tokens the tokenizer counted (the server sent no usage).
+    estimated: u64,
     /// The first and last send, Unix ms: the span the sending rate is over (the drain after
     /// the last send is not sending).
     sends_ms: (i64, i64),
@@ -94,6 +96,7 @@ impl Acc {
             e2e_from_schedule: hist(),
             send_lag: hist(),
             sends_ms: (i64::MAX, i64::MIN),
+            estimated: 0,
         }
     }
 
@@ -124,6 +127,7 @@ impl Acc {
         }
         let out_tokens = r.completion_tokens.unwrap_or(0) as u64;
         self.output_tokens += out_tokens;
+        self.estimated += u64::from(r.metadata.tokens_estimated);
         // TPOT = (e2e − ttft) / (output tokens − 1), per request.
         let tpot = match (r.response_time_ms, r.ttft_ms) {
             (Some(e2e), Some(ttft)) if out_tokens > 1 => {
@@ -169,6 +173,15 @@ impl Acc {
             output_tokens_per_s: self.output_tokens as f64 / secs,
             goodput: self.good as f64 / secs,
             slo_attainment: (requests > 0).then(|| self.good as f64 / requests as f64),
+            tokens_estimated: self.estimated,
+            slos: (load.slo_ttft_ms.is_some()
+                || load.slo_tpot_ms.is_some()
+                || load.slo_e2e_ms.is_some())
+            .then_some(evald_model::run::Slos {
+                ttft_ms: load.slo_ttft_ms,
+                tpot_ms: load.slo_tpot_ms,
+                e2e_ms: load.slo_e2e_ms,
+            }),
             errors_by_kind: self.errors_by_kind.clone(),
             ttft_ms: percentiles(&self.ttft),
             ttfc_ms: percentiles(&self.ttfc),
@@ -213,7 +226,7 @@ pub const FELL_BEHIND_MS: f64 = 50.0;
 /// A failed request's kind as a benchmark counts it: HTTP statuses split into `http_429`,
 /// `http_4xx` and `http_5xx`, a broken stream `stream_broken`; the rest (`stream_timeout`
 /// among them) as the record's own `error_kind`.
-fn error_kind(r: &Record) -> String {
+pub(crate) fn error_kind(r: &Record) -> String {
     let kind = r.metadata.error_kind.as_deref().unwrap_or("other");
     let s = match (kind, r.metadata.http_status) {
         (crate::endpoint::kind::HTTP_STATUS, Some(429)) => "http_429",
