@@ -199,7 +199,7 @@ impl Metrics {
         // rate limiting can be alerted on by itself.
         let outcome = match &r.error {
             None => "ok".to_string(),
-            Some(_) => crate::run::bench::error_kind(r),
+            Some(_) => crate::endpoint::kind::counted(r),
         };
         self.requests
             .get_or_create(&vec![

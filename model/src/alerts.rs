@@ -78,6 +78,11 @@ pub struct AlertStatus {
     /// The run last judged.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// A firing `regression`: the baseline pass rate it fired against. It resolves when the
+    /// pass rate is back within `min_drop` of it, not when a window of bad runs has become its
+    /// own baseline and the verdict reads `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_baseline: Option<f64>,
 }
 
 /// One delivery to a notifier: what was sent and how it went.

@@ -300,3 +300,86 @@ async fn a_maintenance_window_silences_and_its_end_restores_the_state() {
     .await;
     assert_eq!(queued(&site, "quality").await, before);
 }
+
+/// A lasting regression under a rolling baseline: by the third bad run the window (DESIGN: the
+/// last 3 finished runs) holds two bad runs and the verdict reads `ok`, but the `regression`
+/// alert keeps firing, since the pass rate is still `min_drop` below the baseline it fired
+/// against. It resolves when the answers are right again. Deliveries: one firing, one resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_regression_keeps_firing_until_the_pass_rate_is_back() {
+    let server = TestServer::start().await;
+    let (hook, posts) = receiver().await;
+    let site = Site::new(
+        None,
+        &format!(
+            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\n[notifiers.hook]\nurl = \"{hook}\"\n",
+            server.url()
+        ),
+    );
+    let mut job = String::from(
+        "targets = [\"st/arith\"]\n[watch]\nbaseline = \"rolling:3\"\n[[scorers]]\nbuiltin = \"equals\"\n",
+    );
+    for k in 1..=30u32 {
+        job.push_str(&format!(
+            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + 5?\"\nreference = \"{}\"\n",
+            k + 5
+        ));
+    }
+    job.push_str("[[alerts]]\nname = \"reg\"\nwhen = \"regression\"\nnotify = [\"hook\"]\n");
+    site.job("watched", &job);
+    let _d = site.serve().await;
+    let verdict = |r: Value| {
+        r["summary"]["targets"][0]["watch"]["verdict"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let reg_state = || async {
+        let (_, body) = site.get("/api/v1/alerts").await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["job"] == "watched" && a["alert"] == "reg")
+            .map_or_else(String::new, |a| {
+                a["state"].as_str().unwrap_or("").to_string()
+            })
+    };
+    server.set_arith(0, false, None, None);
+    for _ in 0..3 {
+        site.run_json("watched");
+    }
+    server.set_arith(8, false, None, None);
+    let verdicts: Vec<String> = (0..3).map(|_| verdict(site.run_json("watched"))).collect();
+    assert_eq!(verdicts, ["regressed", "regressed", "ok"]);
+    // A run through the daemon returns after its alerts are judged.
+    assert_eq!(reg_state().await, "firing");
+    site.until(10, "the firing delivery", || async {
+        !bodies(&posts, "reg").is_empty()
+    })
+    .await;
+    // One more bad run: still firing, nothing sent.
+    site.run_json("watched");
+    assert_eq!(reg_state().await, "firing");
+    server.set_arith(0, false, None, None);
+    assert_eq!(verdict(site.run_json("watched")), "improved");
+    assert_eq!(reg_state().await, "ok");
+    site.until(10, "the resolved delivery", || async {
+        bodies(&posts, "reg").len() == 2
+    })
+    .await;
+    let states: Vec<String> = bodies(&posts, "reg")
+        .iter()
+        .map(|b| b["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["firing", "ok"]);
+    assert!(
+        bodies(&posts, "reg")[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pass rate 73.3 % vs 100.0 %"),
+        "{:?}",
+        bodies(&posts, "reg")
+    );
+}

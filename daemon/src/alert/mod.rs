@@ -57,6 +57,8 @@ struct Judged<'a> {
     run_id: Option<&'a str>,
     /// What an event was, in words, for the notification (`value` says nothing of it).
     detail: Option<String>,
+    /// A `regression`: the baseline pass rate of the run judged.
+    baseline: Option<f64>,
 }
 
 impl Alerts {
@@ -141,6 +143,7 @@ impl Alerts {
                         value: None,
                         run_id: Some(&s.id),
                         detail: None,
+                        baseline: None,
                     };
                     self.judge(config, job, spec, JOB_LEVEL, j).await;
                 }
@@ -157,6 +160,18 @@ impl Alerts {
                 {
                     continue;
                 }
+                // A firing regression holds while the pass rate stays `min_drop` below the
+                // baseline it fired against: a rolling window that has filled with bad runs
+                // reads `ok`, but the target is no better.
+                let still_low = |w: &evald_model::TargetWatch| -> bool {
+                    let min_drop = job.watch.as_ref().map_or(0.0, |s| s.min_drop);
+                    let states = self.states();
+                    let fired = states
+                        .get(&key(&job.name, &spec.name, &t.target))
+                        .filter(|a| a.underlying.unwrap_or(a.state) == AlertState::Firing)
+                        .and_then(|a| a.fired_baseline);
+                    matches!((fired, w.pass_rate), (Some(b), Some(now)) if b - now >= min_drop)
+                };
                 let eval = |c: &Condition| -> (Option<bool>, Option<f64>) {
                     match c {
                         Condition::Threshold {
@@ -170,7 +185,7 @@ impl Alerts {
                         Condition::Event(EventCondition::Regression) => {
                             let w = t.watch.as_ref();
                             (
-                                w.map(|w| w.verdict == Verdict::Regressed),
+                                w.map(|w| w.verdict == Verdict::Regressed || still_low(w)),
                                 w.and_then(|w| w.p_value),
                             )
                         }
@@ -203,6 +218,9 @@ impl Alerts {
                     value: v,
                     run_id: Some(&s.id),
                     detail,
+                    baseline: matches!(spec.when, Condition::Event(EventCondition::Regression))
+                        .then(|| t.watch.as_ref().and_then(|w| w.baseline_pass_rate))
+                        .flatten(),
                 };
                 self.judge(config, job, spec, &t.target, j).await;
             }
@@ -247,6 +265,7 @@ impl Alerts {
                     silenced_until: None,
                     notified_ms: None,
                     run_id: None,
+                    fired_baseline: None,
                 });
             let before = a.underlying.unwrap_or(a.state);
             a.value = j.value;
@@ -292,6 +311,11 @@ impl Alerts {
                 a.since_ms = now_ms;
                 a.since = rfc3339(now_ms);
             }
+            a.fired_baseline = match after {
+                AlertState::Firing => a.fired_baseline.or(j.baseline),
+                AlertState::Ok => None,
+                _ => a.fired_baseline,
+            };
             let notify = match window {
                 Some(until) => {
                     a.underlying = Some(after);
@@ -432,6 +456,7 @@ impl Alerts {
                         value: Some((now_ms - since) as f64 / 1000.0),
                         run_id: None,
                         detail: None,
+                        baseline: None,
                     };
                     self.judge(config, job, spec, JOB_LEVEL, j).await;
                 }

@@ -99,6 +99,21 @@ pub mod kind {
     pub const INTERRUPTED: &str = "interrupted";
     /// Any other transport failure.
     pub const TRANSPORT: &str = "transport";
+
+    /// A failed request's kind as benchmarks and `evald_requests_total` count it: HTTP statuses
+    /// split into `http_429`, `http_4xx` and `http_5xx`, a broken stream `stream_broken`; the
+    /// rest (`stream_timeout` among them) as the record's own kind.
+    pub fn counted(r: &evald_model::Record) -> String {
+        let kind = r.metadata.error_kind.as_deref().unwrap_or("other");
+        let s = match (kind, r.metadata.http_status) {
+            (HTTP_STATUS, Some(429)) => "http_429",
+            (HTTP_STATUS, Some(s)) if (400..500).contains(&s) => "http_4xx",
+            (HTTP_STATUS, Some(_)) => "http_5xx",
+            (STREAM, _) => "stream_broken",
+            (other, _) => other,
+        };
+        s.to_string()
+    }
 }
 
 /// Sends chat requests; one per daemon, shared by every run (it pools connections).

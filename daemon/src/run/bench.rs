@@ -112,7 +112,10 @@ impl Acc {
             self.send_lag.saturating_record(us(l.max(0.0)));
         }
         if r.error.is_some() {
-            *self.errors_by_kind.entry(error_kind(r)).or_default() += 1;
+            *self
+                .errors_by_kind
+                .entry(crate::endpoint::kind::counted(r))
+                .or_default() += 1;
             return;
         }
         for g in gaps_us {
@@ -222,21 +225,6 @@ pub const CHECKPOINT: Duration = Duration::from_secs(5);
 
 /// Open loop: the p90 send lag past which the client is said to have fallen behind, ms.
 pub const FELL_BEHIND_MS: f64 = 50.0;
-
-/// A failed request's kind as a benchmark counts it: HTTP statuses split into `http_429`,
-/// `http_4xx` and `http_5xx`, a broken stream `stream_broken`; the rest (`stream_timeout`
-/// among them) as the record's own `error_kind`.
-pub(crate) fn error_kind(r: &Record) -> String {
-    let kind = r.metadata.error_kind.as_deref().unwrap_or("other");
-    let s = match (kind, r.metadata.http_status) {
-        (crate::endpoint::kind::HTTP_STATUS, Some(429)) => "http_429",
-        (crate::endpoint::kind::HTTP_STATUS, Some(s)) if (400..500).contains(&s) => "http_4xx",
-        (crate::endpoint::kind::HTTP_STATUS, Some(_)) => "http_5xx",
-        (crate::endpoint::kind::STREAM, _) => "stream_broken",
-        (other, _) => other,
-    };
-    s.to_string()
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
