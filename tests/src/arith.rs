@@ -9,7 +9,9 @@ use crate::{ServerState, TestServer, completion};
 
 /// The `arith` model answers "What is K + B?" with K + B, except: cases with K ≤ `bad_cases`
 /// get a wrong answer (only the first time each prompt is asked, with `wrong_once`); every
-/// answer carries `system_fingerprint` and the `x-model-id` header when set.
+/// answer carries `system_fingerprint` and the `x-model-id` header when set. A model id
+/// `x|y` is two deployments behind one name, as a load balancer serves them: cases K ≤ 20
+/// are answered by `x`, the rest by `y`.
 #[derive(Debug, Default, Clone)]
 pub struct Arith {
     /// Cases K = 1..=bad_cases answer wrong.
@@ -61,11 +63,12 @@ pub(crate) fn answer(st: &ServerState, prompt: &str) -> Response {
         v["system_fingerprint"] = json!(f);
     }
     let mut r = axum::Json(v).into_response();
-    if let Some(id) = a
-        .model_id
-        .as_deref()
-        .and_then(|m| header::HeaderValue::from_str(m).ok())
-    {
+    let model_id = a.model_id.as_deref().map(|m| match m.split_once('|') {
+        Some((x, _)) if k <= 20 => x,
+        Some((_, y)) => y,
+        None => m,
+    });
+    if let Some(id) = model_id.and_then(|m| header::HeaderValue::from_str(m).ok()) {
         r.headers_mut().insert("x-model-id", id);
     }
     r

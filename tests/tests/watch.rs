@@ -235,3 +235,48 @@ async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
     }
     panic!("c01 flipped twice in the window but was never listed as flaky");
 }
+
+/// Two deployments behind one model name (a load balancer): the most common one changes from
+/// run to run, but each answered in both runs, so no `served_model_changed`. A deployment no
+/// request of the previous run met is a change: one event, with before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_taking_turns_are_no_change_of_model() {
+    let server = TestServer::start().await;
+    let site = Site::new(
+        None,
+        &format!(
+            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\nidentity_headers = [\"X-Model-Id\"]\n",
+            server.url()
+        ),
+    );
+    site.job("lb", &job("baseline = \"previous\""));
+    let identity =
+        |r: &Value| r["summary"]["targets"][0]["identity"]["headers"]["x-model-id"].clone();
+    // 20 of 30 by the first, 10 by the second; then the other way round.
+    server.set_arith(0, false, None, Some("dep-a|dep-b"));
+    let one = site.run_json("lb");
+    server.set_arith(0, false, None, Some("dep-b|dep-a"));
+    let two = site.run_json("lb");
+    server.set_arith(0, false, None, Some("dep-a|dep-b"));
+    site.run_json("lb");
+    // The most common did change each time (so the old rule made an event of each).
+    assert_eq!(
+        (identity(&one), identity(&two)),
+        ("dep-a".into(), "dep-b".into())
+    );
+    // A deployment the last run never met.
+    server.set_arith(0, false, None, Some("dep-c"));
+    site.run_json("lb");
+    let _d = site.serve().await;
+    let (_, body) = site.get("/api/v1/events?job=lb").await;
+    let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(
+        events[0]["before"]["headers"]["x-model-id"], "dep-a",
+        "{body}"
+    );
+    assert_eq!(
+        events[0]["after"]["headers"]["x-model-id"], "dep-c",
+        "{body}"
+    );
+}

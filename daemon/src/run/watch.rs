@@ -393,9 +393,23 @@ async fn identities(ctx: &RunContext, job: &Job, summary: &mut RunSummary, recor
                 .iter()
                 .find(|p| p.target == t.target)
                 .and_then(|p| p.identity.clone())
+                .map(|i| (i, r.id.as_str()))
         });
-        if let Some(before) = before
+        // A change of the most common identity is a change of model only when the new one
+        // answered none of that run's requests: behind a load balancer two deployments of one
+        // model take turns at being the most common, which is no change at all.
+        let seen_before = |run: &str| {
+            ctx.store
+                .run_records(run, usize::MAX)
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.target() == t.target && r.error.is_none())
+                .map(Identity::of)
+                .any(|i| !i.is_empty() && !now.differs_from(&i))
+        };
+        if let Some((before, run)) = before
             && now.differs_from(&before)
+            && !seen_before(run)
         {
             let at = chrono::Utc::now();
             let e = Event {
