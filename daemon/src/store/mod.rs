@@ -16,6 +16,7 @@ mod interrupted;
 mod migrate;
 mod retention;
 pub mod rollup;
+mod sample;
 mod tables;
 mod watch;
 mod writer;

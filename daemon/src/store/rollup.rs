@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use evald_model::{Record, Stats, StatsGroup, TokenStats};
+use evald_model::{Stats, StatsGroup, TokenStats};
 
 /// One hour in ms.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -195,41 +195,7 @@ pub fn key_of(job: &str, endpoint: &str, model: &str, provider: &str) -> String 
     s
 }
 
-/// What one record adds to its rollups; taken from the record before it is encoded, so the
-/// writer thread does not need the record itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sample {
-    /// The record has an error.
-    pub error: bool,
-    /// Response time of a successful request, ms.
-    pub latency_ms: Option<f64>,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Total tokens.
-    pub total_tokens: u64,
-    /// Its cost, USD, when known.
-    pub cost_usd: Option<f64>,
-}
-
-impl Sample {
-    /// A record's contribution; none for a benchmark's warm-up request, which is stored but
-    /// not counted (DESIGN: warm-up requests are excluded from the results).
-    pub fn of(r: &Record) -> Option<Sample> {
-        if r.metadata.warmup {
-            return None;
-        }
-        Some(Sample {
-            error: r.error.is_some(),
-            latency_ms: r.response_time_ms.filter(|_| r.error.is_none()),
-            prompt_tokens: r.prompt_tokens.unwrap_or(0) as u64,
-            completion_tokens: r.completion_tokens.unwrap_or(0) as u64,
-            total_tokens: r.total_tokens.unwrap_or(0) as u64,
-            cost_usd: r.cost_usd,
-        })
-    }
-}
+pub use super::sample::Sample;
 
 /// Aggregates of one group over one hour or one day.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -262,6 +228,13 @@ const ROLLUP_V3: u8 = 3;
 impl Rollup {
     /// Counts one record in.
     pub fn add(&mut self, s: &Sample) {
+        if let Some(c) = s.cost_usd {
+            self.cost_usd += c;
+            self.costed += 1;
+        }
+        if !s.counted {
+            return;
+        }
         self.requests += 1;
         if s.error {
             self.errors += 1;
@@ -272,10 +245,6 @@ impl Rollup {
         self.prompt_tokens += s.prompt_tokens;
         self.completion_tokens += s.completion_tokens;
         self.total_tokens += s.total_tokens;
-        if let Some(c) = s.cost_usd {
-            self.cost_usd += c;
-            self.costed += 1;
-        }
     }
 
     /// Adds another rollup's counts to this one.

@@ -41,6 +41,7 @@ fn rollups_round_trip_and_bad_bytes_are_refused() {
         .enumerate()
     {
         r.add(&Sample {
+            counted: true,
             error: i == 2,
             latency_ms: Some(ms),
             prompt_tokens: 300 + i as u64,
@@ -88,4 +89,23 @@ fn a_window_is_whole_days_between_partial_ones() {
         (p.days, p.hours),
         (None, vec![(day + HOUR_MS, day + 5 * HOUR_MS)])
     );
+}
+
+/// A warm-up request is not in the figures (DESIGN), but its cost was spent: it counts in the
+/// cost, so in stats and monthly budgets. Without a known cost it adds nothing.
+#[test]
+fn a_warm_up_request_costs_but_is_not_counted() {
+    let mut rec = evald_model::Record {
+        cost_usd: Some(0.01),
+        response_time_ms: Some(5.0),
+        prompt_tokens: Some(10),
+        ..Default::default()
+    };
+    rec.metadata.warmup = true;
+    let mut r = Rollup::default();
+    r.add(&Sample::of(&rec).unwrap());
+    assert_eq!((r.requests, r.prompt_tokens, r.costed), (0, 0, 1));
+    assert!((r.cost_usd - 0.01).abs() < 1e-12);
+    rec.cost_usd = None;
+    assert_eq!(Sample::of(&rec), None);
 }
