@@ -28,6 +28,18 @@ fn bodies(posts: &Posts, alert: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `n` cases "What is K + 5?" for the test server's `arith` model, scored by `equals`.
+fn arith_cases(n: u32) -> String {
+    (1..=n)
+        .map(|k| {
+            format!(
+                "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + 5?\"\nreference = \"{}\"\n",
+                k + 5
+            )
+        })
+        .collect()
+}
+
 fn site(server: &TestServer, hook: &str, extra: &str) -> Site {
     let mut site = Site::new(
         None,
@@ -40,12 +52,7 @@ fn site(server: &TestServer, hook: &str, extra: &str) -> Site {
     let mut job = String::from(
         "schedule = \"* * * * * *\"\ntargets = [\"st/arith\"]\n[[scorers]]\nbuiltin = \"equals\"\n",
     );
-    for k in 1..=10u32 {
-        job.push_str(&format!(
-            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + 5?\"\nreference = \"{}\"\n",
-            k + 5
-        ));
-    }
+    job.push_str(&arith_cases(10));
     job.push_str("[[alerts]]\nname = \"quality\"\nwhen = \"pass_rate < 0.9\"\nfor_runs = 2\nresolve_runs = 2\nnotify = [\"hook\"]\n");
     job.push_str("[[alerts]]\nname = \"loud\"\nwhen = \"pass_rate < 0.9\"\nrenotify = \"2s\"\nnotify = [\"hook\"]\n");
     site.job("guard", &job);
@@ -319,12 +326,7 @@ async fn a_lasting_regression_keeps_firing_until_the_pass_rate_is_back() {
     let mut job = String::from(
         "targets = [\"st/arith\"]\n[watch]\nbaseline = \"rolling:3\"\n[[scorers]]\nbuiltin = \"equals\"\n",
     );
-    for k in 1..=30u32 {
-        job.push_str(&format!(
-            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + 5?\"\nreference = \"{}\"\n",
-            k + 5
-        ));
-    }
+    job.push_str(&arith_cases(30));
     job.push_str("[[alerts]]\nname = \"reg\"\nwhen = \"regression\"\nnotify = [\"hook\"]\n");
     site.job("watched", &job);
     let _d = site.serve().await;

@@ -126,7 +126,8 @@ prompt = "anything"
         (count("err500"), count("test/err500"), count("dead/err500")),
         (1, 1, 0)
     );
-    // Without a daemon too: an unknown run is refused, not an empty export.
+    // An unknown run is refused, not an empty export (here through the daemon; without one in
+    // `commands_without_a_daemon_say_what_names_nothing_and_what_is_missing`).
     let out = site.evald(&["export", "--run", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run `nosuch` is stored"));
@@ -438,26 +439,16 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
     );
     // A run id or job that names nothing is refused (a typo would give an empty file and exit
     // 0), and a file of that name is left as it was.
-    let kept = site.path().join("kept.csv");
-    std::fs::write(&kept, "an earlier export\n").unwrap();
-    for (args, says) in [
-        (vec!["--run", "nosuch"], "no run `nosuch` is stored"),
-        (
-            vec!["--job", "nosuch"],
-            "no record of job `nosuch` is stored, and",
-        ),
-        (vec!["--run", run_id, "--job", "other"], "is of job `keyed`"),
-    ] {
-        let mut all = vec!["export", "-o", kept.to_str().unwrap()];
-        all.extend(args);
-        let out = site.evald(&all);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{all:?}: {err}");
-        assert!(err.contains(says), "{all:?}: {err}");
-    }
-    assert_eq!(
-        std::fs::read_to_string(&kept).unwrap(),
-        "an earlier export\n"
+    refused_exports(
+        &site,
+        &[
+            (&["--run", "nosuch"], "no run `nosuch` is stored"),
+            (
+                &["--job", "nosuch"],
+                "no record of job `nosuch` is stored, and",
+            ),
+            (&["--run", run_id, "--job", "other"], "is of job `keyed`"),
+        ],
     );
     d.signal("TERM");
     let _ = d.wait(20).await;
@@ -596,4 +587,53 @@ async fn a_runs_log_lines_carry_its_job_and_run_id() {
     assert_eq!(ok["fields"]["response"], "Echo: hi", "{ok}");
     assert_eq!(ok["span"]["run_id"], run_id.as_str(), "{ok}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains(evald_tests::SECRET));
+}
+
+/// Without a daemon the CLI opens the store itself: an export naming no run or job is refused
+/// there too (a file of that name is left as it was), a job that has a file but no run yet
+/// exports nothing without an error, and a run says what this shell lacks for its endpoints'
+/// keys (the requests go out all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_a_daemon_say_what_names_nothing_and_what_is_missing() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    let job = "targets = [\"test/ok-a\"]\n[[cases]]\nid = \"a\"\nprompt = \"hi\"\n";
+    site.job("one", job);
+    let out = site.evald_env(&["run", "one"], &[("TEST_KEY", "")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: endpoints.test.api_key_env: environment variable `TEST_KEY` is not set"
+        ),
+        "{err}"
+    );
+    refused_exports(
+        &site,
+        &[
+            (&["--run", "nosuch"], "no run `nosuch` is stored"),
+            (&["--job", "nosuch"], "no record of job `nosuch` is stored"),
+        ],
+    );
+    site.job("fresh", job);
+    let out = site.evald(&["export", "--format", "jsonl", "--job", "fresh"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+}
+
+/// Each export (`args`) exits 1 saying `says`, and leaves the file it was to write as it was.
+fn refused_exports(site: &Site, cases: &[(&[&str], &str)]) {
+    let kept = site.path().join("kept.csv");
+    std::fs::write(&kept, "an earlier export\n").unwrap();
+    for (args, says) in cases {
+        let mut all = vec!["export", "-o", kept.to_str().unwrap()];
+        all.extend(args.iter());
+        let out = site.evald(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "an earlier export\n"
+    );
 }

@@ -23,6 +23,17 @@ fn job(watch: &str) -> String {
     s
 }
 
+/// A site whose endpoint `st` is the test server, its `X-Model-Id` header naming the model.
+fn st_site(server: &TestServer) -> Site {
+    Site::new(
+        None,
+        &format!(
+            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\nidentity_headers = [\"X-Model-Id\"]\n",
+            server.url()
+        ),
+    )
+}
+
 fn watch(report: &Value) -> Value {
     report["summary"]["targets"][0]["watch"].clone()
 }
@@ -38,13 +49,7 @@ fn ids(v: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_events() {
     let server = TestServer::start().await;
-    let site = Site::new(
-        None,
-        &format!(
-            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\nidentity_headers = [\"X-Model-Id\"]\n",
-            server.url()
-        ),
-    );
+    let site = st_site(&server);
     site.job(
         "arith",
         &job("baseline = \"rolling:3\"\nsignificance = 0.05\nmin_drop = 0.05"),
@@ -193,13 +198,7 @@ async fn regressions_are_tested_against_the_baseline_and_identity_changes_are_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
     let server = TestServer::start().await;
-    let site = Site::new(
-        None,
-        &format!(
-            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\n",
-            server.url()
-        ),
-    );
+    let site = st_site(&server);
     site.job("confirm", &job("baseline = \"rolling:3\"\nconfirm = true"));
     for _ in 0..3 {
         site.run_json("confirm");
@@ -242,13 +241,7 @@ async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_taking_turns_are_no_change_of_model() {
     let server = TestServer::start().await;
-    let site = Site::new(
-        None,
-        &format!(
-            "[endpoints.st]\nurl = \"{}\"\nmax_retries = 0\nidentity_headers = [\"X-Model-Id\"]\n",
-            server.url()
-        ),
-    );
+    let site = st_site(&server);
     site.job("lb", &job("baseline = \"previous\""));
     let identity =
         |r: &Value| r["summary"]["targets"][0]["identity"]["headers"]["x-model-id"].clone();

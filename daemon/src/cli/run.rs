@@ -55,6 +55,20 @@ async fn run_local(
     job: &Job,
     pb: &ProgressBar,
 ) -> Result<RunReport, Failure> {
+    // What this shell lacks for the job's endpoints (a key variable, the service's credentials):
+    // the requests go out all the same, so say it here and not only in `evald check`.
+    for w in &config.warnings {
+        let mine = job.targets.iter().any(|t| {
+            let ep = match t {
+                job::TargetSpec::Model { endpoint, .. }
+                | job::TargetSpec::AllModels { endpoint } => endpoint,
+            };
+            w.message.starts_with(&format!("endpoints.{ep}."))
+        });
+        if mine {
+            pb.suspend(|| eprintln!("{w}"));
+        }
+    }
     let writer = store.writer();
     let ctx = RunContext {
         client: Client::new(config.secrets()),

@@ -620,9 +620,10 @@ fn validate_endpoint(
                 (None, Some(file)) => match read_key_file(dir, file.get_ref()) {
                     Ok(k) => Some(k),
                     Err(KeyFileError::NoCredentialsDirectory) if secrets == Secrets::Optional => {
-                        tracing::warn!(
-                            "endpoints.{name}: api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has; requests from this command go without a key"
-                        );
+                        errs.push(src.warn(
+                            Some(file.span()),
+                            format!("endpoints.{name}.api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has: requests from this shell go without a key"),
+                        ));
                         None
                     }
                     Err(e) => {
@@ -693,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_missing_secret_variable_is_a_warning_where_it_is_no_error() {
-        let text = "[web]\ntoken_env = \"EVALD_TEST_UNSET_TOKEN\"\n[endpoints.gw]\nurl = \"http://127.0.0.1:9/v1\"\napi_key_env = \"EVALD_TEST_UNSET_KEY\"\n";
+        let text = "[web]\ntoken_env = \"EVALD_TEST_UNSET_TOKEN\"\n[endpoints.gw]\nurl = \"http://127.0.0.1:9/v1\"\napi_key_env = \"EVALD_TEST_UNSET_KEY\"\n[endpoints.svc]\nurl = \"http://127.0.0.1:9/v1\"\napi_key_file = \"$CREDENTIALS_DIRECTORY/k\"\n";
         let path = Path::new("evald.toml");
         // serve: the token is required; the key is not, but its absence is said.
         let errs = Config::parse_with(path, text, Secrets::Required).unwrap_err();
@@ -712,6 +713,11 @@ mod tests {
         assert!(
             w.iter().any(|w| w.contains("endpoints.gw.api_key_env")
                 && w.contains("go without an Authorization header")),
+            "{w:?}"
+        );
+        // The service's credentials, which a shell lacks: located, as every other warning.
+        assert!(
+            w.iter().any(|w| w.starts_with("evald.toml:8:16: warning: endpoints.svc.api_key_file is under $CREDENTIALS_DIRECTORY")),
             "{w:?}"
         );
     }

@@ -255,19 +255,23 @@ fn warn_after_firing(warn: &Condition, when: &Condition) -> Option<Option<String
 mod tests {
     use std::path::Path;
 
-    fn check(alert: &str) -> Vec<String> {
+    /// The problems of a job file's text (none: it loads).
+    fn problems(text: &str) -> Vec<String> {
         let config = crate::config::Config::parse(
             Path::new("/e/evald.toml"),
             "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
-        let text = format!(
-            "targets = [\"sim/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[scorers]]\nbuiltin = \"contains\"\nvalue = \"x\"\n[[alerts]]\n{alert}"
-        );
-        match crate::job::Job::parse(Path::new("/e/jobs/j.toml"), &text, &config) {
+        match crate::job::Job::parse(Path::new("/e/jobs/j.toml"), text, &config) {
             Ok(_) => vec![],
             Err(e) => e.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    fn check(alert: &str) -> Vec<String> {
+        problems(&format!(
+            "targets = [\"sim/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[scorers]]\nbuiltin = \"contains\"\nvalue = \"x\"\n[[alerts]]\n{alert}"
+        ))
     }
 
     /// A deeper `warn` than `when` never shows when `when` fires at once; with for_runs > 1 it
@@ -295,17 +299,9 @@ mod tests {
     /// A scorer or target list with errors of its own is not reported again through an alert.
     #[test]
     fn a_broken_target_is_not_blamed_twice() {
-        let config = crate::config::Config::parse(
-            Path::new("/e/evald.toml"),
-            "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        let text = "targets = [\"nowhere/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[alerts]]\nwhen = \"error_rate > 0.5\"\ntargets = [\"sim/*\"]\n";
-        let e: Vec<String> =
-            match crate::job::Job::parse(Path::new("/e/jobs/j.toml"), text, &config) {
-                Ok(_) => vec![],
-                Err(e) => e.iter().map(|d| d.to_string()).collect(),
-            };
+        let e = problems(
+            "targets = [\"nowhere/a\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[alerts]]\nwhen = \"error_rate > 0.5\"\ntargets = [\"sim/*\"]\n",
+        );
         assert!(
             e.len() == 1 && e[0].contains("unknown endpoint `nowhere`"),
             "{e:?}"
