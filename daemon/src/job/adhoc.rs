@@ -35,6 +35,23 @@ pub struct AdhocSpec {
 #[error("{}", .0.join("; "))]
 pub struct InvalidAdhoc(pub Vec<String>);
 
+/// A problem of the ad hoc job, naming the flag that set the value rather than the job file's
+/// key (`--temperature: must be …`, not `params.temperature: …`).
+fn as_flag(msg: String) -> String {
+    for (key, flag) in [
+        ("params.temperature", "--temperature"),
+        ("params.max_tokens", "--max-tokens"),
+    ] {
+        if let Some(rest) = msg.strip_prefix(key) {
+            return format!("{flag}{rest}");
+        }
+    }
+    match msg.strip_prefix("targets[").and_then(|r| r.split_once(']')) {
+        Some((_, rest)) => format!("--model{rest}"),
+        None => msg,
+    }
+}
+
 /// A value with no place in a file.
 fn at<T>(v: T) -> Spanned<T> {
     Spanned::new(0..0, v)
@@ -95,8 +112,35 @@ impl Job {
             Ok(job)
         } else {
             Err(InvalidAdhoc(
-                v.errs.into_iter().map(|d| d.message).collect(),
+                v.errs.into_iter().map(|d| as_flag(d.message)).collect(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_names_the_flag() {
+        let config = Config::parse(
+            Path::new("/e/evald.toml"),
+            "[endpoints.sim]\nsimulated = { latency_ms = 1 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let spec = AdhocSpec {
+            models: vec!["nowhere/m".into()],
+            prompt: "hi".into(),
+            temperature: Some(3.0),
+            ..Default::default()
+        };
+        let e = Job::adhoc(&spec, &config).unwrap_err().0;
+        assert!(e.iter().any(|m| m.starts_with("--temperature: ")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("--model: unknown endpoint `nowhere`")),
+            "{e:?}"
+        );
     }
 }
