@@ -161,6 +161,20 @@ fn commands_work_from_a_shell_without_the_services_secrets() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("only the service has"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("requests"));
+    // `evald check` says what this shell lacks, at its line (stats sends nothing, so it is
+    // quiet about keys; a run says it for its own endpoints).
+    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("EVALD_TEST_TOKEN_NOT_SET")
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("evald.toml:")
+            && l.contains(": warning: endpoints.gateway.api_key_file is under $CREDENTIALS_DIRECTORY, which only the service has")),
+        "{text}"
+    );
 }

@@ -445,7 +445,7 @@ async fn the_api_key_is_sent_as_a_bearer_token_and_found_nowhere_else() {
             (&["--run", "nosuch"], "no run `nosuch` is stored"),
             (
                 &["--job", "nosuch"],
-                "no record of job `nosuch` is stored, and",
+                "no record of job `nosuch` matches, and",
             ),
             (&["--run", run_id, "--job", "other"], "is of job `keyed`"),
         ],
@@ -612,7 +612,7 @@ async fn commands_without_a_daemon_say_what_names_nothing_and_what_is_missing() 
         &site,
         &[
             (&["--run", "nosuch"], "no run `nosuch` is stored"),
-            (&["--job", "nosuch"], "no record of job `nosuch` is stored"),
+            (&["--job", "nosuch"], "no record of job `nosuch` matches"),
         ],
     );
     site.job("fresh", job);

@@ -93,7 +93,7 @@ pub async fn export(explicit: Option<&Path>, a: ExportArgs) -> Result<bool, Fail
     };
     let no_such_job = |job: &str| {
         Failure::Invalid(format!(
-            "no record of job `{job}` is stored, and {} has no {job}.toml",
+            "no record of job `{job}` matches, and {} has no {job}.toml: is the name right?",
             config.jobs_dir.display()
         ))
     };
