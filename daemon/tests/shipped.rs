@@ -152,25 +152,23 @@ fn commands_work_from_a_shell_without_the_services_secrets() {
     assert!(text.contains("token_env = \"EVALD_TEST_TOKEN_NOT_SET\""));
     let path = dir.path().join("evald.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("EVALD_TEST_TOKEN_NOT_SET")
-        .args(["stats", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    // A command as an operator's shell runs it: without the service's credentials or token.
+    let in_shell = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_evald"))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("EVALD_TEST_TOKEN_NOT_SET")
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = in_shell("stats");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("requests"));
     // `evald check` says what this shell lacks, at its line (stats sends nothing, so it is
     // quiet about keys; a run says it for its own endpoints).
-    let out = Command::new(env!("CARGO_BIN_EXE_evald"))
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("EVALD_TEST_TOKEN_NOT_SET")
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = in_shell("check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().any(|l| l.contains("evald.toml:")

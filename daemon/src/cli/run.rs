@@ -59,11 +59,8 @@ async fn run_local(
     // the requests go out all the same, so say it here and not only in `evald check`.
     for w in &config.warnings {
         let mine = job.targets.iter().any(|t| {
-            let ep = match t {
-                job::TargetSpec::Model { endpoint, .. }
-                | job::TargetSpec::AllModels { endpoint } => endpoint,
-            };
-            w.message.starts_with(&format!("endpoints.{ep}."))
+            w.message
+                .starts_with(&format!("endpoints.{}.", t.endpoint()))
         });
         if mine {
             pb.suspend(|| eprintln!("{w}"));

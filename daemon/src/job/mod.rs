@@ -41,6 +41,15 @@ pub enum TargetSpec {
     },
 }
 
+impl TargetSpec {
+    /// The endpoint's name.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            TargetSpec::Model { endpoint, .. } | TargetSpec::AllModels { endpoint } => endpoint,
+        }
+    }
+}
+
 impl std::fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
