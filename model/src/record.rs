@@ -82,6 +82,12 @@ pub struct Metadata {
     /// A re-send of a newly failing case (`[watch] confirm`): its outcome is the case's.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub confirm: bool,
+    /// Compare jobs: a fingerprint (xxh3, hex) of what decides the case's pass or fail besides
+    /// the answer — its messages, its reference and the job's scorers with their settings. A
+    /// case whose fingerprint differs from the baseline's was edited, and is left out of the
+    /// watch's test rather than its new outcome blamed on the model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub case_hash: Option<String>,
 }
 
 /// One request to one target for one case: the stored request record, in the shape of the

@@ -59,6 +59,10 @@ pub struct TargetWatch {
     pub newly_passing: Vec<String>,
     /// Flipped at least twice within the baseline's window: left out of the test.
     pub flaky: Vec<String>,
+    /// Edited since the baseline (messages, reference or scorers: `metadata.case_hash`): left
+    /// out of the test, since the old outcome was of another question.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
 }
 
 /// What a response says about the model behind the name.
@@ -178,6 +182,15 @@ pub fn passed(r: &Record) -> Option<bool> {
     all_passed(&r.scores)
 }
 
+/// Each case key's fingerprint in a run (`metadata.case_hash`; the same for every target).
+/// Records from before fingerprints have none, and pair as before.
+pub fn case_hashes<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeMap<String, &'a str> {
+    records
+        .into_iter()
+        .filter_map(|r| Some((case_key(r), r.metadata.case_hash.as_deref()?)))
+        .collect()
+}
+
 /// Each target's case outcomes in a run: target → case key → passed. A confirming re-send
 /// (`metadata.confirm`) decides its case; warm-ups, unscored records and failed requests are
 /// left out: a request that got no answer (an outage, a 429) says nothing of the answers, and
@@ -226,6 +239,9 @@ pub struct DiffRow {
     pub latency_b_ms: Option<f64>,
     /// The answer text differs.
     pub answer_changed: bool,
+    /// The case itself was edited between the runs (messages, reference or scorers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_changed: bool,
     /// A's answer (for folding open on the page).
     pub answer_a: Option<String>,
     /// B's answer.
@@ -233,6 +249,15 @@ pub struct DiffRow {
 }
 
 impl DiffRow {
+    /// The case as a diff shows it, marked when it was edited between the runs.
+    pub fn case_label(&self) -> String {
+        if self.case_changed {
+            format!("{} (edited)", self.case)
+        } else {
+            self.case.clone()
+        }
+    }
+
     /// pass → fail or fail → pass.
     pub fn flipped(&self) -> bool {
         matches!((self.passed_a, self.passed_b), (Some(a), Some(b)) if a != b)
@@ -272,6 +297,13 @@ pub fn diff(a: &[Record], b: &[Record]) -> Vec<DiffRow> {
                 latency_a_ms: ra.and_then(|r| r.response_time_ms),
                 latency_b_ms: rb.and_then(|r| r.response_time_ms),
                 answer_changed: answer(ra) != answer(rb),
+                case_changed: match (ra, rb) {
+                    (Some(a), Some(b)) => matches!(
+                        (&a.metadata.case_hash, &b.metadata.case_hash),
+                        (Some(x), Some(y)) if x != y
+                    ),
+                    _ => false,
+                },
                 answer_a: answer(ra),
                 answer_b: answer(rb),
             }

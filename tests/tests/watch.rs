@@ -10,14 +10,20 @@ use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
 fn job(watch: &str) -> String {
+    job_edited(watch, 0)
+}
+
+/// [`job`] with the references of cases c01..c`edited` changed to an answer the model never
+/// gives.
+fn job_edited(watch: &str, edited: u32) -> String {
     let mut s = format!(
         "targets = [\"st/arith\"]\nconcurrency = 8\n[watch]\n{watch}\n[[scorers]]\nbuiltin = \"equals\"\n"
     );
     for k in 1..=30u32 {
         let b = (k * 7) % 23 + 10;
+        let reference = if k <= edited { -1 } else { (k + b) as i64 };
         s.push_str(&format!(
-            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + {b}?\"\nreference = \"{}\"\n",
-            k + b
+            "[[cases]]\nid = \"c{k:02}\"\nprompt = \"What is {k} + {b}?\"\nreference = \"{reference}\"\n"
         ));
     }
     s
@@ -233,6 +239,49 @@ async fn confirm_re_sends_newly_failing_cases_and_flaky_cases_are_left_out() {
         }
     }
     panic!("c01 flipped twice in the window but was never listed as flaky");
+}
+
+/// Editing cases is not the model answering worse. Against the old outcomes, 8 references
+/// changed to answers the model does not give read as 8 newly failing cases (p = 2⁻⁷:
+/// `regressed`); with each case's fingerprint stored they are left out of the test and named,
+/// `evald diff` marks them, and the next run pairs them again (failing in both: `ok`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_case_is_left_out_of_the_test_not_blamed_on_the_model() {
+    let server = TestServer::start().await;
+    let site = st_site(&server);
+    site.job("edit", &job("baseline = \"previous\""));
+    let first = site.run_json("edit");
+    site.job("edit", &job_edited("baseline = \"previous\"", 8));
+    let edited = site.run_json("edit");
+    let w = watch(&edited);
+    assert_eq!(w["verdict"], "ok", "{w}");
+    assert_eq!(w["paired"], 22, "{w}");
+    assert_eq!(
+        ids(&w["changed"]),
+        (1..=8).map(|k| format!("c{k:02}")).collect::<Vec<_>>()
+    );
+    assert!(w["newly_failing"].as_array().unwrap().is_empty(), "{w}");
+    assert!(
+        w["reason"].as_str().unwrap().contains("8 case(s) edited"),
+        "{w}"
+    );
+    let (a, b) = (
+        first["summary"]["id"].as_str().unwrap(),
+        edited["summary"]["id"].as_str().unwrap(),
+    );
+    let out = String::from_utf8_lossy(&site.evald(&["diff", a, b]).stdout).to_string();
+    assert!(out.contains("8 case(s) edited"), "{out}");
+    assert!(out.contains("c01 (edited)"), "{out}");
+    assert!(!out.contains("c09 (edited)"), "{out}");
+
+    let again = site.run_json("edit");
+    let w = watch(&again);
+    assert_eq!(
+        (w["verdict"].as_str(), w["paired"].as_u64()),
+        (Some("ok"), Some(30)),
+        "{w}"
+    );
+    assert!(w.get("changed").is_none(), "{w}");
 }
 
 /// Two deployments behind one model name (a load balancer): the most common one changes from

@@ -48,6 +48,8 @@ struct JobWatch {
     targets: Vec<String>,
     verdicts: Vec<VerdictRow>,
     flaky: Vec<(String, String)>,
+    /// Cases left out of the latest test for being edited since the baseline.
+    edited: String,
     events: Vec<EventRow>,
 }
 
@@ -176,19 +178,23 @@ pub fn job_section(
                 .collect(),
         })
         .collect();
-    let flaky = runs
+    let latest = runs
         .iter()
-        .find(|r| r.targets.iter().any(|t| t.watch.is_some()))
-        .map(|r| {
-            r.targets
-                .iter()
-                .filter_map(|t| {
-                    let w = t.watch.as_ref()?;
-                    (!w.flaky.is_empty()).then(|| (t.target.clone(), w.flaky.join(" ")))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .find(|r| r.targets.iter().any(|t| t.watch.is_some()));
+    let watches = || {
+        latest
+            .into_iter()
+            .flat_map(|r| &r.targets)
+            .filter_map(|t| Some((t, t.watch.as_ref()?)))
+    };
+    let flaky = watches()
+        .filter(|(_, w)| !w.flaky.is_empty())
+        .map(|(t, w)| (t.target.clone(), w.flaky.join(" ")))
+        .collect();
+    // The same cases for every target: a case's definition is the job's.
+    let edited: std::collections::BTreeSet<&str> = watches()
+        .flat_map(|(_, w)| w.changed.iter().map(String::as_str))
+        .collect();
     let page = JobWatch {
         legend: targets
             .iter()
@@ -204,6 +210,7 @@ pub fn job_section(
         targets,
         verdicts,
         flaky,
+        edited: edited.into_iter().collect::<Vec<_>>().join(" "),
         events: events
             .iter()
             .map(|e: &Event| EventRow {
@@ -272,7 +279,7 @@ pub fn against_section(
             .iter()
             .map(|r| DiffLine {
                 target: r.target.clone(),
-                case: r.case.clone(),
+                case: r.case_label(),
                 outcome: if r.flipped() {
                     format!("{} → {}", word(r.passed_a), word(r.passed_b))
                 } else {

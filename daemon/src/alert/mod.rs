@@ -630,6 +630,7 @@ mod tests {
             newly_failing: (1..=8).map(|i| format!("c{i:02}")).collect(),
             newly_passing: vec![],
             flaky: vec![],
+            changed: vec![],
         };
         assert_eq!(
             regression_words(&w),

@@ -65,9 +65,17 @@ fn outcome(p: Option<bool>) -> &'static str {
 fn print_diff(a: &str, b: &str, rows: &[DiffRow]) {
     let flipped = rows.iter().filter(|r| r.flipped()).count();
     let changed = rows.iter().filter(|r| r.answer_changed).count();
+    let edited = rows.iter().filter(|r| r.case_changed).count();
     println!(
-        "{a} → {b}: {} case(s) compared, {flipped} flipped, {changed} answer(s) changed",
-        rows.len()
+        "{a} → {b}: {} case(s) compared, {flipped} flipped, {changed} answer(s) changed{}",
+        rows.len(),
+        if edited > 0 {
+            format!(
+                "; {edited} case(s) edited between the runs (marked), so their outcomes answer different questions"
+            )
+        } else {
+            String::new()
+        }
     );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
@@ -85,7 +93,7 @@ fn print_diff(a: &str, b: &str, rows: &[DiffRow]) {
         };
         t.add_row([
             Cell::new(&r.target),
-            Cell::new(&r.case),
+            Cell::new(r.case_label()),
             Cell::new(outcome),
             Cell::new(delta(r.score_a, r.score_b, &|v| format!("{v:.2}"))),
             Cell::new(delta(r.latency_a_ms, r.latency_b_ms, &|v| fmt_ms(Some(v)))),

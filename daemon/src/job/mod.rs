@@ -81,6 +81,65 @@ pub struct Case {
     pub reference: Option<String>,
 }
 
+impl Case {
+    /// A fingerprint of what decides this case's pass or fail besides the answer: its
+    /// messages, its reference and the job's scorers with the settings that move a verdict
+    /// (not weights, which move only the mean). Stored with each compare record
+    /// (`metadata.case_hash`) so the watch leaves an edited case out of its test instead of
+    /// blaming the model for the new outcome. Built from evald's own parsed form, each part
+    /// length-prefixed, so reordering keys in the job file changes nothing.
+    pub fn fingerprint(&self, scorers: &[ScorerSpec]) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut put = |b: &[u8]| {
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        for m in &self.messages {
+            put(m.role.as_bytes());
+            put(m.content.as_bytes());
+        }
+        put(b"reference");
+        put(self.reference.as_deref().unwrap_or("\0").as_bytes());
+        for s in scorers {
+            put(b"scorer");
+            put(s.name.as_bytes());
+            put(&s.threshold.to_bits().to_le_bytes());
+            let bits: [u8; 8];
+            let (kind, parts): (&str, Vec<&[u8]>) = match &s.kind {
+                ScorerKind::Contains(v) => ("contains", vec![opt(v)]),
+                ScorerKind::IContains(v) => ("icontains", vec![opt(v)]),
+                ScorerKind::Equals(v) => ("equals", vec![opt(v)]),
+                ScorerKind::Regex(r) => ("regex", vec![r.as_str().as_bytes()]),
+                ScorerKind::Json(keys) => ("json", keys.iter().map(|k| k.as_bytes()).collect()),
+                ScorerKind::MaxLatency(ms) => {
+                    bits = ms.to_bits().to_le_bytes();
+                    ("max_latency", vec![&bits[..]])
+                }
+                ScorerKind::Plugin {
+                    path, config_json, ..
+                } => (
+                    "plugin",
+                    // The file's name: moving `plugins_dir` is no edit of the case.
+                    vec![
+                        path.file_name().map_or(&b""[..], |n| n.as_encoded_bytes()),
+                        config_json.as_bytes(),
+                    ],
+                ),
+            };
+            put(kind.as_bytes());
+            for p in parts {
+                put(p);
+            }
+        }
+        format!("{:016x}", h.digest())
+    }
+}
+
+/// An optional setting's bytes; absent is a byte no text setting is.
+fn opt(v: &Option<String>) -> &[u8] {
+    v.as_deref().map_or(b"\0", str::as_bytes)
+}
+
 /// A validated cron schedule.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -444,6 +503,43 @@ mod tests {
     }
 
     const GOOD: &str = "targets = [\"gw/a\", \"sim/*\"]\n[[cases]]\nid = \"x\"\nprompt = \"hi\"\n";
+
+    /// What can move a verdict moves the fingerprint; a weight, the key order or a comment
+    /// does not (they leave the pass or fail of every answer as it was).
+    #[test]
+    fn a_case_fingerprint_follows_what_decides_its_outcome() {
+        let fp = |extra: &str, case: &str| {
+            let text = format!("targets = [\"gw/a\"]\n{extra}[[cases]]\n{case}");
+            let j = Job::parse(Path::new("jobs/j.toml"), &text, &config()).unwrap();
+            j.cases[0].fingerprint(&j.scorers)
+        };
+        let case = "id = \"x\"\nprompt = \"hi\"\nreference = \"4\"\n";
+        let scorer = "[[scorers]]\nbuiltin = \"equals\"\n";
+        let base = fp(scorer, case);
+        assert_eq!(base.len(), 16);
+        assert_eq!(
+            fp(
+                "[[scorers]]\n# a comment\nweight = 2.0\nbuiltin = \"equals\"\n",
+                "reference = \"4\"\nprompt = \"hi\"\nid = \"x\"\n"
+            ),
+            base
+        );
+        for (extra, c) in [
+            (scorer, "id = \"x\"\nprompt = \"hi\"\nreference = \"5\"\n"),
+            (scorer, "id = \"x\"\nprompt = \"hi!\"\nreference = \"4\"\n"),
+            (scorer, "id = \"x\"\nprompt = \"hi\"\n"),
+            ("[[scorers]]\nbuiltin = \"contains\"\n", case),
+            ("[[scorers]]\nbuiltin = \"equals\"\nthreshold = 0.5\n", case),
+            ("[[scorers]]\nbuiltin = \"equals\"\nname = \"e\"\n", case),
+            (
+                "[[scorers]]\nbuiltin = \"max-latency\"\nmax_ms = 100\n",
+                case,
+            ),
+            ("", case),
+        ] {
+            assert_ne!(fp(extra, c), base, "{extra}{c}");
+        }
+    }
 
     #[test]
     fn a_good_job_validates_with_defaults() {

@@ -499,6 +499,7 @@ pub(crate) async fn compare_one(
             m.repeat = Some(rep);
         }
         m.confirm = confirm;
+        m.case_hash = Some(case.fingerprint(&job.scorers));
     });
     let t = std::time::Instant::now();
     r.scores = scorers.score(case, &r).await;

@@ -4,9 +4,9 @@
 //! McNemar test on the discordant pairs (statrs' binomial), the Wilson 95 % interval on the
 //! pass rate, flaky cases left out, and with `confirm` the newly failing cases re-sent once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use evald_model::watch::{SERVED_MODEL_CHANGED, outcomes};
+use evald_model::watch::{SERVED_MODEL_CHANGED, case_hashes, outcomes};
 use evald_model::{Event, Identity, Record, RunSummary, TargetWatch, Verdict};
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
@@ -110,6 +110,7 @@ pub fn evaluate(
         newly_failing: vec![],
         newly_passing: vec![],
         flaky: vec![],
+        changed: vec![],
     };
     if window.is_empty() {
         w.reason = format!("no baseline yet ({what})");
@@ -278,9 +279,16 @@ pub async fn after_run(
     let Some(spec) = &job.watch else { return };
     let t0 = std::time::Instant::now();
     let (runs, what) = baseline_runs(ctx, job, spec, &summary.id);
+    let now = case_hashes(records.iter());
+    let mut changed = BTreeSet::new();
     let window: Vec<BTreeMap<String, Outcomes>> = runs
         .iter()
-        .map(|r| outcomes(&ctx.store.run_records(&r.id, usize::MAX).unwrap_or_default()))
+        .map(|r| {
+            let then = ctx.store.run_records(&r.id, usize::MAX).unwrap_or_default();
+            let mut o = outcomes(&then);
+            leave_out_edited(&mut o, &case_hashes(&then), &now, &mut changed);
+            o
+        })
         .collect();
     let mut current = outcomes(records.iter());
     if spec.confirm && !window.is_empty() {
@@ -301,6 +309,13 @@ pub async fn after_run(
             .filter(|r| r.error.is_some() && !r.metadata.warmup && !r.metadata.confirm)
             .filter(|r| r.target() == t.target)
             .count();
+        w.changed = changed.iter().cloned().collect();
+        if !changed.is_empty() {
+            w.reason.push_str(&format!(
+                "; {} case(s) edited since the baseline (messages, reference or scorers) are left out of the test",
+                changed.len()
+            ));
+        }
         if errored > 0 {
             w.reason.push_str(&format!(
                 "; {errored} request(s) failed and are left out of the test (an error is no answer: see the error rate)"
@@ -313,6 +328,25 @@ pub async fn after_run(
         ms = t0.elapsed().as_secs_f64() * 1000.0,
         "watch: verdicts computed"
     );
+}
+
+/// Drops from a baseline run's outcomes each case whose fingerprint differs from this run's
+/// (both known: records from before fingerprints pair as before), noting it in `changed`.
+fn leave_out_edited(
+    outcomes: &mut BTreeMap<String, Outcomes>,
+    then: &BTreeMap<String, &str>,
+    now: &BTreeMap<String, &str>,
+    changed: &mut BTreeSet<String>,
+) {
+    for per_target in outcomes.values_mut() {
+        per_target.retain(|k, _| match (then.get(k), now.get(k)) {
+            (Some(a), Some(b)) if a != b => {
+                changed.insert(k.clone());
+                false
+            }
+            _ => true,
+        });
+    }
 }
 
 /// (target, case key) pairs that failed now and passed in the baseline.
