@@ -273,6 +273,15 @@ async fn an_edited_case_is_left_out_of_the_test_not_blamed_on_the_model() {
     assert!(out.contains("8 case(s) edited"), "{out}");
     assert!(out.contains("c01 (edited)"), "{out}");
     assert!(!out.contains("c09 (edited)"), "{out}");
+    let daemon = site.serve().await;
+    let (status, page) = site.get("/jobs/edit").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("left out of the latest test: <span class=\"mono\">c01 c02 c03 c04 c05 c06 c07 c08</span>"),
+        "{page}"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(10).await, Some(0));
 
     let again = site.run_json("edit");
     let w = watch(&again);
