@@ -11,6 +11,24 @@ pub fn fmt_ms(v: Option<f64>) -> String {
     }
 }
 
+/// USD with the precision small costs need; `—` when unknown.
+pub fn fmt_usd(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(c) if c < 0.01 => format!("${c:.6}"),
+        Some(c) => format!("${c:.2}"),
+    }
+}
+
+/// A cost total that may leave requests out: `$0.012300`, or `$0.012300 + 3 unpriced` when
+/// that many answered requests had no known cost (the total is of the priced ones only).
+pub fn fmt_cost(v: Option<f64>, unpriced: u64) -> String {
+    match (v, unpriced) {
+        (Some(_), n) if n > 0 => format!("{} + {n} unpriced", fmt_usd(v)),
+        _ => fmt_usd(v),
+    }
+}
+
 /// What "too few" after a percentile means, the same on the page and in the terminal (the
 /// thresholds are those of `rank_interval`, tested there).
 pub const TOO_FEW: &str = "the sample is too small to bound that percentile (a p99 needs at least 368 samples, a p99.9 3,688); its value is a rough guide only";

@@ -180,10 +180,6 @@ pub struct BenchSummary {
     pub e2e_hdr: Option<String>,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 /// A benchmark's SLOs (vLLM's `--goodput ttft: tpot: e2el:`), ms.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Slos {
@@ -265,6 +261,14 @@ pub struct TargetSummary {
     /// What the target's requests cost, USD (those with a known cost); `null` when none had.
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    /// Answered requests with no known cost while others had one: `cost_usd` is then the total
+    /// of the priced requests only (a gateway that sent no cost header or usage for some).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_unpriced: u64,
+}
+
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One run of a job.

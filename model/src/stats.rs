@@ -29,6 +29,9 @@ pub struct StatsGroup {
     /// What the group's requests cost, USD (those with a known cost); `null` when none had.
     #[serde(default)]
     pub cost_usd: Option<f64>,
+    /// Answered requests with no known cost while others had one (see `cost_usd`).
+    #[serde(default, skip_serializing_if = "crate::run::is_zero")]
+    pub cost_unpriced: u64,
 }
 
 impl StatsGroup {

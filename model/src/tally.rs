@@ -29,6 +29,8 @@ pub struct TargetTally {
     completion_tokens: u64,
     /// Sum of the known costs, and how many records had one.
     cost: (f64, u64),
+    /// Answered requests with no known cost.
+    unpriced: u64,
 }
 
 fn add_to(acc: &mut (f64, u64), v: Option<f64>) {
@@ -75,6 +77,7 @@ impl TargetTally {
             self.errors += 1;
             return;
         }
+        self.unpriced += u64::from(r.cost_usd.is_none());
         add_to(&mut self.latency, r.response_time_ms);
         if r.scores.is_empty() {
             return;
@@ -124,6 +127,8 @@ impl TargetTally {
             identity: None,
             // Unknown when no request had a price, never 0 for unknown.
             cost_usd: (self.cost.1 > 0).then_some(self.cost.0),
+            // A partial total says so; with no price at all the total is unknown instead.
+            cost_unpriced: if self.cost.1 > 0 { self.unpriced } else { 0 },
         }
     }
 }

@@ -223,6 +223,17 @@ async fn chat(
                 .into_response();
         }
         "empty" => return axum::Json(json!({ "id": "x", "choices": [] })).into_response(),
+        // A gateway that sends its cost header (0.01 USD) on every second answer only.
+        "gwhalf" => {
+            let mut r = axum::Json(completion(&model, "Half priced.", true)).into_response();
+            if attempt % 2 == 1 {
+                r.headers_mut().insert(
+                    "x-litellm-response-cost",
+                    header::HeaderValue::from_static("0.01"),
+                );
+            }
+            return r;
+        }
         m if m.starts_with("slow-") => {
             let ms: u64 = m[5..].parse().unwrap_or(100);
             tokio::time::sleep(Duration::from_millis(ms)).await;

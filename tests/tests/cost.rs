@@ -84,6 +84,38 @@ async fn costs_come_from_the_gateway_then_the_price_table_and_unknown_stays_unkn
     assert!(model("unpriced").is_null());
 }
 
+/// A total that leaves requests out says so: a gateway that priced 2 of 4 answers makes
+/// `$0.02 + 2 unpriced` in `evald run`, `evald stats` and the summary, not a bare `$0.02`
+/// that reads as the whole spend; a target with no price at all stays unknown, not partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_cost_total_counts_what_it_left_out() {
+    let server = TestServer::start().await;
+    let site = site(&server);
+    let mut job = String::from("targets = [\"test/gwhalf\", \"test/unpriced\"]\n");
+    for c in ["a", "b", "c", "d"] {
+        job.push_str(&format!("[[cases]]\nid = \"{c}\"\nprompt = \"{c}\"\n"));
+    }
+    site.job("half", &job);
+    let out = site.evald_ok(&["run", "half", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let targets = report["summary"]["targets"].as_array().unwrap();
+    let t = |n: &str| targets.iter().find(|x| x["target"] == n).unwrap();
+    assert!(near(&t("test/gwhalf")["cost_usd"], 0.02), "{targets:?}");
+    assert_eq!(t("test/gwhalf")["cost_unpriced"], 2);
+    assert!(t("test/unpriced")["cost_usd"].is_null());
+    assert!(t("test/unpriced").get("cost_unpriced").is_none());
+
+    let text = String::from_utf8_lossy(&site.evald_ok(&["run", "half"]).stdout).to_string();
+    assert!(text.contains("$0.02 + 2 unpriced"), "{text}");
+    // Both runs in the stats: 4 of 8 answers priced.
+    let text = String::from_utf8_lossy(&site.evald_ok(&["stats"]).stdout).to_string();
+    assert!(text.contains("$0.04 + 4 unpriced"), "{text}");
+    let stats: Value = serde_json::from_slice(&site.evald_ok(&["stats", "--json"]).stdout).unwrap();
+    let m = stats["by_model"].as_array().unwrap();
+    let g = m.iter().find(|g| g["name"] == "gwhalf").unwrap();
+    assert_eq!(g["cost_unpriced"], 4, "{g}");
+}
+
 /// `--estimate` counts and prices, and sends nothing: the test server sees no request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_estimate_sends_nothing() {

@@ -54,15 +54,6 @@ pub(crate) fn fmt_pct(v: Option<f64>) -> String {
     }
 }
 
-/// USD with the precision small costs need; `—` when unknown.
-pub(crate) fn fmt_usd(v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(c) if c < 0.01 => format!("${c:.6}"),
-        Some(c) => format!("${c:.2}"),
-    }
-}
-
 pub(crate) fn fmt_score(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
 }
@@ -135,6 +126,7 @@ struct StatRow {
     errors: String,
     tokens: u64,
     tokens_avg: String,
+    cost: String,
 }
 
 impl StatRow {
@@ -149,6 +141,7 @@ impl StatRow {
             errors: fmt_pct(Some(g.error_rate)),
             tokens: g.tokens.total,
             tokens_avg: format!("{:.0}", g.tokens.avg_per_request),
+            cost: evald_model::fmt::fmt_cost(g.cost_usd, g.cost_unpriced),
         }
     }
 }
@@ -381,12 +374,18 @@ pub fn job(m: &dyn ReadModel, name: &str) -> Result<Option<String>, ReadError> {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map(|d| d.and_utc().timestamp_millis())
                 .unwrap_or(0);
-            let costs: Vec<f64> = runs
+            let month: Vec<&evald_model::TargetSummary> = runs
                 .iter()
                 .filter(|r| r.started_ms >= start)
-                .flat_map(|r| r.targets.iter().filter_map(|t| t.cost_usd))
+                .flat_map(|r| &r.targets)
                 .collect();
-            fmt_usd((!costs.is_empty()).then(|| costs.iter().sum()))
+            let costs: Vec<f64> = month.iter().filter_map(|t| t.cost_usd).collect();
+            // Requests of a target with no price at all are not "unpriced" in a partial
+            // total: the month's total names only gaps among priced targets.
+            evald_model::fmt::fmt_cost(
+                (!costs.is_empty()).then(|| costs.iter().sum()),
+                month.iter().map(|t| t.cost_unpriced).sum(),
+            )
         },
         runs: runs.iter().map(RunRow::of).collect(),
     };

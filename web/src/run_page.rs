@@ -7,9 +7,10 @@ use askama::Template;
 use evald_model::fmt::{clip, fmt_ms, fmt_quantile};
 use evald_model::{JobKind, Percentiles, Record};
 
-use crate::pages::{RunRow, fmt_pct, fmt_score, fmt_time, fmt_usd};
+use crate::pages::{RunRow, fmt_pct, fmt_score, fmt_time};
 use crate::read::{ReadError, ReadModel};
 use crate::svg;
+use evald_model::fmt::fmt_cost;
 
 struct ScoreCell {
     name: String,
@@ -132,7 +133,7 @@ pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<St
             score: fmt_score(t.mean_score),
             pass: fmt_pct(t.pass_rate),
             tokens: format!("{} / {}", t.prompt_tokens, t.completion_tokens),
-            cost: fmt_usd(t.cost_usd),
+            cost: fmt_cost(t.cost_usd, t.cost_unpriced),
         })
         .collect();
     let mut matrix = Vec::new();

@@ -198,12 +198,17 @@ pub async fn stats(explicit: Option<&Path>, days: u32, json: bool) -> Result<boo
         }
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header([
+        let priced = groups.iter().any(|g| g.cost_usd.is_some());
+        let mut header = vec![
             title, "requests", "mean", "p50", "p95", "p99", "errors", "tokens",
-        ]);
+        ];
+        if priced {
+            header.push("cost");
+        }
+        t.set_header(header);
         for g in groups.iter() {
             let g: &StatsGroup = g;
-            t.add_row([
+            let mut row = vec![
                 g.name.clone(),
                 g.total_requests.to_string(),
                 fmt_ms(g.latency(g.avg_response_time_ms)),
@@ -212,7 +217,11 @@ pub async fn stats(explicit: Option<&Path>, days: u32, json: bool) -> Result<boo
                 fmt_ms(g.latency(g.p99_ms)),
                 format!("{:.1}%", g.error_rate * 100.0),
                 g.tokens.total.to_string(),
-            ]);
+            ];
+            if priced {
+                row.push(evald_model::fmt::fmt_cost(g.cost_usd, g.cost_unpriced));
+            }
+            t.add_row(row);
         }
         println!("{t}");
     }

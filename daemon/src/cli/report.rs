@@ -6,8 +6,8 @@ use std::time::Duration;
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use evald::run::RunReport;
 pub use evald_model::fmt::fmt_ms;
-use evald_model::fmt::fmt_quantile;
 use evald_model::fmt::one_line;
+use evald_model::fmt::{fmt_cost, fmt_quantile};
 use evald_model::{JobKind, Percentiles};
 
 /// A retention age in the unit it was most likely written in (`30d`, `12h`).
@@ -231,6 +231,11 @@ pub fn print_report(report: &RunReport) {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Cost only where something had a price: a column of dashes says nothing.
+        let priced = s.targets.iter().any(|t| t.cost_usd.is_some());
+        if priced {
+            header.push("cost".into());
+        }
         header.extend(scorers.iter().cloned());
         t.set_header(header);
         for ts in &s.targets {
@@ -246,6 +251,9 @@ pub fn print_report(report: &RunReport) {
                     .map(|v| format!("{:.0}%", v * 100.0))
                     .unwrap_or_else(|| "—".into()),
             ];
+            if priced {
+                row.push(fmt_cost(ts.cost_usd, ts.cost_unpriced));
+            }
             row.extend(scorers.iter().map(|k| {
                 ts.scorer_means
                     .get(k)
