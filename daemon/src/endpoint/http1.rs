@@ -1,38 +1,49 @@
-//! The benchmark client for plain-HTTP endpoints: HTTP/1.1 on hyper's connection-level API, one
-//! connection per request in flight (a closed-loop worker keeps reusing the one it took), no
-//! URL parsing, header building or pool bookkeeping per request, and one timer per request.
-//! What comes back goes through the same reader ([`super::read`]), retry rule and secret
-//! scrubbing as the general client, so an error is classified the same whichever client met
-//! it. This is what oha does; the general client (reqwest) pays for a pool keyed by host, a
-//! URL per request and hand-offs that add to every latency a benchmark reports.
+//! The benchmark client for plain-HTTP endpoints: HTTP/1.1 written and read by evald itself on
+//! one TCP connection per request in flight (a closed-loop worker keeps reusing the one it
+//! took). The request head is built once per endpoint and the body once per case, so a request
+//! is one `write` of bytes already made; the response head is parsed in place (`httparse`) and
+//! the body framed (length, chunked or to the close) out of one buffer per connection, with no
+//! header map, request object, channel or task between the worker and its socket, and one
+//! timer per connection moved forward per request. What comes back goes through the same
+//! reader ([`super::read`]), retry rule and secret scrubbing as the general client, so an error
+//! is classified the same whichever client met it.
 
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{FutureExt, Stream, StreamExt};
+use hyper::header::{HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::read::{self, BodyError};
 use super::{ChatRequest, Client, Outcome, kind};
 use crate::config::{Endpoint, EndpointKind};
+
+/// A response head larger than this is refused (hyper's default limit is ~400 KiB; 64 KiB
+/// of headers is already far beyond what an API sends).
+const MAX_HEAD: usize = 64 * 1024;
+/// Headers read per response, at most.
+const MAX_HEADERS: usize = 100;
+/// What each read asks the socket for, at least.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One endpoint's connections, for one benchmark phase; dropped with it, closing them.
 pub struct Http1 {
     endpoint: Arc<Endpoint>,
     host: String,
     port: u16,
-    path: hyper::Uri,
-    headers: HeaderMap,
+    /// `POST … HTTP/1.1`, the headers, and `Content-Length: ` awaiting the body's length.
+    head: Vec<u8>,
     idle: Mutex<Vec<Conn>>,
 }
 
 impl std::fmt::Debug for Http1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the head: it carries the key.
         f.debug_struct("Http1")
             .field("endpoint", &self.endpoint.name)
             .finish()
@@ -72,43 +83,43 @@ impl Http1 {
         }
         let host = chat_url.host_str()?.to_string();
         let port = chat_url.port_or_known_default()?;
-        let path: hyper::Uri = match chat_url.query() {
+        let path = match chat_url.query() {
             Some(q) => format!("{}?{q}", chat_url.path()),
             None => chat_url.path().to_string(),
-        }
-        .parse()
-        .ok()?;
-        let mut headers = HeaderMap::new();
-        let authority = match chat_url.port() {
-            Some(p) => format!("{}:{p}", chat_url.host_str()?),
-            None => chat_url.host_str()?.to_string(),
         };
-        headers.insert(header::HOST, HeaderValue::from_str(&authority).ok()?);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(concat!("evald/", env!("CARGO_PKG_VERSION"))),
-        );
+        let authority = match chat_url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let mut headers: Vec<(String, String)> = vec![
+            ("Host".into(), authority),
+            ("Content-Type".into(), "application/json".into()),
+            (
+                "User-Agent".into(),
+                concat!("evald/", env!("CARGO_PKG_VERSION")).into(),
+            ),
+        ];
         if let Some(k) = api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
+            headers.push(("Authorization".into(), format!("Bearer {}", k.expose())));
         }
         for (k, v) in extra {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes()).ok()?,
-                HeaderValue::from_str(v).ok()?,
-            );
+            headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v.clone()));
         }
+        let mut head = format!("POST {path} HTTP/1.1\r\n").into_bytes();
+        for (k, v) in &headers {
+            // What a header may not hold (a line break above all) leaves this client out,
+            // as it did when hyper checked the same.
+            HeaderName::from_bytes(k.as_bytes()).ok()?;
+            HeaderValue::from_str(v).ok()?;
+            head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: ");
         Some(Http1 {
             endpoint: ep.clone(),
             host,
             port,
-            path,
-            headers,
+            head,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -129,29 +140,29 @@ impl Http1 {
         let mut timer = Box::pin(tokio::time::sleep_until(deadline));
         let name = &self.endpoint.name;
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+            let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
             tcp.set_nodelay(true)?;
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(std::io::Error::other)
+            Ok::<_, std::io::Error>(tcp)
         };
-        let (sender, driver) = tokio::select! {
+        let tcp = tokio::select! {
             biased;
             c = connect => c.map_err(|e| failed(kind::CONNECT, format!("cannot connect to {name}: {e}")))?,
             _ = timer.as_mut() => return Err(failed(kind::TIMEOUT, format!("timed out to {name}: connecting took longer than the timeout"))),
         };
         Ok((
             Conn {
-                sender,
-                driver: Box::pin(driver),
+                tcp,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                out: Vec::new(),
                 timer,
             },
             false,
         ))
     }
 
-    /// One attempt: the body written on a connection, the response read by the shared reader.
-    async fn attempt(&self, body: Bytes, req: ChatRequest<'_>) -> (Outcome, Option<Duration>) {
+    /// One attempt: the request written on a connection, the response read by the shared
+    /// reader.
+    async fn attempt(&self, body: &Bytes, req: ChatRequest<'_>) -> (Outcome, Option<Duration>) {
         let name = &self.endpoint.name;
         // One deadline for the whole attempt: connecting, the head and the body.
         let deadline = tokio::time::Instant::now() + req.timeout;
@@ -161,44 +172,19 @@ impl Http1 {
                 Ok(c) => c,
                 Err(out) => return (out, None),
             };
-            let mut closed = false;
-            let result = {
-                let Conn {
-                    sender,
-                    driver,
-                    timer,
-                } = &mut conn;
-                let exchange = exchange(
-                    sender,
-                    self.request(body.clone()),
-                    timer,
-                    req,
-                    name,
-                    &self.endpoint.identity_headers,
-                );
-                let mut exchange = std::pin::pin!(exchange);
-                // The connection is driven here, in the request's own task, not in a task of
-                // its own: no hand-off between tasks for the request, the head or each chunk.
-                loop {
-                    tokio::select! {
-                        biased;
-                        r = &mut exchange => break r,
-                        _ = driver.as_mut(), if !closed => closed = true,
-                    }
-                }
-            };
-            match result {
-                Exchange::Done(out, retry_after, ended) => {
+            let ident = &self.endpoint.identity_headers;
+            match exchange(&mut conn, &self.head, body, reused, req, name, ident).await {
+                Exchange::Done(out, retry_after, reusable) => {
                     // A connection whose response was read to its end serves the next request.
                     let clean = out.error.is_none()
                         || out.metadata.error_kind.as_deref() == Some(kind::HTTP_STATUS);
-                    if ended && clean && !closed {
+                    if reusable && clean {
                         self.idle().push(conn);
                     }
                     return (out, retry_after);
                 }
-                // A kept-alive connection the server had closed before the request went out:
-                // nothing was sent, so a fresh connection gets it (once).
+                // A kept-alive connection the server had closed before it took the request:
+                // a fresh connection gets it (once).
                 Exchange::NotSent(_) if reused && !retried_fresh => retried_fresh = true,
                 Exchange::NotSent(e) => {
                     return (
@@ -209,41 +195,74 @@ impl Http1 {
             }
         }
     }
-
-    fn request(&self, body: Bytes) -> hyper::Request<Full<Bytes>> {
-        let mut request = hyper::Request::new(Full::new(body));
-        *request.method_mut() = hyper::Method::POST;
-        *request.uri_mut() = self.path.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
 }
 
-/// A connection: the handle requests are sent on and the state machine that does the I/O.
+/// A connection: the socket, what was read from it and not yet used, the request being
+/// written, and the deadline of the request being made on it.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    driver: Pin<
-        Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>,
-    >,
-    /// The deadline of the request being made on it.
+    tcp: TcpStream,
+    buf: BytesMut,
+    out: Vec<u8>,
     timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    /// Reads more into the buffer: the byte count (0 at the close), or the error; `None` when
+    /// the request's deadline passed first.
+    async fn fill(&mut self) -> Option<std::io::Result<usize>> {
+        self.buf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            r = self.tcp.read_buf(&mut self.buf) => Some(r),
+            _ = self.timer.as_mut() => None,
+        }
+    }
 }
 
 // Returned once per request and taken apart at once: boxing the outcome would add an
 // allocation per request for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Exchange {
-    /// The outcome, a `Retry-After`, and whether the body was read to its end.
+    /// The outcome, a `Retry-After`, and whether the connection can carry another request.
     Done(Outcome, Option<Duration>, bool),
-    /// The request never left: the connection was closed or broken before it was written.
+    /// The server closed a kept-alive connection without taking the request.
     NotSent(String),
 }
 
-/// Writes `request` once the connection is ready and reads the response, within the timer.
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(usize),
+    /// Chunked: the next chunk's size line is due.
+    ChunkSize,
+    /// Chunked: this many bytes of the current chunk are left.
+    ChunkData(usize),
+    /// Chunked: the CRLF after a chunk's data is due.
+    ChunkEnd,
+    /// Chunked: trailer lines, up to an empty one.
+    Trailers,
+    /// Read to the connection's close (no length given).
+    Close,
+    /// The body ended where its framing says.
+    Done,
+    /// The body could not be read to its end.
+    Broken,
+}
+
+/// What the response head says, taken out of the buffer it was parsed in.
+struct ParsedHead {
+    head: read::Head,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Writes the request and reads the response, within the connection's timer.
 async fn exchange(
-    sender: &mut SendRequest<Full<Bytes>>,
-    request: hyper::Request<Full<Bytes>>,
-    sleep: &mut Pin<Box<tokio::time::Sleep>>,
+    conn: &mut Conn,
+    head: &[u8],
+    body: &Bytes,
+    reused: bool,
     req: ChatRequest<'_>,
     name: &str,
     identity: &[String],
@@ -255,59 +274,242 @@ async fn exchange(
             false,
         )
     };
-    tokio::select! {
-        biased;
-        r = sender.ready() => if let Err(e) = r {
-            return Exchange::NotSent(innermost(&e));
-        },
-        _ = sleep.as_mut() => return timed_out("the connection was not ready within the timeout"),
+    let broken = |what: String| {
+        Exchange::Done(
+            failed(kind::TRANSPORT, format!("request failed to {name}: {what}")),
+            None,
+            false,
+        )
+    };
+    // A kept-alive connection the server closed while it was idle shows as readable (its end
+    // of file) without a system call: take a fresh one before writing anything.
+    if reused && conn.tcp.readable().now_or_never().is_some() {
+        match conn.tcp.try_read_buf(&mut conn.buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) => return Exchange::NotSent("the server closed the connection".into()),
+            Ok(_) => return Exchange::NotSent("the server sent bytes nobody asked for".into()),
+            Err(e) => return Exchange::NotSent(e.to_string()),
+        }
     }
+    conn.out.clear();
+    conn.out.extend_from_slice(head);
+    let _ = write!(conn.out, "{}\r\n\r\n", body.len());
+    conn.out.extend_from_slice(body);
     // The timer starts at the write, as the general client's does.
     let t0 = Instant::now();
-    let sent = tokio::select! {
+    let written = tokio::select! {
         biased;
-        r = sender.try_send_request(request) => r,
-        _ = sleep.as_mut() => return timed_out("no response head within the timeout"),
+        r = conn.tcp.write_all(&conn.out) => r,
+        _ = conn.timer.as_mut() => return timed_out("the request could not be written within the timeout"),
     };
-    let resp = match sent {
-        Ok(resp) => resp,
-        Err(mut e) => {
-            if e.take_message().is_some() {
-                return Exchange::NotSent(innermost(e.error()));
+    if let Err(e) = written {
+        return broken(e.to_string());
+    }
+    let parsed = loop {
+        match parse_head(&mut conn.buf, identity) {
+            Ok(Some(p)) => break p,
+            Ok(None) => {}
+            Err(e) => return broken(e),
+        }
+        match conn.fill().await {
+            None => return timed_out("no response head within the timeout"),
+            // Nothing at all came back on a kept-alive connection: the server had closed it
+            // as the request went out, and did not take it.
+            Some(Ok(0)) if reused && conn.buf.is_empty() => {
+                return Exchange::NotSent("the server closed the connection".into());
             }
-            return Exchange::Done(
-                failed(
-                    kind::TRANSPORT,
-                    format!("request failed to {name}: {}", innermost(e.error())),
-                ),
-                None,
-                false,
-            );
+            Some(Ok(0)) => return broken("connection closed before the response head".into()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return broken(e.to_string()),
         }
     };
-    let (parts, incoming) = resp.into_parts();
-    let head = read::Head::of(parts.status.as_u16(), &parts.headers, identity);
-    // Fused: the reader may have read it to its end already, and the drain asks again.
-    let mut body = std::pin::pin!(body_stream(incoming, sleep).fuse());
-    let (out, retry_after) = read::response(head, body.as_mut(), t0, req.stream, name).await;
-    // A stream is read up to its `[DONE]`; what follows (the chunked body's last chunk) is read
-    // here, off the clock, so the connection ends the exchange clean and can carry the next
-    // request. A body that does not end at once leaves the connection unusable.
-    let ended = tokio::time::timeout(DRAIN, async {
-        while let Some(c) = body.next().await {
-            if c.is_err() {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-    .unwrap_or(false);
-    Exchange::Done(out, retry_after, ended)
+    let ParsedHead {
+        head,
+        mut framing,
+        keep_alive,
+    } = parsed;
+    let (out, retry_after) = {
+        // Fused: the reader may have read it to its end already, and the drain asks again.
+        let mut body = std::pin::pin!(body_stream(conn, &mut framing).fuse());
+        let read = read::response(head, body.as_mut(), t0, req.stream, name).await;
+        // A stream is read up to its `[DONE]`; what follows (the chunked body's last chunk)
+        // is read here, off the clock, so the connection ends the exchange clean and can
+        // carry the next request. A body that does not end at once leaves it unusable.
+        let _ = tokio::time::timeout(DRAIN, async {
+            while let Some(Ok(_)) = body.next().await {}
+        })
+        .await;
+        read
+    };
+    let reusable = keep_alive && framing == Framing::Done && conn.buf.is_empty();
+    Exchange::Done(out, retry_after, reusable)
 }
 
 /// How long the rest of a body may take to arrive after the reader is done with it.
 const DRAIN: Duration = Duration::from_millis(100);
+
+/// Parses a response head at the front of `buf` and takes it out: `None` while incomplete;
+/// informational (1xx) heads are skipped.
+fn parse_head(buf: &mut BytesMut, identity: &[String]) -> Result<Option<ParsedHead>, String> {
+    loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let n = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(format!("the response head is over {} KiB", MAX_HEAD / 1024));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(format!("invalid HTTP response: {e}")),
+        };
+        let status = resp.code.unwrap_or(0);
+        if (100..200).contains(&status) {
+            buf.advance(n);
+            continue;
+        }
+        let get = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        let has_token = |name: &str, token: &str| {
+            resp.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .filter_map(|h| std::str::from_utf8(h.value).ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        let framing = if has_token("transfer-encoding", "chunked") {
+            Framing::ChunkSize
+        } else if status == 204 || status == 304 {
+            Framing::Length(0)
+        } else if let Some(v) = get("content-length") {
+            match v.trim().parse::<usize>() {
+                Ok(n) => Framing::Length(n),
+                Err(_) => return Err(format!("invalid Content-Length `{}`", v.trim())),
+            }
+        } else {
+            Framing::Close
+        };
+        let keep_alive = framing != Framing::Close
+            && if resp.version == Some(0) {
+                has_token("connection", "keep-alive")
+            } else {
+                !has_token("connection", "close")
+            };
+        let head = read::Head::from_lookup(status, get, identity);
+        buf.advance(n);
+        return Ok(Some(ParsedHead {
+            head,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// The next piece of the body out of the buffer, by its framing: `Ok(None)` when more bytes
+/// are needed, `Ok(Some(empty))` never (pieces are not empty).
+fn take_body(buf: &mut BytesMut, framing: &mut Framing) -> Result<Option<Bytes>, String> {
+    loop {
+        match *framing {
+            Framing::Done | Framing::Broken | Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(None);
+            }
+            Framing::Length(left) | Framing::ChunkData(left) if !buf.is_empty() => {
+                let k = left.min(buf.len());
+                *framing = match (*framing, left - k) {
+                    (Framing::Length(_), rest) => Framing::Length(rest),
+                    (_, 0) => Framing::ChunkEnd,
+                    (_, rest) => Framing::ChunkData(rest),
+                };
+                return Ok(Some(buf.split_to(k).freeze()));
+            }
+            Framing::Close if !buf.is_empty() => return Ok(Some(buf.split().freeze())),
+            Framing::ChunkSize | Framing::Trailers => {
+                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if buf.len() > 4096 {
+                        return Err("a chunk-size line over 4 KiB".into());
+                    }
+                    return Ok(None);
+                };
+                let line = &buf[..end];
+                if *framing == Framing::Trailers {
+                    if line.is_empty() {
+                        *framing = Framing::Done;
+                    }
+                } else {
+                    let hex = line.split(|b| *b == b';').next().unwrap_or_default();
+                    let size = std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+                        .ok_or_else(|| "an invalid chunk size".to_string())?;
+                    *framing = if size == 0 {
+                        Framing::Trailers
+                    } else {
+                        Framing::ChunkData(size)
+                    };
+                }
+                buf.advance(end + 2);
+                if *framing == Framing::Done {
+                    return Ok(None);
+                }
+            }
+            Framing::ChunkEnd if buf.len() >= 2 => {
+                if &buf[..2] != b"\r\n" {
+                    return Err("no line break after a chunk".into());
+                }
+                buf.advance(2);
+                *framing = Framing::ChunkSize;
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The body's pieces as they arrive, ended by the attempt's timer; `framing` says afterwards
+/// whether it ended where it should ([`Framing::Done`]).
+fn body_stream<'a>(
+    conn: &'a mut Conn,
+    framing: &'a mut Framing,
+) -> impl Stream<Item = Result<Bytes, BodyError>> + 'a {
+    futures_util::stream::unfold(Some((conn, framing)), |state| async move {
+        let (conn, framing) = state?;
+        let fail = |framing: &mut Framing, timeout: bool, message: String| {
+            *framing = Framing::Broken;
+            Some((Err(BodyError { timeout, message }), None))
+        };
+        loop {
+            match take_body(&mut conn.buf, framing) {
+                Ok(Some(piece)) => return Some((Ok(piece), Some((conn, framing)))),
+                Ok(None) if *framing == Framing::Done => return None,
+                Ok(None) => {}
+                Err(e) => return fail(framing, false, format!("invalid chunked body: {e}")),
+            }
+            match conn.fill().await {
+                None => return fail(framing, true, "operation timed out".into()),
+                Some(Ok(0)) if *framing == Framing::Close => {
+                    *framing = Framing::Done;
+                    return None;
+                }
+                Some(Ok(0)) => {
+                    return fail(
+                        framing,
+                        false,
+                        "connection closed before the body ended".into(),
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return fail(framing, false, e.to_string()),
+            }
+        }
+    })
+}
 
 impl Client {
     /// Sends one chat request through `h` with a body made by [`super::request_body`]: the
@@ -315,9 +517,7 @@ impl Client {
     pub async fn chat_http1(&self, h: &Http1, body: &Bytes, req: ChatRequest<'_>) -> Outcome {
         let started_ms = chrono::Utc::now().timestamp_millis();
         let out = self
-            .retrying(&h.endpoint, req.max_retries, || {
-                h.attempt(body.clone(), req)
-            })
+            .retrying(&h.endpoint, req.max_retries, || h.attempt(body, req))
             .await;
         self.finish(out, started_ms, &req)
     }
@@ -330,36 +530,63 @@ fn failed(k: &str, error: String) -> Outcome {
     out
 }
 
-/// The most specific cause ("Connection reset by peer" rather than "connection error").
-fn innermost(e: &hyper::Error) -> String {
-    let mut cause = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        cause = s.to_string();
-        src = s.source();
-    }
-    cause
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The body's data frames, ended by the attempt's timer.
-fn body_stream(
-    incoming: hyper::body::Incoming,
-    sleep: &mut Pin<Box<tokio::time::Sleep>>,
-) -> impl Stream<Item = Result<Bytes, BodyError>> + '_ {
-    let data = incoming.into_data_stream();
-    futures_util::stream::unfold(Some((data, sleep)), |state| async move {
-        let (mut data, sleep) = state?;
-        tokio::select! {
-            biased;
-            chunk = data.next() => match chunk {
-                None => None,
-                Some(Ok(b)) => Some((Ok(b), Some((data, sleep)))),
-                Some(Err(e)) => Some((Err(BodyError { timeout: false, message: innermost(&e) }), None)),
-            },
-            _ = sleep.as_mut() => Some((
-                Err(BodyError { timeout: true, message: "operation timed out".into() }),
-                None,
-            )),
+    /// Chunked bodies come apart wherever the reads split them: sizes with extensions, data
+    /// across reads, trailers, and what follows the body left for the next response.
+    #[test]
+    fn chunked_bodies_are_framed_across_any_split() {
+        let wire = b"5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::new();
+            let mut framing = Framing::ChunkSize;
+            let mut got = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                buf.extend_from_slice(part);
+                while let Some(p) = take_body(&mut buf, &mut framing).unwrap() {
+                    got.extend_from_slice(&p);
+                }
+            }
+            assert_eq!(got, b"hello, world", "cut at {cut}");
+            assert_eq!(framing, Framing::Done, "cut at {cut}");
+            assert_eq!(&buf[..], b"NEXT", "cut at {cut}");
         }
-    })
+        let mut framing = Framing::ChunkSize;
+        let err = take_body(&mut BytesMut::from(&b"zz\r\n"[..]), &mut framing);
+        assert_eq!(err, Err("an invalid chunk size".into()));
+    }
+
+    /// A head comes out of the buffer whole, 1xx heads skipped; the framing and keep-alive
+    /// follow its headers.
+    #[test]
+    fn heads_give_status_framing_and_keep_alive() {
+        let parse = |wire: &str| {
+            let mut buf = BytesMut::from(wire.as_bytes());
+            let p = parse_head(&mut buf, &["X-Model-Id".into()])
+                .unwrap()
+                .unwrap();
+            (p.head.status, p.framing, p.keep_alive, buf, p.head.identity)
+        };
+        let (status, framing, keep, rest, id) = parse(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\nx-model-id: m1\r\n\r\nbody",
+        );
+        assert_eq!((status, framing, keep), (200, Framing::Length(4), true));
+        assert_eq!(&rest[..], b"body");
+        assert_eq!(id.get("X-Model-Id").map(String::as_str), Some("m1"));
+        let (_, framing, keep, ..) =
+            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n");
+        assert_eq!((framing, keep), (Framing::ChunkSize, false));
+        let (_, framing, keep, ..) = parse("HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!((framing, keep), (Framing::Close, false));
+        let (status, framing, ..) = parse("HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\n\r\n");
+        assert_eq!((status, framing), (429, Framing::Close));
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut partial, &[]).unwrap().is_none());
+        let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..]);
+        assert!(parse_head(&mut bad, &[]).is_err());
+        let mut garbage = BytesMut::from(&b"<html>not http</html>\r\n\r\n"[..]);
+        assert!(parse_head(&mut garbage, &[]).is_err());
+    }
 }

@@ -35,11 +35,11 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 /// What the head of a response says.
-pub(crate) struct Head<'a> {
+pub(crate) struct Head {
     /// The HTTP status.
     pub status: u16,
-    /// `Retry-After`, as sent.
-    pub retry_after: Option<&'a str>,
+    /// `Retry-After`, read.
+    pub retry_after: Option<Duration>,
     /// The body is an SSE stream.
     pub is_sse: bool,
     /// The values of the endpoint's `identity_headers` that the response carries.
@@ -48,30 +48,36 @@ pub(crate) struct Head<'a> {
     pub gateway_cost: Option<f64>,
 }
 
-impl<'a> Head<'a> {
+impl Head {
     /// The parts of `headers` the reader needs.
-    pub fn of(status: u16, headers: &'a hyper::HeaderMap, identity: &[String]) -> Head<'a> {
+    pub fn of(status: u16, headers: &hyper::HeaderMap, identity: &[String]) -> Head {
+        Head::from_lookup(
+            status,
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            identity,
+        )
+    }
+
+    /// The same from any header lookup (`name` in lower case; the first value).
+    pub fn from_lookup<'h>(
+        status: u16,
+        get: impl Fn(&str) -> Option<&'h str>,
+        identity: &[String],
+    ) -> Head {
         Head {
-            gateway_cost: headers
-                .get("x-litellm-response-cost")
-                .and_then(|v| v.to_str().ok())
+            gateway_cost: get("x-litellm-response-cost")
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|c| c.is_finite() && *c >= 0.0),
             identity: identity
                 .iter()
                 .filter_map(|name| {
-                    let v = headers.get(name.as_str())?.to_str().ok()?;
+                    let v = get(&name.to_ascii_lowercase())?;
                     Some((name.clone(), clip(v, 200)))
                 })
                 .collect(),
             status,
-            retry_after: headers
-                .get(hyper::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-            is_sse: headers
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream")),
+            retry_after: get("retry-after").and_then(parse_retry_after),
+            is_sse: get("content-type").is_some_and(|v| v.starts_with("text/event-stream")),
         }
     }
 }
@@ -79,7 +85,7 @@ impl<'a> Head<'a> {
 /// Reads a response (plain JSON or SSE) timed from `t0`; the second value is a `Retry-After`
 /// to honour.
 pub(crate) async fn response<S>(
-    head: Head<'_>,
+    head: Head,
     body: S,
     t0: Instant,
     stream: bool,
@@ -93,7 +99,7 @@ where
     out.metadata.identity = head.identity;
     out.gateway_cost = head.gateway_cost;
     if !(200..300).contains(&head.status) {
-        let retry_after = head.retry_after.and_then(parse_retry_after);
+        let retry_after = head.retry_after;
         let body = read_capped(body, 64 * 1024).await.unwrap_or_default();
         out.latency_ms = Some(ms(t0.elapsed()));
         out.metadata.error_kind = Some(kind::HTTP_STATUS.into());
