@@ -108,8 +108,8 @@ impl Recorder {
     /// When fewer than this were waiting, the recorder naps [`Recorder::NAP`] before looking
     /// again: a few hundred µs of delay to recording (none to measuring) instead of a wake-up
     /// per request.
-    const FEW: usize = 32;
-    const NAP: Duration = Duration::from_micros(500);
+    const FEW: usize = 128;
+    const NAP: Duration = Duration::from_millis(2);
 
     pub(super) fn start(phase: &Arc<Phase>) -> Recorder {
         let none = Recorder {
