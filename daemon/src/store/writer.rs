@@ -601,12 +601,18 @@ pub(super) fn append(
     for (key, value) in &batch[..split] {
         records.insert(*key, value.as_slice())?;
     }
-    if split < batch.len() {
+    // The cursor gathers what it inserts in one buffer until it is closed: a thousand records
+    // in one grew it by doubling into fresh pages (page faults, copies) on every commit, 3–4 %
+    // of a benchmark's CPU at 40k records/s. Chunks keep it small and its memory reused.
+    for chunk in batch[split..].chunks(APPEND_CHUNK) {
         let mut cursor = records.upper_bound_mut(Bound::<(u64, u64)>::Unbounded)?;
-        for (key, value) in &batch[split..] {
+        for (key, value) in chunk {
             cursor.insert_before(*key, value.as_slice())?;
         }
         cursor.close()?;
     }
     Ok(())
 }
+
+/// Records appended through one cursor at a time (see [`append`]).
+const APPEND_CHUNK: usize = 128;
