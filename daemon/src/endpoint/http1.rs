@@ -575,8 +575,9 @@ mod tests {
         assert_eq!((status, framing, keep), (200, Framing::Length(4), true));
         assert_eq!(&rest[..], b"body");
         assert_eq!(id.get("X-Model-Id").map(String::as_str), Some("m1"));
-        let (_, framing, keep, ..) =
-            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n");
+        let (_, framing, keep, ..) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!((framing, keep), (Framing::ChunkSize, false));
         let (_, framing, keep, ..) = parse("HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!((framing, keep), (Framing::Close, false));

@@ -1,6 +1,6 @@
 //! Reading a chat completion's response, whichever client received it: the status and headers
 //! first, then the body as a stream of byte chunks (a plain JSON answer, or an SSE stream timed
-//! token by token). Both the general client (reqwest) and the benchmark client (one hyper
+//! token by token). Both the general client (reqwest) and the benchmark client (evald's own HTTP/1.1, one
 //! connection per worker) hand their bodies here, so a response is classified the same way
 //! whoever fetched it.
 
