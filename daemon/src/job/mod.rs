@@ -643,6 +643,14 @@ mod tests {
                 "scorers[0].pattern: does not apply to builtin `contains`",
             ),
             (
+                &format!("{GOOD}[[scorers]]\nplugin = \"../../tmp/x.wasm\"\n"),
+                "scorers[0].plugin: `../../tmp/x.wasm` must name a file inside plugins_dir (/nonexistent): no `..`, no absolute path",
+            ),
+            (
+                &format!("{GOOD}[[generators]]\nplugin = \"/tmp/x.wasm\"\n"),
+                "generators[0].plugin: `/tmp/x.wasm` must name a file inside plugins_dir (/nonexistent): no `..`, no absolute path",
+            ),
+            (
                 &format!("{GOOD}[[scorers]]\nplugin = \"nope.wasm\"\n"),
                 "scorers[0].plugin: plugin `nope.wasm` not found",
             ),

@@ -376,7 +376,24 @@ impl Validator<'_> {
 
     fn plugin_path(&mut self, key: &str, p: &Spanned<String>, config: &Config) -> PathBuf {
         let path = config.plugins_dir.join(p.get_ref());
-        if !p.get_ref().ends_with(".wasm") {
+        let inside = Path::new(p.get_ref()).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if !inside {
+            // The operator's plugins_dir is the set of plugins jobs may load: a job file names
+            // one in it, not a module elsewhere on the machine.
+            self.err(
+                Some(p.span()),
+                format!(
+                    "{key}: `{}` must name a file inside plugins_dir ({}): no `..`, no absolute path",
+                    p.get_ref(),
+                    config.plugins_dir.display()
+                ),
+            );
+        } else if !p.get_ref().ends_with(".wasm") {
             self.err(
                 Some(p.span()),
                 format!("{key}: `{}` should name a .wasm file", p.get_ref()),
