@@ -8,6 +8,7 @@ pub mod alerts;
 mod raw;
 mod validate;
 mod validate_alerts;
+mod validate_plugins;
 
 pub use adhoc::{ADHOC_JOB, AdhocSpec, InvalidAdhoc};
 pub use evald_model::JobKind;

@@ -118,3 +118,8 @@ pub(super) struct RawLoad {
     pub(super) slo_e2e_ms: Option<Spanned<Num>>,
     pub(super) retries: Option<Spanned<i64>>,
 }
+
+/// A TOML table as JSON text, for plugin configs.
+pub(super) fn table_json(t: &toml::Table) -> String {
+    serde_json::to_string(t).unwrap_or_else(|_| "{}".into())
+}
