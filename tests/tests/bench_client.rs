@@ -49,9 +49,20 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
     }
 }
 
+/// How [`counting_server`] ends its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Closing {
+    /// Kept alive.
+    Never,
+    /// Closed after each answer, saying so (`Connection: close`).
+    Announced,
+    /// Closed after each answer without a word, as a server timing out idle connections does.
+    Silently,
+}
+
 /// A server answering every request with a fixed completion, counting the connections it
-/// accepted; with `close`, each connection is closed after its answer (`Connection: close`).
-async fn counting_server(close: bool) -> (u16, Arc<AtomicUsize>) {
+/// accepted.
+async fn counting_server(closing: Closing) -> (u16, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -92,9 +103,13 @@ async fn counting_server(close: bool) -> (u16, Arc<AtomicUsize>) {
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
                         body.len(),
-                        if close { "connection: close\r\n" } else { "" }
+                        if closing == Closing::Announced {
+                            "connection: close\r\n"
+                        } else {
+                            ""
+                        }
                     );
-                    if sock.write_all(resp.as_bytes()).await.is_err() || close {
+                    if sock.write_all(resp.as_bytes()).await.is_err() || closing != Closing::Never {
                         return;
                     }
                 }
@@ -109,7 +124,7 @@ async fn counting_server(close: bool) -> (u16, Arc<AtomicUsize>) {
 /// connections would open up to 8 and pay the connects in its first latencies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_connections_serve_the_measurement() {
-    let (port, accepted) = counting_server(false).await;
+    let (port, accepted) = counting_server(Closing::Never).await;
     let site = Site::new(
         None,
         &format!("[endpoints.keep]\nurl = \"http://127.0.0.1:{port}/v1\"\n"),
@@ -134,9 +149,37 @@ async fn warm_up_connections_serve_the_measurement() {
 /// server that closes each connection after its answer (`Connection: close`, as some proxies
 /// do) is answered on a new connection every time, with no error and the server's own count
 /// of connections equal to the requests.
+/// A server that closes each kept-alive connection after its answer without saying so: the
+/// next request on it meets the close (seen idle, or as the request goes out) and is sent
+/// again on a fresh connection, so none fails and each request is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_without_a_word_is_replaced_not_failed() {
+    let (port, accepted) = counting_server(Closing::Silently).await;
+    let site = Site::new(
+        None,
+        &format!("[endpoints.quiet]\nurl = \"http://127.0.0.1:{port}/v1\"\nmax_retries = 0\n"),
+    );
+    site.job(
+        "quiet",
+        "kind = \"benchmark\"\ntargets = [\"quiet/m\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nrequests = 200\nwarmup = 0\n",
+    );
+    let report = site.run_json("quiet");
+    let t = &report["summary"]["targets"][0];
+    let errors: Vec<Value> = site
+        .export_job("quiet")
+        .into_iter()
+        .filter(|r| !r["error"].is_null())
+        .take(3)
+        .collect();
+    assert_eq!(t["errors"], 0, "{errors:?}");
+    assert_eq!(t["requests"], 200, "{t}");
+    // One connection per answer: no request was answered twice.
+    assert_eq!(accepted.load(Ordering::SeqCst), 200, "{t}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_client_reconnects_and_names_connect_errors() {
-    let (port, accepted) = counting_server(true).await;
+    let (port, accepted) = counting_server(Closing::Announced).await;
     let dead = evald_tests::free_port();
     let site = Site::new(
         None,

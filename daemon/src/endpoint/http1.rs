@@ -128,10 +128,14 @@ impl Http1 {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection, else a new one; the flag says whether it was idle (and so may have
-    /// been closed by the server meanwhile).
-    async fn checkout(&self, deadline: tokio::time::Instant) -> Result<(Conn, bool), Outcome> {
-        if let Some(mut c) = self.idle().pop() {
+    /// An idle connection (unless `fresh`), else a new one; the flag says whether it was idle
+    /// (and so may have been closed by the server meanwhile).
+    async fn checkout(
+        &self,
+        deadline: tokio::time::Instant,
+        fresh: bool,
+    ) -> Result<(Conn, bool), Outcome> {
+        if let Some(mut c) = (!fresh).then(|| self.idle().pop()).flatten() {
             // Moving a registered timer later is an atomic store, not a trip through the
             // timer wheel's lock: one timer per connection, reset per request.
             c.timer.as_mut().reset(deadline);
@@ -168,7 +172,9 @@ impl Http1 {
         let deadline = tokio::time::Instant::now() + req.timeout;
         let mut retried_fresh = false;
         loop {
-            let (mut conn, reused) = match self.checkout(deadline).await {
+            // The retry takes a new connection: the other idle ones are as old as the one the
+            // server closed.
+            let (mut conn, reused) = match self.checkout(deadline, retried_fresh).await {
                 Ok(c) => c,
                 Err(out) => return (out, None),
             };
@@ -302,8 +308,12 @@ async fn exchange(
         r = conn.tcp.write_all(&conn.out) => r,
         _ = conn.timer.as_mut() => return timed_out("the request could not be written within the timeout"),
     };
-    if let Err(e) = written {
-        return broken(e.to_string());
+    match written {
+        // A request not written whole was not taken: on a kept-alive connection the server
+        // had closed, a fresh one gets it.
+        Err(e) if reused => return Exchange::NotSent(e.to_string()),
+        Err(e) => return broken(e.to_string()),
+        Ok(()) => {}
     }
     let parsed = loop {
         match parse_head(&mut conn.buf, identity) {
@@ -313,10 +323,13 @@ async fn exchange(
         }
         match conn.fill().await {
             None => return timed_out("no response head within the timeout"),
-            // Nothing at all came back on a kept-alive connection: the server had closed it
-            // as the request went out, and did not take it.
+            // Nothing at all came back on a kept-alive connection, only its close or reset:
+            // the server had closed it as the request went out, and did not take it.
             Some(Ok(0)) if reused && conn.buf.is_empty() => {
                 return Exchange::NotSent("the server closed the connection".into());
+            }
+            Some(Err(e)) if reused && conn.buf.is_empty() => {
+                return Exchange::NotSent(e.to_string());
             }
             Some(Ok(0)) => return broken("connection closed before the response head".into()),
             Some(Ok(_)) => {}
