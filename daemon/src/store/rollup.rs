@@ -487,7 +487,9 @@ impl Acc {
             cost_usd: (self.costed > 0).then_some(self.cost_usd),
             // Errors carry no cost as a rule, so the answered requests are the ones to price.
             cost_unpriced: if self.costed > 0 {
-                (self.requests - self.errors).saturating_sub(self.costed)
+                self.requests
+                    .saturating_sub(self.errors)
+                    .saturating_sub(self.costed)
             } else {
                 0
             },
