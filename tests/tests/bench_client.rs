@@ -49,6 +49,13 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
     }
 }
 
+/// A non-streamed benchmark of one case against `target`, with this `[load]`.
+fn bench_job(target: &str, load: &str) -> String {
+    format!(
+        "kind = \"benchmark\"\ntargets = [\"{target}\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\n{load}"
+    )
+}
+
 /// How [`counting_server`] ends its connections.
 #[derive(Clone, Copy, PartialEq)]
 enum Closing {
@@ -131,7 +138,7 @@ async fn warm_up_connections_serve_the_measurement() {
     );
     site.job(
         "keep",
-        "kind = \"benchmark\"\ntargets = [\"keep/m\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nwarmup = 8\nrequests = 40\n",
+        &bench_job("keep/m", "concurrency = 4\nwarmup = 8\nrequests = 40\n"),
     );
     let report = site.run_json("keep");
     let t = &report["summary"]["targets"][0];
@@ -144,11 +151,6 @@ async fn warm_up_connections_serve_the_measurement() {
     assert!((1..=4).contains(&n), "{n} connections for 4 workers");
 }
 
-/// The benchmark's own client (one connection per worker) against what a general client
-/// handles for you: nothing listening is `connect` for every request, named by endpoint; a
-/// server that closes each connection after its answer (`Connection: close`, as some proxies
-/// do) is answered on a new connection every time, with no error and the server's own count
-/// of connections equal to the requests.
 /// A server that closes each kept-alive connection after its answer without saying so: the
 /// next request on it meets the close (seen idle, or as the request goes out) and is sent
 /// again on a fresh connection, so none fails and each request is answered once.
@@ -161,7 +163,7 @@ async fn a_connection_closed_without_a_word_is_replaced_not_failed() {
     );
     site.job(
         "quiet",
-        "kind = \"benchmark\"\ntargets = [\"quiet/m\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nrequests = 200\nwarmup = 0\n",
+        &bench_job("quiet/m", "concurrency = 4\nrequests = 200\nwarmup = 0\n"),
     );
     let report = site.run_json("quiet");
     let t = &report["summary"]["targets"][0];
@@ -177,6 +179,11 @@ async fn a_connection_closed_without_a_word_is_replaced_not_failed() {
     assert_eq!(accepted.load(Ordering::SeqCst), 200, "{t}");
 }
 
+/// The benchmark's own client (one connection per worker) against what a general client
+/// handles for you: nothing listening is `connect` for every request, named by endpoint; a
+/// server that closes each connection after its answer (`Connection: close`, as some proxies
+/// do) is answered on a new connection every time, with no error and the server's own count
+/// of connections equal to the requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_client_reconnects_and_names_connect_errors() {
     let (port, accepted) = counting_server(Closing::Announced).await;
@@ -187,11 +194,7 @@ async fn the_benchmark_client_reconnects_and_names_connect_errors() {
             "[endpoints.closer]\nurl = \"http://127.0.0.1:{port}/v1\"\n[endpoints.dead]\nurl = \"http://127.0.0.1:{dead}/v1\"\ntimeout = \"2s\"\n"
         ),
     );
-    let job = |t: &str| {
-        format!(
-            "kind = \"benchmark\"\ntargets = [\"{t}\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nrequests = 40\n"
-        )
-    };
+    let job = |t: &str| bench_job(t, "concurrency = 4\nrequests = 40\n");
     site.job("closer", &job("closer/m"));
     site.job("dead", &job("dead/m"));
     let report = site.run_json("closer");
