@@ -57,6 +57,15 @@ warmup = 4
             .iter()
             .all(|r| r["error"].is_null() && r["metadata"]["stream"] == true)
     );
+    // A benchmark hands the writer each case's messages made once, not per record: every
+    // record still exports the prompt it sent.
+    let words = "one two three four five six seven eight nine";
+    let prompt = serde_json::json!([{"role": "user", "content": words}]);
+    assert!(
+        recs.iter().all(|r| r["messages"] == prompt),
+        "{}",
+        recs[0]["messages"]
+    );
     let ttft = median(
         measured
             .iter()

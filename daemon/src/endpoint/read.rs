@@ -1,8 +1,8 @@
 //! Reading a chat completion's response, whichever client received it: the status and headers
 //! first, then the body as a stream of byte chunks (a plain JSON answer, or an SSE stream timed
-//! token by token). Both the general client (reqwest) and the benchmark client (evald's own HTTP/1.1, one
-//! connection per worker) hand their bodies here, so a response is classified the same way
-//! whoever fetched it.
+//! token by token). Both the general client (reqwest) and the benchmark client (evald's own
+//! HTTP/1.1, one connection per worker) hand their bodies here, so a response is classified the
+//! same way whoever fetched it.
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,8 @@ impl Head {
             identity: identity
                 .iter()
                 .filter_map(|name| {
-                    let v = get(&name.to_ascii_lowercase())?;
+                    // Names come from the config as parsed header names: lower case already.
+                    let v = get(name)?;
                     Some((name.clone(), clip(v, 200)))
                 })
                 .collect(),

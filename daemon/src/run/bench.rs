@@ -421,6 +421,10 @@ pub async fn run(
                 .iter()
                 .map(|c| request_body(&chat_request(&job, target, c)))
                 .collect(),
+            payloads: cases
+                .iter()
+                .map(|c| crate::store::Payload::of(&c.messages))
+                .collect(),
         });
         if load.warmup > 0 {
             phase.clone().closed(Some(load.warmup), None, true).await;
@@ -506,6 +510,8 @@ struct Phase {
     lanes: Lanes,
     /// Each case's request body, serialized once for the phase.
     bodies: Vec<Bytes>,
+    /// Each case's messages as the store keeps them, made once for the phase.
+    payloads: Vec<crate::store::Payload>,
 }
 
 impl Phase {
@@ -549,7 +555,8 @@ impl Phase {
         } = d;
         let case = &self.cases[idx];
         let gaps = std::mem::take(&mut out.gaps_us);
-        let mut r = record_of(&self.job, &self.run_id, &self.target, case, out, |m| {
+        let (job, target) = (&self.job, &self.target);
+        let mut r = record_of(job, &self.run_id, target, case, Vec::new(), out, |m| {
             m.warmup = warmup;
             m.send_lag_ms = lag_ms;
         });
@@ -567,7 +574,8 @@ impl Phase {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.ctx.writer.record(r).await;
+        let payload = &self.payloads[idx];
+        self.ctx.writer.record_with(r, Some(payload)).await;
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.

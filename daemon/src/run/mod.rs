@@ -359,12 +359,14 @@ async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String
     Ok(cases)
 }
 
-/// Builds the stored record of one request.
+/// Builds the stored record of one request. `messages` are the case's, or none where the
+/// writer is handed their payload made once (a benchmark: `Writer::record_with`).
 pub fn record_of(
     job: &Job,
     run_id: &str,
     target: &Target,
     case: &Case,
+    messages: Vec<evald_model::Message>,
     out: Outcome,
     metadata_extra: impl FnOnce(&mut Metadata),
 ) -> Record {
@@ -403,7 +405,7 @@ pub fn record_of(
         timestamp_ms: out.started_ms,
         model: target.model.clone(),
         provider: target.endpoint.provider.clone(),
-        messages: case.messages.clone(),
+        messages,
         temperature: job.params.temperature,
         max_tokens: job.params.max_tokens,
         top_p: job.params.top_p,
@@ -494,7 +496,7 @@ pub(crate) async fn compare_one(
         return None;
     }
     let out = send(ctx, job, target, case).await;
-    let mut r = record_of(job, run_id, target, case, out, |m| {
+    let mut r = record_of(job, run_id, target, case, case.messages.clone(), out, |m| {
         if job.repeat > 1 {
             m.repeat = Some(rep);
         }

@@ -122,25 +122,31 @@ pub(super) fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>
 pub(super) struct Encoded {
     pub(super) timestamp_ms: u64,
     pub(super) value: Vec<u8>,
-    pub(super) payload: u128,
-    pub(super) payload_json: Vec<u8>,
+    pub(super) payload: Payload,
     pub(super) group: String,
     pub(super) sample: Option<Sample>,
     pub(super) run_id: String,
 }
 
 impl Encoded {
-    /// Encodes a record (its `id` is assigned by the writer).
-    pub(super) fn new(r: &Record) -> Result<Encoded, StoreError> {
-        let payload_json = serde_json::to_vec(&r.messages)?;
-        let payload = xxhash_rust::xxh3::xxh3_128(&payload_json);
+    /// Encodes a record (its `id` is assigned by the writer), with its messages' payload made
+    /// by the caller if given (else from `r.messages`).
+    pub(super) fn new(r: &Record, payload: Option<&Payload>) -> Result<Encoded, StoreError> {
+        let payload = match payload {
+            Some(p) => p.clone(),
+            None => Payload::of(&r.messages),
+        };
         let metadata = serde_json::to_string(&r.metadata)?;
-        let scores: Vec<ScoreRef> = r.scores.iter().map(ScoreRef::from).collect();
-        let scores = postcard::to_allocvec(&scores)?;
+        // No scores (every benchmark record) is postcard's empty sequence: no allocation.
+        let scores = match r.scores.as_slice() {
+            [] => Vec::new(),
+            some => postcard::to_allocvec(&some.iter().map(ScoreRef::from).collect::<Vec<_>>())?,
+        };
+        let scores: &[u8] = if scores.is_empty() { &[0] } else { &scores };
         let s = Stored {
             model: &r.model,
             provider: &r.provider,
-            messages: payload,
+            messages: payload.hash,
             temperature: r.temperature,
             max_tokens: r.max_tokens,
             top_p: r.top_p,
@@ -157,7 +163,7 @@ impl Encoded {
             case_id: &r.case_id,
             endpoint: &r.endpoint,
             ttft_ms: r.ttft_ms,
-            scores: &scores,
+            scores,
             tail: Tail::default(),
         };
         let tail = Tail {
@@ -176,11 +182,29 @@ impl Encoded {
             timestamp_ms: r.timestamp_ms.max(0) as u64,
             value,
             payload,
-            payload_json,
             group: rollup::key_of(&r.job, &r.endpoint, &r.model, &r.provider),
             sample: Sample::of(r),
             run_id: r.run_id.clone(),
         })
+    }
+}
+
+/// A record's messages as stored: their JSON, once per distinct payload, under its hash. Made
+/// once per case by a benchmark, whose every record of a case has the same messages.
+#[derive(Clone)]
+pub struct Payload {
+    pub(super) hash: u128,
+    pub(super) json: Arc<[u8]>,
+}
+
+impl Payload {
+    /// The payload of `messages`. (Serializing strings cannot fail; if it did, `[]`.)
+    pub fn of(messages: &[evald_model::Message]) -> Payload {
+        let json = serde_json::to_vec(messages).unwrap_or_else(|_| b"[]".to_vec());
+        Payload {
+            hash: xxhash_rust::xxh3::xxh3_128(&json),
+            json: json.into(),
+        }
     }
 }
 

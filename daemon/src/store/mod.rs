@@ -22,6 +22,7 @@ mod watch;
 mod writer;
 
 pub use backup::BackupReport;
+pub use codec::Payload;
 pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
 use std::collections::HashMap;
 use std::ops::Bound;

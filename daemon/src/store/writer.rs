@@ -39,7 +39,13 @@ impl Writer {
     /// Queues a request record (its `id` is assigned by the writer). Waits only when the queue
     /// is full, which is the back-pressure that keeps memory bounded.
     pub async fn record(&self, r: Record) {
-        let e = match Encoded::new(&r) {
+        self.record_with(r, None).await
+    }
+
+    /// [`Writer::record`] with the record's messages already made into their payload, once for
+    /// the many records that share them; `r.messages` is not read (a benchmark leaves it empty).
+    pub async fn record_with(&self, r: Record, payload: Option<&Payload>) {
+        let e = match Encoded::new(&r, payload) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, run = %r.run_id, "a request record was not stored");
@@ -508,7 +514,7 @@ pub(super) fn commit(
         let mut pending = rollup::Pending::default();
         // References added per payload in this batch: one read-modify-write per payload, not
         // per record.
-        let mut refs: HashMap<u128, (u64, Vec<u8>)> = HashMap::new();
+        let mut refs: HashMap<u128, (u64, Arc<[u8]>)> = HashMap::new();
         let mut batch: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
@@ -516,7 +522,7 @@ pub(super) fn commit(
                     let e = *e;
                     let key = (e.timestamp_ms, id);
                     id += 1;
-                    refs.entry(e.payload).or_insert((0, e.payload_json)).0 += 1;
+                    refs.entry(e.payload.hash).or_insert((0, e.payload.json)).0 += 1;
                     if let Some(sample) = &e.sample {
                         let gid = groups.id(&e.group, &mut names)?;
                         pending.add(key.0 as i64, gid, sample);
@@ -570,7 +576,7 @@ pub(super) fn commit(
         }
         for (hash, (n, json)) in refs {
             let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
-            payloads.insert(hash, (have + n, json.as_slice()))?;
+            payloads.insert(hash, (have + n, &*json))?;
         }
         let mut hours = tx.open_table(HOURS)?;
         let mut days = tx.open_table(DAYS)?;
