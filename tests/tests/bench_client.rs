@@ -126,22 +126,28 @@ async fn counting_server(closing: Closing) -> (u16, Arc<AtomicUsize>) {
     (port, accepted)
 }
 
+/// A site with endpoint `name` on `port` (plus `extra` lines of its config) and a benchmark job
+/// `name` on it with `load`, run: the site and the run's target summary.
+fn bench_on(port: u16, name: &str, extra: &str, load: &str) -> (Site, Value) {
+    let url = format!("[endpoints.{name}]\nurl = \"http://127.0.0.1:{port}/v1\"\n{extra}");
+    let site = Site::new(None, &url);
+    site.job(name, &bench_job(&format!("{name}/m"), load));
+    let t = site.run_json(name)["summary"]["targets"][0].clone();
+    (site, t)
+}
+
 /// Connections are opened by warm-up and kept for the measurement: a closed loop of 4 workers
 /// opens at most 4 connections over warm-up and measurement together (a measurement on fresh
 /// connections would open up to 8 and pay the connects in its first latencies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_connections_serve_the_measurement() {
     let (port, accepted) = counting_server(Closing::Never).await;
-    let site = Site::new(
-        None,
-        &format!("[endpoints.keep]\nurl = \"http://127.0.0.1:{port}/v1\"\n"),
-    );
-    site.job(
+    let (_, t) = bench_on(
+        port,
         "keep",
-        &bench_job("keep/m", "concurrency = 4\nwarmup = 8\nrequests = 40\n"),
+        "",
+        "concurrency = 4\nwarmup = 8\nrequests = 40\n",
     );
-    let report = site.run_json("keep");
-    let t = &report["summary"]["targets"][0];
     assert_eq!(
         (t["requests"].as_u64(), t["errors"].as_u64()),
         (Some(40), Some(0)),
@@ -157,16 +163,8 @@ async fn warm_up_connections_serve_the_measurement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_without_a_word_is_replaced_not_failed() {
     let (port, accepted) = counting_server(Closing::Silently).await;
-    let site = Site::new(
-        None,
-        &format!("[endpoints.quiet]\nurl = \"http://127.0.0.1:{port}/v1\"\nmax_retries = 0\n"),
-    );
-    site.job(
-        "quiet",
-        &bench_job("quiet/m", "concurrency = 4\nrequests = 200\nwarmup = 0\n"),
-    );
-    let report = site.run_json("quiet");
-    let t = &report["summary"]["targets"][0];
+    let load = "concurrency = 4\nrequests = 200\nwarmup = 0\n";
+    let (site, t) = bench_on(port, "quiet", "max_retries = 0\n", load);
     let errors: Vec<Value> = site
         .export_job("quiet")
         .into_iter()
