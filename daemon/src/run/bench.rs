@@ -529,11 +529,11 @@ impl Phase {
         let req = chat_request(&self.job, &self.target, case);
         let out = match http1 {
             Some(h) => {
-                let fut = self.ctx.client.chat_http1(h, &self.bodies[idx], req);
+                let fut = std::pin::pin!(self.ctx.client.chat_http1(h, &self.bodies[idx], req));
                 interruptible(abort, self.job.stream, fut).await
             }
             None => {
-                let fut = self.ctx.client.chat(&self.target.endpoint, req);
+                let fut = std::pin::pin!(self.ctx.client.chat(&self.target.endpoint, req));
                 interruptible(abort, self.job.stream, fut).await
             }
         };
