@@ -142,11 +142,15 @@ impl Encoded {
         };
         let metadata = serde_json::to_string(&r.metadata)?;
         // No scores (every benchmark record) is postcard's empty sequence: no allocation.
-        let scores = match r.scores.as_slice() {
-            [] => Vec::new(),
-            some => postcard::to_allocvec(&some.iter().map(ScoreRef::from).collect::<Vec<_>>())?,
+        let encoded;
+        let scores: &[u8] = match r.scores.as_slice() {
+            [] => &[0],
+            some => {
+                let refs: Vec<ScoreRef> = some.iter().map(ScoreRef::from).collect();
+                encoded = postcard::to_allocvec(&refs)?;
+                &encoded
+            }
         };
-        let scores: &[u8] = if scores.is_empty() { &[0] } else { &scores };
         let s = Stored {
             model: &r.model,
             provider: &r.provider,
@@ -179,22 +183,24 @@ impl Encoded {
         // Sized for the whole value, so it is written without growing (a grow copied it,
         // ~1 % of a benchmark's samples): the text, plus the numbers and length prefixes.
         let text: usize = [
-            s.model, s.provider, s.metadata, s.job, s.run_id, s.case_id, s.endpoint,
+            Some(s.model),
+            Some(s.provider),
+            Some(s.metadata),
+            Some(s.job),
+            Some(s.run_id),
+            Some(s.case_id),
+            Some(s.endpoint),
+            s.response,
+            s.finish_reason,
+            s.error,
+            tail.served_model,
+            tail.system_fingerprint,
+            tail.cost_source,
         ]
-        .iter()
-        .map(|t| t.len())
-        .sum::<usize>()
-            + [
-                s.response,
-                s.finish_reason,
-                s.error,
-                tail.served_model,
-                tail.system_fingerprint,
-                tail.cost_source,
-            ]
-            .iter()
-            .map(|t| t.map_or(0, str::len))
-            .sum::<usize>();
+        .into_iter()
+        .flatten()
+        .map(str::len)
+        .sum();
         let bound = MAX_FIXED + text + scores.len();
         let mut value = Vec::with_capacity(bound);
         value.push(RECORD_V3);
