@@ -172,10 +172,10 @@ const HELD: usize = 10_000;
 
 /// While the store cannot write: since when, what was dropped, and when to try again.
 struct Outage {
-    /// Free bytes on the store's filesystem at the last failure (None: unknown).
+    /// Room for the file to grow at the last failure (None: unknown).
     free_at_failure: Option<u64>,
-    /// Whether the last failure was a full disk (retry when space returns) or another error
-    /// (retry every few seconds).
+    /// Whether the last failure was the file unable to grow (a full disk or a file size limit:
+    /// retry when room returns) or another error (retry every few seconds).
     no_space: bool,
     last_try: std::time::Instant,
     dropped: u64,
@@ -188,7 +188,7 @@ impl Outage {
         if !self.no_space {
             return waited >= std::time::Duration::from_secs(2);
         }
-        let free = free_bytes(store.path());
+        let free = room(store);
         if waited >= std::time::Duration::from_secs(30) && free.is_none_or(|f| f >= 1 << 20) {
             return true;
         }
@@ -202,17 +202,35 @@ impl Outage {
     }
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
+/// How far the store's file may grow: the free bytes an unprivileged writer has on its
+/// filesystem, or less if the process's file size limit (RLIMIT_FSIZE) is nearer.
+///
+/// Both count: a small commit can succeed inside the file's free pages while the file cannot
+/// grow, so an outage ends on room returning, not on the first commit that happens to fit.
+fn room(store: &Store) -> Option<u64> {
+    let path = store.path();
     let dir = path.parent().unwrap_or(path);
-    let s = rustix::fs::statvfs(dir).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
+    let free = rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize)
+        .current
+        .map(|max| max.saturating_sub(store.file_bytes()));
+    match (free, limit) {
+        (Some(f), Some(l)) => Some(f.min(l)),
+        (f, l) => f.or(l),
+    }
 }
 
-/// Whether a failed commit was the disk running out of space.
+/// Whether a failed commit was the file unable to grow: the disk out of space, a quota, or the
+/// file size limit (EFBIG, which the daemon gets instead of SIGXFSZ).
 fn is_no_space(e: &StoreError) -> bool {
     let text = e.to_string();
-    text.contains("No space left") || text.contains("os error 28") || text.contains("quota")
+    text.contains("No space left")
+        || text.contains("os error 28")
+        || text.contains("quota")
+        || text.contains("File too large")
+        || text.contains("os error 27")
 }
 
 /// The writer's state that a failed commit can leave stale: reloaded after one.
@@ -274,7 +292,7 @@ fn commit_or_hold(
                 dropped: 0,
             });
             o.no_space = no_space;
-            o.free_at_failure = free_bytes(store.path());
+            o.free_at_failure = room(store);
             o.last_try = std::time::Instant::now();
             o.dropped += records as u64;
             if let Err(e) = store.reopen() {
@@ -622,3 +640,23 @@ pub(super) fn append(
 
 /// Records appended through one cursor at a time (see [`append`]).
 const APPEND_CHUNK: usize = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk, a quota and the file size limit all mean "the file cannot grow" (wait for
+    /// room); anything else is retried on a timer. Through redb's own error, as a commit
+    /// reports it.
+    #[test]
+    fn the_file_unable_to_grow_is_told_from_other_failures() {
+        let io = |code| {
+            StoreError::Db(redb::StorageError::from(std::io::Error::from_raw_os_error(code)).into())
+        };
+        assert!(is_no_space(&io(28)), "{}", io(28));
+        assert!(is_no_space(&io(27)), "{}", io(27));
+        assert!(is_no_space(&io(122)), "{}", io(122));
+        assert!(!is_no_space(&io(5)), "{}", io(5));
+        assert!(!is_no_space(&StoreError::Reopening));
+    }
+}
