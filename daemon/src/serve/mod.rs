@@ -384,6 +384,17 @@ pub async fn serve(
     listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Signals: SIGHUP reloads; SIGTERM / SIGINT (or `shutdown`) stop; a second stop signal exits
+    // at once. Handled from the first moment, so a signal that comes while the daemon starts
+    // (a `systemctl reload` just after READY, a stop during start-up) waits for the loop below
+    // instead of ending the process by its default action.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // A file size limit (RLIMIT_FSIZE) reached sends SIGXFSZ, which would end the process: with
+    // a handler installed the write fails with EFBIG instead, and the store treats it like a
+    // full disk. (Signal 25 on Linux.) Before the store opens: its first write may be the one.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
     let config = Config::load(config_path).map_err(|problems| {
         ConfigInvalid(format!(
             "{}\nthe config has problems; evald did not start",
@@ -544,15 +555,6 @@ pub async fn serve(
     crate::serve::systemd::ready();
     let watchdog = crate::serve::systemd::watchdog(daemon.stop.clone());
 
-    // Signals: SIGHUP reloads; SIGTERM / SIGINT (or `shutdown`) stop; a second stop signal exits
-    // at once.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    // A file size limit (RLIMIT_FSIZE) reached sends SIGXFSZ, which would end the process: with
-    // a handler installed the write fails with EFBIG instead, and the store treats it like a
-    // full disk. (Signal 25 on Linux.)
-    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
