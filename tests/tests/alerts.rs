@@ -158,11 +158,13 @@ async fn an_alert_fires_once_resolves_once_renotifies_and_survives_a_restart() {
         .position(|(id, _)| f["run_id"] == id.as_str())
         .unwrap();
     assert!(at >= 2, "{all:?}");
+    // The flip can land while a run is answering: that run scores between 0 and 0.9 (below
+    // 0.9, it is the first bad one; at 0.9 it is still good), so the rates are judged against
+    // the threshold, not as exact values.
     let rates: Vec<f64> = all[at - 2..=at].iter().map(|r| r.1).collect();
-    assert_eq!(
-        rates,
-        [1.0, 0.0, 0.0],
-        "fires on the 2nd consecutive bad run"
+    assert!(
+        rates[0] >= 0.9 && rates[1] < 0.9 && rates[2] < 0.9,
+        "fires on the 2nd consecutive bad run: {rates:?}"
     );
     {
         let p = posts.lock().unwrap();
