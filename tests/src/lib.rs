@@ -417,6 +417,21 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("free port: {e}"))
 }
 
+/// A port nothing answers on, for as long as the returned socket lives: bound but not listening,
+/// so a connect is refused, and no other test (which binds `127.0.0.1:0`) can be given it, as
+/// it could a port found free and let go.
+pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = socket
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"))
+        .port();
+    (socket, port)
+}
+
 /// A temporary evald installation: `evald.toml`, `jobs/`, `data/`.
 pub struct Site {
     /// The folder (removed on drop).

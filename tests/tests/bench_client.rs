@@ -185,7 +185,7 @@ async fn a_connection_closed_without_a_word_is_replaced_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_client_reconnects_and_names_connect_errors() {
     let (port, accepted) = counting_server(Closing::Announced).await;
-    let dead = evald_tests::free_port();
+    let (_held, dead) = evald_tests::dead_port();
     let site = Site::new(
         None,
         &format!(

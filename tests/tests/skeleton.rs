@@ -83,7 +83,7 @@ reference = "hello"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_failures_are_recorded_as_data_and_the_daemon_keeps_serving() {
     let server = TestServer::start().await;
-    let dead = evald_tests::free_port();
+    let (_held, dead) = evald_tests::dead_port();
     let site = Site::new(
         Some(&server),
         &format!(
