@@ -55,6 +55,15 @@ pub fn clip(s: &str, n: usize) -> String {
     }
 }
 
+/// [`clip`] of an owned string: `s` itself when it needs no cut or trim (no copy).
+pub fn clip_owned(s: String, n: usize) -> String {
+    if s.len() <= n && s.trim().len() == s.len() {
+        s
+    } else {
+        clip(&s, n)
+    }
+}
+
 /// `s` on one line: runs of whitespace (newlines too) become one space.
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -85,5 +94,14 @@ mod tests {
         assert_eq!(clip("ünïcödé", 3), "ünï…");
         assert_eq!(clip("exactly", 7), "exactly");
         assert_eq!(one_line("a\n  b\tc"), "a b c");
+        // The owned form says the same of every input.
+        for (s, n) in [
+            ("  short  ", 10),
+            ("ünïcödé", 3),
+            ("ünïcödé", 7),
+            ("exactly", 7),
+        ] {
+            assert_eq!(clip_owned(s.to_string(), n), clip(s, n), "{s:?} {n}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use evald_model::fmt::clip;
+use evald_model::fmt::{clip, clip_owned};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
@@ -198,10 +198,12 @@ struct Completion {
 /// Keeps the served model and fingerprint a response (or its first chunk with them) names.
 fn note_identity(out: &mut Outcome, model: Option<String>, fingerprint: Option<String>) {
     if out.served_model.is_none() {
-        out.served_model = model.filter(|m| !m.is_empty()).map(|m| clip(&m, 200));
+        out.served_model = model.filter(|m| !m.is_empty()).map(|m| clip_owned(m, 200));
     }
     if out.system_fingerprint.is_none() {
-        out.system_fingerprint = fingerprint.filter(|f| !f.is_empty()).map(|f| clip(&f, 200));
+        out.system_fingerprint = fingerprint
+            .filter(|f| !f.is_empty())
+            .map(|f| clip_owned(f, 200));
     }
 }
 

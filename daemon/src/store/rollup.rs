@@ -538,18 +538,29 @@ impl Totals {
 
 /// Rollups accumulated over one write batch, by (hour, group id), merged into the tables before
 /// commit.
+///
+/// A batch's records mostly share one hour and group, so they are counted into `current` and
+/// that goes into the map only when the key changes: one hash per change, not per record.
 #[derive(Default)]
 pub struct Pending {
     hours: std::collections::HashMap<(i64, u32), Rollup>,
+    current: Option<((i64, u32), Rollup)>,
 }
 
 impl Pending {
     /// Counts a record in.
     pub fn add(&mut self, timestamp_ms: i64, gid: u32, s: &Sample) {
-        self.hours
-            .entry((hour_of(timestamp_ms), gid))
-            .or_default()
-            .add(s);
+        let key = (hour_of(timestamp_ms), gid);
+        match &mut self.current {
+            Some((k, r)) if *k == key => r.add(s),
+            _ => {
+                let mut r = Rollup::default();
+                r.add(s);
+                if let Some((k, old)) = self.current.replace((key, r)) {
+                    self.hours.entry(k).or_default().merge(&old);
+                }
+            }
+        }
     }
 
     /// Counts a whole hour's rollup in.
@@ -560,18 +571,27 @@ impl Pending {
             .merge(r);
     }
 
+    /// What was counted, by (hour, group id).
+    fn by_hour(mut self) -> std::collections::HashMap<(i64, u32), Rollup> {
+        if let Some((k, r)) = self.current.take() {
+            self.hours.entry(k).or_default().merge(&r);
+        }
+        self.hours
+    }
+
     /// Merges into the hourly and daily tables (read, add, write back).
     pub fn merge_into(
         self,
         hours: &mut redb::Table<(u64, u32), &[u8]>,
         days: &mut redb::Table<(u64, u32), &[u8]>,
     ) -> Result<(), redb::StorageError> {
+        let hourly = self.by_hour();
         let mut daily: std::collections::HashMap<(i64, u32), Rollup> = Default::default();
-        for (&(h, g), r) in &self.hours {
+        for (&(h, g), r) in &hourly {
             daily.entry((day_of(h), g)).or_default().merge(r);
         }
         let mut buf = Vec::with_capacity(512);
-        for ((h, g), r) in self.hours {
+        for ((h, g), r) in hourly {
             add_to(hours, (h.max(0) as u64, g), &r, &mut buf)?;
         }
         for ((d, g), r) in daily {

@@ -109,3 +109,36 @@ fn a_warm_up_request_costs_but_is_not_counted() {
     rec.cost_usd = None;
     assert_eq!(Sample::of(&rec), None);
 }
+
+/// Records of several hours and groups, interleaved as a batch can bring them, are counted as
+/// each one alone would be: the running rollup goes into the map whenever the key changes.
+#[test]
+fn pending_counts_interleaved_keys_as_each_alone() {
+    const H: i64 = 3_600_000;
+    let sample = |ms: f64| Sample {
+        counted: true,
+        latency_ms: Some(ms),
+        completion_tokens: 1,
+        ..Sample::default()
+    };
+    let adds = [
+        (0, 1, 10.0),
+        (1, 1, 20.0),
+        (H, 1, 30.0),
+        (2, 1, 40.0),
+        (3, 2, 50.0),
+        (H + 5, 1, 60.0),
+        (4, 1, 70.0),
+    ];
+    let mut pending = Pending::default();
+    let mut want: std::collections::HashMap<(i64, u32), Rollup> = Default::default();
+    for (ms, gid, latency) in adds {
+        pending.add(ms, gid, &sample(latency));
+        want.entry((hour_of(ms), gid))
+            .or_default()
+            .add(&sample(latency));
+    }
+    let got = pending.by_hour();
+    assert_eq!(got, want);
+    assert_eq!(got[&(0, 1)].requests, 4);
+}

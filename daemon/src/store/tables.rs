@@ -76,6 +76,8 @@ pub(super) const QUEUE: usize = 4096;
 pub(super) struct Groups {
     pub(super) ids: HashMap<String, u32>,
     pub(super) next: u32,
+    /// The last group asked for and its id: a batch's records mostly share one.
+    pub(super) last: Option<(String, u32)>,
 }
 
 impl Groups {
@@ -97,13 +99,29 @@ impl Groups {
         key: &str,
         table: &mut redb::Table<u32, &str>,
     ) -> Result<u32, StoreError> {
-        if let Some(&id) = self.ids.get(key) {
-            return Ok(id);
+        if let Some((last, id)) = &self.last
+            && last == key
+        {
+            return Ok(*id);
         }
-        let id = self.next;
-        table.insert(id, key)?;
-        self.next += 1;
-        self.ids.insert(key.to_string(), id);
+        let id = match self.ids.get(key) {
+            Some(&id) => id,
+            None => {
+                let id = self.next;
+                table.insert(id, key)?;
+                self.next += 1;
+                self.ids.insert(key.to_string(), id);
+                id
+            }
+        };
+        match &mut self.last {
+            Some((last, last_id)) => {
+                last.clear();
+                last.push_str(key);
+                *last_id = id;
+            }
+            None => self.last = Some((key.to_string(), id)),
+        }
         Ok(id)
     }
 }

@@ -134,9 +134,11 @@ struct Windows {
     /// A record arriving alone: a twentieth of the commit interval (5 ms by default), so a busy
     /// run costs one commit per few thousand records.
     alone: std::time::Duration,
-    /// While records stream in (the last commit took [`BUSY`] or more): a quarter of the
-    /// interval, or until a quarter batch has queued. A third of the commits (and fsyncs) of
-    /// 5 ms windows for a benchmark at full speed (docs/benchmark.md).
+    /// While records stream in (the last commit took [`BUSY`] or more): half the interval, or
+    /// until half a batch has queued, so a commit and its fsync serve ~2,000 records of a
+    /// benchmark at full speed; the record that waits longest is still committed within the
+    /// interval (docs/benchmark.md). Half as many commits as quarter windows: −5 % of evald's
+    /// CPU per request with the writer's hashing below (A/B in docs/benchmark.md).
     busy: std::time::Duration,
 }
 
@@ -148,15 +150,15 @@ impl Windows {
         );
         Windows {
             alone,
-            busy: (commit_interval / 4).max(alone),
+            busy: (commit_interval / 2).max(alone),
         }
     }
 
-    /// Waits out the window (the busy one if `busy`) or until a quarter batch has queued,
+    /// Waits out the window (the busy one if `busy`) or until half a batch has queued,
     /// looking at the queue every `alone`.
     fn gather(&self, rx: &mpsc::Receiver<Command>, busy: bool) {
         let until = std::time::Instant::now() + if busy { self.busy } else { self.alone };
-        while rx.len() < BATCH / 4 {
+        while rx.len() < BATCH / 2 {
             let now = std::time::Instant::now();
             if now >= until {
                 break;
@@ -534,21 +536,41 @@ pub(super) fn commit(
         // per record.
         let mut refs: HashMap<u128, (u64, Arc<[u8]>)> = HashMap::new();
         let mut batch: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(writes.len());
+        let mut last_ref: Option<(u128, u64, Arc<[u8]>)> = None;
+        let mut last_span: Option<(String, (u64, u64))> = None;
         for w in writes {
             match w {
                 Command::Record(e) => {
                     let e = *e;
                     let key = (e.timestamp_ms, id);
                     id += 1;
-                    refs.entry(e.payload.hash).or_insert((0, e.payload.json)).0 += 1;
+                    // A batch's records mostly share a payload and a run: counted beside the
+                    // last one's, and hashed into the maps only when that changes.
+                    match &mut last_ref {
+                        Some((hash, n, _)) if *hash == e.payload.hash => *n += 1,
+                        _ => {
+                            let p = e.payload;
+                            if let Some((hash, n, json)) = last_ref.replace((p.hash, 1, p.json)) {
+                                refs.entry(hash).or_insert((0, json)).0 += n;
+                            }
+                        }
+                    }
                     if let Some(sample) = &e.sample {
                         let gid = groups.id(&e.group, &mut names)?;
                         pending.add(key.0 as i64, gid, sample);
                     }
-                    spans
-                        .entry(e.run_id)
-                        .and_modify(|s| *s = (s.0.min(key.0), s.1.max(key.0)))
-                        .or_insert((key.0, key.0));
+                    match &mut last_span {
+                        Some((run, s)) if *run == e.run_id => {
+                            *s = (s.0.min(key.0), s.1.max(key.0));
+                        }
+                        _ => {
+                            if let Some((run, (lo, hi))) =
+                                last_span.replace((e.run_id, (key.0, key.0)))
+                            {
+                                widen(&mut spans, run, lo, hi);
+                            }
+                        }
+                    }
                     batch.push((key, e.value));
                 }
                 Command::Run(s) => {
@@ -585,6 +607,12 @@ pub(super) fn commit(
                 Command::Flush(_) | Command::Prune(..) | Command::Close => {}
             }
         }
+        if let Some((hash, n, json)) = last_ref {
+            refs.entry(hash).or_insert((0, json)).0 += n;
+        }
+        if let Some((run, (lo, hi))) = last_span {
+            widen(&mut spans, run, lo, hi);
+        }
         append(&mut records, batch)?;
         let mut run_spans = tx.open_table(RUN_SPANS)?;
         for (run, (lo, hi)) in spans {
@@ -605,6 +633,14 @@ pub(super) fn commit(
     tx.commit()?;
     *next_id = id;
     Ok(())
+}
+
+/// Widens `run`'s span of record timestamps to take in `lo..=hi`.
+fn widen(spans: &mut HashMap<String, (u64, u64)>, run: String, lo: u64, hi: u64) {
+    spans
+        .entry(run)
+        .and_modify(|s| *s = (s.0.min(lo), s.1.max(hi)))
+        .or_insert((lo, hi));
 }
 
 /// Inserts a batch of records. Most keys are above every stored one (records are stamped when
