@@ -11,6 +11,7 @@
 //! holds the schema version, and a binary that finds a newer one refuses to open the file.
 
 mod backup;
+mod coalesce;
 mod codec;
 mod interrupted;
 mod migrate;

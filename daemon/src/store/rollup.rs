@@ -544,22 +544,18 @@ impl Totals {
 #[derive(Default)]
 pub struct Pending {
     hours: std::collections::HashMap<(i64, u32), Rollup>,
-    current: Option<((i64, u32), Rollup)>,
+    current: super::coalesce::Coalesce<(i64, u32), Rollup>,
 }
 
 impl Pending {
     /// Counts a record in.
     pub fn add(&mut self, timestamp_ms: i64, gid: u32, s: &Sample) {
-        let key = (hour_of(timestamp_ms), gid);
-        match &mut self.current {
-            Some((k, r)) if *k == key => r.add(s),
-            _ => {
-                let mut r = Rollup::default();
-                r.add(s);
-                if let Some((k, old)) = self.current.replace((key, r)) {
-                    self.hours.entry(k).or_default().merge(&old);
-                }
-            }
+        let (r, done) = self
+            .current
+            .at((hour_of(timestamp_ms), gid), Rollup::default);
+        r.add(s);
+        if let Some((k, old)) = done {
+            self.hours.entry(k).or_default().merge(&old);
         }
     }
 
@@ -573,7 +569,7 @@ impl Pending {
 
     /// What was counted, by (hour, group id).
     fn by_hour(mut self) -> std::collections::HashMap<(i64, u32), Rollup> {
-        if let Some((k, r)) = self.current.take() {
+        if let Some((k, r)) = self.current.finish() {
             self.hours.entry(k).or_default().merge(&r);
         }
         self.hours

@@ -1,6 +1,7 @@
 //! The writer thread: the one place records, runs and prunes are written. It commits whatever
 //! queued while the previous commit was syncing (group commit).
 
+use super::coalesce::Coalesce;
 use super::retention::PruneJob;
 use super::tables::*;
 use super::*;
@@ -225,14 +226,15 @@ fn room(store: &Store) -> Option<u64> {
 }
 
 /// Whether a failed commit was the file unable to grow: the disk out of space, a quota, or the
-/// file size limit (EFBIG, which the daemon gets instead of SIGXFSZ).
+/// file size limit (EFBIG, which the daemon gets instead of SIGXFSZ). redb passes the I/O
+/// error through (every redb error type turns an I/O failure into `Error::Io`).
 fn is_no_space(e: &StoreError) -> bool {
-    let text = e.to_string();
-    text.contains("No space left")
-        || text.contains("os error 28")
-        || text.contains("quota")
-        || text.contains("File too large")
-        || text.contains("os error 27")
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    matches!(
+        e,
+        StoreError::Db(redb::Error::Io(io))
+            if matches!(io.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+    )
 }
 
 /// The writer's state that a failed commit can leave stale: reloaded after one.
@@ -536,40 +538,30 @@ pub(super) fn commit(
         // per record.
         let mut refs: HashMap<u128, (u64, Arc<[u8]>)> = HashMap::new();
         let mut batch: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(writes.len());
-        let mut last_ref: Option<(u128, u64, Arc<[u8]>)> = None;
-        let mut last_span: Option<(String, (u64, u64))> = None;
+        // A batch's records nearly all share a payload and a run: counted per run of equal
+        // keys, and hashed into the maps only when the key changes.
+        let mut ref_run: Coalesce<u128, (u64, Arc<[u8]>)> = Coalesce::default();
+        let mut span_run: Coalesce<String, (u64, u64)> = Coalesce::default();
         for w in writes {
             match w {
                 Command::Record(e) => {
                     let e = *e;
                     let key = (e.timestamp_ms, id);
                     id += 1;
-                    // A batch's records mostly share a payload and a run: counted beside the
-                    // last one's, and hashed into the maps only when that changes.
-                    match &mut last_ref {
-                        Some((hash, n, _)) if *hash == e.payload.hash => *n += 1,
-                        _ => {
-                            let p = e.payload;
-                            if let Some((hash, n, json)) = last_ref.replace((p.hash, 1, p.json)) {
-                                refs.entry(hash).or_insert((0, json)).0 += n;
-                            }
-                        }
+                    let json = e.payload.json;
+                    let (n, done) = ref_run.at(e.payload.hash, || (0, json));
+                    n.0 += 1;
+                    if let Some((hash, (n, json))) = done {
+                        refs.entry(hash).or_insert((0, json)).0 += n;
                     }
                     if let Some(sample) = &e.sample {
                         let gid = groups.id(&e.group, &mut names)?;
                         pending.add(key.0 as i64, gid, sample);
                     }
-                    match &mut last_span {
-                        Some((run, s)) if *run == e.run_id => {
-                            *s = (s.0.min(key.0), s.1.max(key.0));
-                        }
-                        _ => {
-                            if let Some((run, (lo, hi))) =
-                                last_span.replace((e.run_id, (key.0, key.0)))
-                            {
-                                widen(&mut spans, run, lo, hi);
-                            }
-                        }
+                    let (span, done) = span_run.at(e.run_id, || (key.0, key.0));
+                    *span = (span.0.min(key.0), span.1.max(key.0));
+                    if let Some((run, (lo, hi))) = done {
+                        widen(&mut spans, run, lo, hi);
                     }
                     batch.push((key, e.value));
                 }
@@ -607,10 +599,10 @@ pub(super) fn commit(
                 Command::Flush(_) | Command::Prune(..) | Command::Close => {}
             }
         }
-        if let Some((hash, n, json)) = last_ref {
+        if let Some((hash, (n, json))) = ref_run.finish() {
             refs.entry(hash).or_insert((0, json)).0 += n;
         }
-        if let Some((run, (lo, hi))) = last_span {
+        if let Some((run, (lo, hi))) = span_run.finish() {
             widen(&mut spans, run, lo, hi);
         }
         append(&mut records, batch)?;
