@@ -547,6 +547,14 @@ impl Phase {
 
     /// Makes a sent request's record; scores, counts and stores it.
     async fn finish(&self, d: Done) {
+        let mut out = crate::store::RecordBatch::default();
+        self.finish_into(d, &mut out).await;
+        self.ctx.writer.records(&mut out).await;
+    }
+
+    /// [`Phase::finish`] with the record encoded into `out`, for the caller to hand over to
+    /// the writer with others.
+    async fn finish_into(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
         let Done {
             idx,
             mut out,
@@ -574,8 +582,7 @@ impl Phase {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let payload = &self.payloads[idx];
-        self.ctx.writer.record_with(r, Some(payload)).await;
+        out_batch.push(&r, Some(&self.payloads[idx]));
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.

@@ -360,7 +360,7 @@ async fn generate_cases(ctx: &RunContext, job: &Job) -> Result<Vec<Case>, String
 }
 
 /// Builds the stored record of one request. `messages` are the case's, or none where the
-/// writer is handed their payload made once (a benchmark: `Writer::record_with`).
+/// writer is handed their payload made once (a benchmark: `RecordBatch::push`).
 pub fn record_of(
     job: &Job,
     run_id: &str,

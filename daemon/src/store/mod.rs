@@ -23,7 +23,7 @@ mod watch;
 mod writer;
 
 pub use backup::BackupReport;
-pub use codec::Payload;
+pub use codec::{Payload, RecordBatch};
 pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -339,12 +339,18 @@ impl Store {
     /// Starts the writer thread. Every write goes through the returned handle.
     pub fn writer(&self) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let slots = Arc::new(tokio::sync::Semaphore::new(QUEUE));
+        let inbox = Inbox {
+            rx,
+            slots: slots.clone(),
+        };
         let store = self.clone();
         let handle = std::thread::Builder::new()
             .name("evald-writer".into())
-            .spawn(move || writer_loop(&store, rx));
+            .spawn(move || writer_loop(&store, inbox));
         Writer {
             tx,
+            slots,
             thread: Arc::new(std::sync::Mutex::new(handle.ok())),
         }
     }
@@ -705,6 +711,49 @@ mod tests {
         assert!(a[0].id < a[1].id && a[1].id < a[2].id, "ids increase");
         assert_eq!(store.record_count().unwrap(), 6);
         w.close().await;
+    }
+
+    /// A batch larger than the queue goes over in parts and whole: every record stored once,
+    /// ids in the batch's order, each run's records its own (runs and groups interleave, so
+    /// the batch's shared names change back and forth). Once the writer has closed, a batch
+    /// is refused at once rather than waiting for room that never comes.
+    #[tokio::test]
+    async fn a_batch_larger_than_the_queue_is_stored_whole_and_a_closed_writer_refuses() {
+        let store = Store::in_memory();
+        let w = store.writer();
+        let t0 = 1_764_000_000_000;
+        let n = QUEUE + 100;
+        let mut batch = RecordBatch::default();
+        for i in 0..n {
+            let run = ["run-a", "run-b", "run-b"][i % 3];
+            let mut r = record(run, t0 + i as i64, &format!("c{i}"));
+            r.model = if i % 5 == 0 { "m2" } else { "m" }.into();
+            batch.push(&r, None);
+        }
+        assert_eq!(batch.len(), n);
+        w.records(&mut batch).await;
+        assert!(batch.is_empty());
+        w.flush().await;
+        assert_eq!(store.record_count().unwrap(), n as u64);
+        let a = store.run_records("run-a", n).unwrap();
+        assert_eq!(a.len(), n.div_ceil(3));
+        assert!(a.iter().all(|r| r.run_id == "run-a"));
+        assert!(a.windows(2).all(|p| p[0].id < p[1].id), "ids in order");
+        assert_eq!(a[1].case_id, "c3");
+        assert_eq!(a[0].model, "m2");
+        assert_eq!(store.run_records("run-b", n).unwrap().len(), n - a.len());
+        let w2 = w.clone();
+        w.close().await;
+        // More than the queue holds: without the writer to give slots back, a sender that
+        // waited for them would wait forever (the timeout only turns such a hang into a
+        // failure).
+        for i in 0..=QUEUE {
+            batch.push(&record("run-c", t0 + (n + i) as i64, "late"), None);
+        }
+        let refused =
+            tokio::time::timeout(std::time::Duration::from_secs(30), w2.records(&mut batch));
+        assert!(refused.await.is_ok(), "a closed writer's sender waited");
+        assert_eq!(store.record_count().unwrap(), n as u64);
     }
 
     /// A run cut off by a crash is summarised from the records it committed.

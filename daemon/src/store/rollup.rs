@@ -182,17 +182,15 @@ impl GroupName {
     }
 }
 
-/// The stored group key of four names.
-pub fn key_of(job: &str, endpoint: &str, model: &str, provider: &str) -> String {
-    let mut s =
-        String::with_capacity(job.len() + endpoint.len() + model.len() + provider.len() + 3);
+/// Writes the stored group key of four names into `s` (cleared first).
+pub fn key_into(s: &mut String, job: &str, endpoint: &str, model: &str, provider: &str) {
+    s.clear();
     for (i, part) in [job, endpoint, model, provider].into_iter().enumerate() {
         if i > 0 {
             s.push(SEP);
         }
         s.push_str(part);
     }
-    s
 }
 
 pub use super::sample::Sample;

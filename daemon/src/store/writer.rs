@@ -8,7 +8,8 @@ use super::*;
 
 /// What the writer thread is asked to do.
 pub(super) enum Command {
-    Record(Box<Encoded>),
+    /// Request records: one, or a [`RecordBatch`]'s.
+    Records(Vec<Encoded>),
     Run(Box<RunSummary>),
     Event(Box<evald_model::Event>),
     Alert(Box<evald_model::AlertStatus>),
@@ -27,6 +28,10 @@ pub(super) enum Command {
 #[derive(Clone)]
 pub struct Writer {
     pub(super) tx: mpsc::Sender<Command>,
+    /// One permit per record that may be queued: a sender takes one per record before it
+    /// sends, the writer gives them back as it takes the records, so at most [`QUEUE`] records
+    /// wait in the queue however they are batched. Closed when the writer thread ends.
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
     pub(super) thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -40,21 +45,32 @@ impl Writer {
     /// Queues a request record (its `id` is assigned by the writer). Waits only when the queue
     /// is full, which is the back-pressure that keeps memory bounded.
     pub async fn record(&self, r: Record) {
-        self.record_with(r, None).await
+        let mut batch = RecordBatch::default();
+        batch.push(&r, None);
+        self.records(&mut batch).await;
     }
 
-    /// [`Writer::record`] with the record's messages already made into their payload, once for
-    /// the many records that share them; `r.messages` is not read (a benchmark leaves it empty).
-    pub async fn record_with(&self, r: Record, payload: Option<&Payload>) {
-        let e = match Encoded::new(&r, payload) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, run = %r.run_id, "a request record was not stored");
-                return;
+    /// Queues the batch's records together and empties it. Waits while [`QUEUE`] records are
+    /// queued, which is the back-pressure that keeps memory bounded.
+    pub async fn records(&self, batch: &mut RecordBatch) {
+        let mut list = batch.take();
+        while !list.is_empty() {
+            let rest = list.split_off(list.len().min(QUEUE));
+            let n = list.len();
+            let sent = match self.slots.acquire_many(n as u32).await {
+                Ok(permits) => {
+                    permits.forget();
+                    self.tx.send(Command::Records(list)).await.is_ok()
+                }
+                Err(_) => false,
+            };
+            if !sent {
+                tracing::error!(
+                    records = n,
+                    "store writer is gone; request records were lost"
+                );
             }
-        };
-        if self.tx.send(Command::Record(Box::new(e))).await.is_err() {
-            tracing::error!("store writer is gone; a request record was lost");
+            list = rest;
         }
     }
 
@@ -157,9 +173,9 @@ impl Windows {
 
     /// Waits out the window (the busy one if `busy`) or until half a batch has queued,
     /// looking at the queue every `alone`.
-    fn gather(&self, rx: &mpsc::Receiver<Command>, busy: bool) {
+    fn gather(&self, inbox: &Inbox, busy: bool) {
         let until = std::time::Instant::now() + if busy { self.busy } else { self.alone };
-        while rx.len() < BATCH / 2 {
+        while inbox.queued() < BATCH / 2 {
             let now = std::time::Instant::now();
             if now >= until {
                 break;
@@ -263,7 +279,7 @@ fn commit_or_hold(
     outage: &mut Option<Outage>,
 ) {
     let small: Vec<Command> = writes.iter().filter_map(Command::small_clone).collect();
-    let records = writes.len() - small.len();
+    let records: usize = writes.iter().map(Command::records).sum();
     let result = store
         .db()
         .and_then(|db| commit(&db, &mut ids.next_id, &mut ids.groups, writes));
@@ -341,6 +357,14 @@ impl Store {
 
 impl Command {
     /// A copy of a small write (not a record), kept to retry when a commit fails.
+    /// The request records it holds.
+    fn records(&self) -> usize {
+        match self {
+            Command::Records(list) => list.len(),
+            _ => 0,
+        }
+    }
+
     fn small_clone(&self) -> Option<Command> {
         match self {
             Command::Run(s) => Some(Command::Run(s.clone())),
@@ -352,7 +376,40 @@ impl Command {
     }
 }
 
-pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
+/// The writer's end of the queue: gives back a record's slot ([`Writer::slots`]) as the writer
+/// takes it, and closes the slots when the writer ends (senders then fail rather than wait).
+pub(super) struct Inbox {
+    pub(super) rx: mpsc::Receiver<Command>,
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Inbox {
+    fn took(&self, c: Command) -> Command {
+        self.slots.add_permits(c.records());
+        c
+    }
+
+    fn blocking_recv(&mut self) -> Option<Command> {
+        self.rx.blocking_recv().map(|c| self.took(c))
+    }
+
+    fn try_recv(&mut self) -> Result<Command, mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(|c| self.took(c))
+    }
+
+    /// Records sent and not yet taken.
+    fn queued(&self) -> usize {
+        QUEUE.saturating_sub(self.slots.available_permits())
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.slots.close();
+    }
+}
+
+pub(super) fn writer_loop(store: &Store, mut rx: Inbox) {
     let mut ids = match Ids::load(store) {
         Ok(ids) => ids,
         Err(e) => {
@@ -387,18 +444,22 @@ pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
             };
             // Group commit: a record waits a moment for company; a flush or close is taken
             // at once.
-            if matches!(first, Command::Record(_)) {
+            if matches!(first, Command::Records(_)) {
                 windows.gather(&rx, busy);
             }
             batch.push(first);
         }
-        while batch.len() < BATCH {
+        let mut taken: usize = batch.iter().map(|c| c.records().max(1)).sum();
+        while taken < BATCH {
             match rx.try_recv() {
-                Ok(c) => batch.push(c),
+                Ok(c) => {
+                    taken += c.records().max(1);
+                    batch.push(c);
+                }
                 Err(_) => break,
             }
         }
-        busy = batch.len() >= BUSY;
+        busy = taken >= BUSY;
         let mut acks = Vec::new();
         let mut writes = Vec::new();
         let mut closing = disconnected;
@@ -435,7 +496,7 @@ pub(super) fn writer_loop(store: &Store, mut rx: mpsc::Receiver<Command>) {
                 for c in writes {
                     match c.small_clone() {
                         Some(small) => held.push_back(small),
-                        None => o.dropped += 1,
+                        None => o.dropped += c.records() as u64,
                     }
                 }
                 while held.len() > HELD {
@@ -532,38 +593,40 @@ pub(super) fn commit(
         let mut running = tx.open_table(RUNNING)?;
         let mut payloads = tx.open_table(PAYLOADS)?;
         let mut names = tx.open_table(GROUPS)?;
-        let mut spans: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut spans: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
         let mut pending = rollup::Pending::default();
         // References added per payload in this batch: one read-modify-write per payload, not
         // per record.
         let mut refs: HashMap<u128, (u64, Arc<[u8]>)> = HashMap::new();
-        let mut batch: Vec<((u64, u64), Vec<u8>)> = Vec::with_capacity(writes.len());
+        let mut batch: Vec<((u64, u64), Vec<u8>)> =
+            Vec::with_capacity(writes.iter().map(Command::records).sum());
         // A batch's records nearly all share a payload and a run: counted per run of equal
         // keys, and hashed into the maps only when the key changes.
         let mut ref_run: Coalesce<u128, (u64, Arc<[u8]>)> = Coalesce::default();
-        let mut span_run: Coalesce<String, (u64, u64)> = Coalesce::default();
+        let mut span_run: Coalesce<Arc<str>, (u64, u64)> = Coalesce::default();
         for w in writes {
             match w {
-                Command::Record(e) => {
-                    let e = *e;
-                    let key = (e.timestamp_ms, id);
-                    id += 1;
-                    let json = e.payload.json;
-                    let (n, done) = ref_run.at(e.payload.hash, || (0, json));
-                    n.0 += 1;
-                    if let Some((hash, (n, json))) = done {
-                        refs.entry(hash).or_insert((0, json)).0 += n;
+                Command::Records(list) => {
+                    for e in list {
+                        let key = (e.timestamp_ms, id);
+                        id += 1;
+                        let json = e.payload.json;
+                        let (n, done) = ref_run.at(e.payload.hash, || (0, json));
+                        n.0 += 1;
+                        if let Some((hash, (n, json))) = done {
+                            refs.entry(hash).or_insert((0, json)).0 += n;
+                        }
+                        if let Some(sample) = &e.sample {
+                            let gid = groups.id(&e.group, &mut names)?;
+                            pending.add(key.0 as i64, gid, sample);
+                        }
+                        let (span, done) = span_run.at(e.run_id, || (key.0, key.0));
+                        *span = (span.0.min(key.0), span.1.max(key.0));
+                        if let Some((run, (lo, hi))) = done {
+                            widen(&mut spans, run, lo, hi);
+                        }
+                        batch.push((key, e.value));
                     }
-                    if let Some(sample) = &e.sample {
-                        let gid = groups.id(&e.group, &mut names)?;
-                        pending.add(key.0 as i64, gid, sample);
-                    }
-                    let (span, done) = span_run.at(e.run_id, || (key.0, key.0));
-                    *span = (span.0.min(key.0), span.1.max(key.0));
-                    if let Some((run, (lo, hi))) = done {
-                        widen(&mut spans, run, lo, hi);
-                    }
-                    batch.push((key, e.value));
                 }
                 Command::Run(s) => {
                     let bytes = serde_json::to_vec(&*s)?;
@@ -608,9 +671,9 @@ pub(super) fn commit(
         append(&mut records, batch)?;
         let mut run_spans = tx.open_table(RUN_SPANS)?;
         for (run, (lo, hi)) in spans {
-            let old = run_spans.get(run.as_str())?.map(|v| v.value());
+            let old = run_spans.get(&*run)?.map(|v| v.value());
             let (lo, hi) = old.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)));
-            run_spans.insert(run.as_str(), (lo, hi))?;
+            run_spans.insert(&*run, (lo, hi))?;
         }
         for (hash, (n, json)) in refs {
             let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
@@ -628,7 +691,7 @@ pub(super) fn commit(
 }
 
 /// Widens `run`'s span of record timestamps to take in `lo..=hi`.
-fn widen(spans: &mut HashMap<String, (u64, u64)>, run: String, lo: u64, hi: u64) {
+fn widen(spans: &mut HashMap<Arc<str>, (u64, u64)>, run: Arc<str>, lo: u64, hi: u64) {
     spans
         .entry(run)
         .and_modify(|s| *s = (s.0.min(lo), s.1.max(hi)))

@@ -129,11 +129,14 @@ impl Recorder {
                 let _g = span.enter();
                 rt.block_on(async move {
                     let mut batch = Vec::with_capacity(Self::BATCH);
+                    let mut records = crate::store::RecordBatch::default();
                     while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
                         let few = batch.len() < Self::FEW;
                         for d in batch.drain(..) {
-                            me.finish(d).await;
+                            me.finish_into(d, &mut records).await;
                         }
+                        // One hand-over to the writer per take (docs/benchmark.md).
+                        me.ctx.writer.records(&mut records).await;
                         if few {
                             std::thread::sleep(Self::NAP);
                         }
