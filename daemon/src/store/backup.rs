@@ -101,7 +101,8 @@ impl Store {
             next = Some(last);
             let n = chunk.len();
             let tx = begin_write(&dst)?;
-            append(&mut tx.open_table(RECORDS)?, chunk)?;
+            let refs = chunk.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            append(&mut tx.open_table(RECORDS)?, refs)?;
             tx.commit()?;
             report.records += n as u64;
             if n < CHUNK {

@@ -117,11 +117,54 @@ pub(super) fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>
     }
 }
 
+/// Encoded records as the writer takes them: their stored values one after another in `bytes`.
+#[derive(Default)]
+pub(super) struct Records {
+    pub(super) list: Vec<Encoded>,
+    pub(super) bytes: Vec<u8>,
+}
+
+impl Records {
+    /// The first `n` records, these keeping the rest.
+    pub(super) fn split_front(&mut self, n: usize) -> Records {
+        if n >= self.list.len() {
+            return std::mem::take(self);
+        }
+        let rest = self.list.split_off(n);
+        let cut = rest[0].value.start;
+        let rest_bytes = self.bytes.split_off(cut);
+        let front = Records {
+            list: std::mem::replace(&mut self.list, rest),
+            bytes: std::mem::replace(&mut self.bytes, rest_bytes),
+        };
+        for e in &mut self.list {
+            e.value = e.value.start - cut..e.value.end - cut;
+        }
+        front
+    }
+
+    /// The stored value of `e`, one of these records.
+    pub(super) fn value(&self, e: &Encoded) -> &[u8] {
+        &self.bytes[e.value.clone()]
+    }
+}
+
+/// Appends what postcard writes to a buffer it borrows (`postcard::to_extend` takes its
+/// buffer by value, and would drop a batch's on an error).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter)
+    }
+}
+
 /// A record ready for the writer: encoded by the task that made it, so the one writer thread
 /// only inserts bytes.
 pub(super) struct Encoded {
     pub(super) timestamp_ms: u64,
-    pub(super) value: Vec<u8>,
+    /// Where its stored value is in its batch's [`Records::bytes`].
+    pub(super) value: std::ops::Range<usize>,
     pub(super) payload: Payload,
     /// Shared with the batch's other records of the group (see [`RecordBatch`]).
     pub(super) group: Arc<str>,
@@ -135,11 +178,11 @@ pub(super) struct Encoded {
 /// recorder hands over what it recorded from one take of its queue (up to a few hundred): the
 /// hand-over one by one cost ~2 µs per request at 45k requests/s against a local nginx, about
 /// as much as the writer's inserts (docs/benchmark.md). The run id and rollup group that
-/// consecutive records share are one allocation, and the metadata is written through one
-/// buffer.
+/// consecutive records share are one allocation, the stored values are written one after
+/// another into one buffer, and the metadata through another.
 #[derive(Default)]
 pub struct RecordBatch {
-    pub(super) list: Vec<Encoded>,
+    records: Records,
     last_run: Option<Arc<str>>,
     last_group: Option<Arc<str>>,
     group_buf: String,
@@ -151,9 +194,11 @@ impl RecordBatch {
     /// payload made by the caller if given (else from `r.messages`, which a benchmark leaves
     /// empty). A record that cannot be encoded is logged and left out.
     pub fn push(&mut self, r: &Record, payload: Option<&Payload>) {
+        let start = self.records.bytes.len();
         match Encoded::new(r, payload, self) {
-            Ok(e) => self.list.push(e),
+            Ok(e) => self.records.list.push(e),
             Err(e) => {
+                self.records.bytes.truncate(start);
                 tracing::error!(error = %e, run = %r.run_id, "a request record was not stored")
             }
         }
@@ -161,19 +206,22 @@ impl RecordBatch {
 
     /// Records in the batch.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.records.list.len()
     }
 
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.records.list.is_empty()
     }
 
     /// The records, leaving the batch empty with room for as many (its shared names and
-    /// buffers kept for the next ones).
-    pub(super) fn take(&mut self) -> Vec<Encoded> {
-        let room = self.list.len();
-        std::mem::replace(&mut self.list, Vec::with_capacity(room))
+    /// metadata buffer kept for the next ones).
+    pub(super) fn take(&mut self) -> Records {
+        let room = Records {
+            list: Vec::with_capacity(self.records.list.len()),
+            bytes: Vec::with_capacity(self.records.bytes.len()),
+        };
+        std::mem::replace(&mut self.records, room)
     }
 
     /// `text` as the batch's shared copy: the last one if equal, else a new one kept as last.
@@ -266,11 +314,14 @@ impl Encoded {
         .map(str::len)
         .sum();
         let bound = MAX_FIXED + text + scores.len();
-        let mut value = Vec::with_capacity(bound);
+        let value = &mut batch.records.bytes;
+        let start = value.len();
+        value.reserve(bound);
         value.push(RECORD_V3);
-        let value = postcard::to_extend(&s, value)?;
-        let value = postcard::to_extend(&tail, value)?;
-        debug_assert!(value.len() <= bound, "MAX_FIXED is too small");
+        postcard::to_extend(&s, Append(value))?;
+        postcard::to_extend(&tail, Append(value))?;
+        let end = value.len();
+        debug_assert!(end - start <= bound, "MAX_FIXED is too small");
         rollup::key_into(
             &mut batch.group_buf,
             &r.job,
@@ -280,7 +331,7 @@ impl Encoded {
         );
         Ok(Encoded {
             timestamp_ms: r.timestamp_ms.max(0) as u64,
-            value,
+            value: start..end,
             payload,
             group: RecordBatch::shared(&mut batch.last_group, &batch.group_buf),
             sample: Sample::of(r),

@@ -727,7 +727,7 @@ mod tests {
         for i in 0..n {
             let run = ["run-a", "run-b", "run-b"][i % 3];
             let mut r = record(run, t0 + i as i64, &format!("c{i}"));
-            r.model = if i % 5 == 0 { "m2" } else { "m" }.into();
+            r.model = if i.is_multiple_of(5) { "m2" } else { "m" }.into();
             batch.push(&r, None);
         }
         assert_eq!(batch.len(), n);
@@ -741,6 +741,14 @@ mod tests {
         assert!(a.windows(2).all(|p| p[0].id < p[1].id), "ids in order");
         assert_eq!(a[1].case_id, "c3");
         assert_eq!(a[0].model, "m2");
+        // The last of run-a went over in the batch's second part, its value cut from the rest.
+        let last = a.last().unwrap();
+        let i = (n - 1) / 3 * 3;
+        let mut want = record("run-a", t0 + i as i64, &format!("c{i}"));
+        want.model = if i.is_multiple_of(5) { "m2" } else { "m" }.into();
+        want.id = last.id;
+        assert!(i >= QUEUE);
+        assert_eq!(*last, want);
         assert_eq!(store.run_records("run-b", n).unwrap().len(), n - a.len());
         let w2 = w.clone();
         w.close().await;

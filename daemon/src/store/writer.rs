@@ -9,7 +9,7 @@ use super::*;
 /// What the writer thread is asked to do.
 pub(super) enum Command {
     /// Request records: one, or a [`RecordBatch`]'s.
-    Records(Vec<Encoded>),
+    Records(Records),
     Run(Box<RunSummary>),
     Event(Box<evald_model::Event>),
     Alert(Box<evald_model::AlertStatus>),
@@ -53,14 +53,14 @@ impl Writer {
     /// Queues the batch's records together and empties it. Waits while [`QUEUE`] records are
     /// queued, which is the back-pressure that keeps memory bounded.
     pub async fn records(&self, batch: &mut RecordBatch) {
-        let mut list = batch.take();
-        while !list.is_empty() {
-            let rest = list.split_off(list.len().min(QUEUE));
-            let n = list.len();
+        let mut rest = batch.take();
+        while !rest.list.is_empty() {
+            let part = rest.split_front(QUEUE);
+            let n = part.list.len();
             let sent = match self.slots.acquire_many(n as u32).await {
                 Ok(permits) => {
                     permits.forget();
-                    self.tx.send(Command::Records(list)).await.is_ok()
+                    self.tx.send(Command::Records(part)).await.is_ok()
                 }
                 Err(_) => false,
             };
@@ -70,7 +70,6 @@ impl Writer {
                     "store writer is gone; request records were lost"
                 );
             }
-            list = rest;
         }
     }
 
@@ -360,7 +359,7 @@ impl Command {
     /// The request records it holds.
     fn records(&self) -> usize {
         match self {
-            Command::Records(list) => list.len(),
+            Command::Records(r) => r.list.len(),
             _ => 0,
         }
     }
@@ -593,25 +592,24 @@ pub(super) fn commit(
         let mut running = tx.open_table(RUNNING)?;
         let mut payloads = tx.open_table(PAYLOADS)?;
         let mut names = tx.open_table(GROUPS)?;
-        let mut spans: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
+        let mut spans: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut pending = rollup::Pending::default();
         // References added per payload in this batch: one read-modify-write per payload, not
         // per record.
         let mut refs: HashMap<u128, (u64, Arc<[u8]>)> = HashMap::new();
-        let mut batch: Vec<((u64, u64), Vec<u8>)> =
+        let mut batch: Vec<((u64, u64), &[u8])> =
             Vec::with_capacity(writes.iter().map(Command::records).sum());
         // A batch's records nearly all share a payload and a run: counted per run of equal
         // keys, and hashed into the maps only when the key changes.
         let mut ref_run: Coalesce<u128, (u64, Arc<[u8]>)> = Coalesce::default();
-        let mut span_run: Coalesce<Arc<str>, (u64, u64)> = Coalesce::default();
-        for w in writes {
+        let mut span_run: Coalesce<&str, (u64, u64)> = Coalesce::default();
+        for w in &writes {
             match w {
-                Command::Records(list) => {
-                    for e in list {
+                Command::Records(recs) => {
+                    for e in &recs.list {
                         let key = (e.timestamp_ms, id);
                         id += 1;
-                        let json = e.payload.json;
-                        let (n, done) = ref_run.at(e.payload.hash, || (0, json));
+                        let (n, done) = ref_run.at(e.payload.hash, || (0, e.payload.json.clone()));
                         n.0 += 1;
                         if let Some((hash, (n, json))) = done {
                             refs.entry(hash).or_insert((0, json)).0 += n;
@@ -620,16 +618,16 @@ pub(super) fn commit(
                             let gid = groups.id(&e.group, &mut names)?;
                             pending.add(key.0 as i64, gid, sample);
                         }
-                        let (span, done) = span_run.at(e.run_id, || (key.0, key.0));
+                        let (span, done) = span_run.at(&e.run_id, || (key.0, key.0));
                         *span = (span.0.min(key.0), span.1.max(key.0));
                         if let Some((run, (lo, hi))) = done {
                             widen(&mut spans, run, lo, hi);
                         }
-                        batch.push((key, e.value));
+                        batch.push((key, recs.value(e)));
                     }
                 }
                 Command::Run(s) => {
-                    let bytes = serde_json::to_vec(&*s)?;
+                    let bytes = serde_json::to_vec(s)?;
                     runs.insert(s.id.as_str(), bytes.as_slice())?;
                     job_runs.insert((s.job.as_str(), s.id.as_str()), ())?;
                     if s.status == RunStatus::Running {
@@ -642,13 +640,13 @@ pub(super) fn commit(
                     let h = xxhash_rust::xxh3::xxh3_64(
                         format!("{}\u{1f}{}", e.run_id, e.target).as_bytes(),
                     );
-                    let bytes = serde_json::to_vec(&*e)?;
+                    let bytes = serde_json::to_vec(e)?;
                     tx.open_table(EVENTS)?
                         .insert((e.time_ms.max(0) as u64, h), bytes.as_slice())?;
                 }
                 Command::Alert(a) => {
                     let key = format!("{}\u{1f}{}\u{1f}{}", a.job, a.alert, a.target);
-                    let bytes = serde_json::to_vec(&*a)?;
+                    let bytes = serde_json::to_vec(a)?;
                     tx.open_table(ALERTS)?
                         .insert(key.as_str(), bytes.as_slice())?;
                 }
@@ -671,9 +669,9 @@ pub(super) fn commit(
         append(&mut records, batch)?;
         let mut run_spans = tx.open_table(RUN_SPANS)?;
         for (run, (lo, hi)) in spans {
-            let old = run_spans.get(&*run)?.map(|v| v.value());
+            let old = run_spans.get(run)?.map(|v| v.value());
             let (lo, hi) = old.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)));
-            run_spans.insert(&*run, (lo, hi))?;
+            run_spans.insert(run, (lo, hi))?;
         }
         for (hash, (n, json)) in refs {
             let have = payloads.get(hash)?.map(|v| v.value().0).unwrap_or(0);
@@ -691,7 +689,7 @@ pub(super) fn commit(
 }
 
 /// Widens `run`'s span of record timestamps to take in `lo..=hi`.
-fn widen(spans: &mut HashMap<Arc<str>, (u64, u64)>, run: Arc<str>, lo: u64, hi: u64) {
+fn widen<'a>(spans: &mut HashMap<&'a str, (u64, u64)>, run: &'a str, lo: u64, hi: u64) {
     spans
         .entry(run)
         .and_modify(|s| *s = (s.0.min(lo), s.1.max(hi)))
@@ -705,7 +703,7 @@ fn widen(spans: &mut HashMap<Arc<str>, (u64, u64)>, run: Arc<str>, lo: u64, hi: 
 /// after a later one was stored go in one by one.
 pub(super) fn append(
     records: &mut redb::Table<(u64, u64), &[u8]>,
-    mut batch: Vec<((u64, u64), Vec<u8>)>,
+    mut batch: Vec<((u64, u64), &[u8])>,
 ) -> Result<(), StoreError> {
     batch.sort_unstable_by_key(|e| e.0);
     let last = records.last()?.map(|(k, _)| k.value());
@@ -714,7 +712,7 @@ pub(super) fn append(
         None => 0,
     };
     for (key, value) in &batch[..split] {
-        records.insert(*key, value.as_slice())?;
+        records.insert(*key, *value)?;
     }
     // The cursor gathers what it inserts in one buffer until it is closed: a thousand records
     // in one grew it by doubling into fresh pages (page faults, copies) on every commit, 3–4 %
@@ -722,7 +720,7 @@ pub(super) fn append(
     for chunk in batch[split..].chunks(APPEND_CHUNK) {
         let mut cursor = records.upper_bound_mut(Bound::<(u64, u64)>::Unbounded)?;
         for (key, value) in chunk {
-            cursor.insert_before(*key, value.as_slice())?;
+            cursor.insert_before(*key, *value)?;
         }
         cursor.close()?;
     }
