@@ -30,7 +30,7 @@ use crate::run::{
 use crate::score::Scorers;
 
 mod lanes;
-use lanes::{Done, Lanes, Recorder};
+use lanes::{Done, Hand, Lanes, Recorder};
 
 /// Open loop: requests in flight at most; past this, sends are late (and counted late).
 const MAX_IN_FLIGHT: usize = 8192;
@@ -555,28 +555,58 @@ impl Phase {
     /// [`Phase::finish`] with the record encoded into `out`, for the caller to hand over to
     /// the writer with others.
     async fn finish_into(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
+        let (idx, mut r, gaps) = self.record_from(d);
+        if !self.scorers.is_empty() {
+            r.scores = self.scorers.score(&self.cases[idx], &r).await;
+        }
+        self.count_and_encode(idx, r, &gaps, out_batch);
+    }
+
+    /// [`Phase::finish_into`] for a phase without scorers, which needs no waiting.
+    pub(super) fn record_in_place(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
+        let (idx, r, gaps) = self.record_from(d);
+        self.count_and_encode(idx, r, &gaps, out_batch);
+    }
+
+    /// A sent request's case, record (warm-up and send lag in its metadata) and stream gaps.
+    fn record_from(&self, d: Done) -> (usize, evald_model::Record, Vec<u32>) {
         let Done {
             idx,
             mut out,
             warmup,
             lag_ms,
         } = d;
-        let case = &self.cases[idx];
         let gaps = std::mem::take(&mut out.gaps_us);
         let (job, target) = (&self.job, &self.target);
-        let mut r = record_of(job, &self.run_id, target, case, Vec::new(), out, |m| {
-            m.warmup = warmup;
-            m.send_lag_ms = lag_ms;
-        });
-        if !self.scorers.is_empty() {
-            r.scores = self.scorers.score(case, &r).await;
-        }
-        if !warmup {
+        let r = record_of(
+            job,
+            &self.run_id,
+            target,
+            &self.cases[idx],
+            Vec::new(),
+            out,
+            |m| {
+                m.warmup = warmup;
+                m.send_lag_ms = lag_ms;
+            },
+        );
+        (idx, r, gaps)
+    }
+
+    /// Counts a request (unless it was a warm-up) and encodes its record into `out_batch`.
+    fn count_and_encode(
+        &self,
+        idx: usize,
+        r: evald_model::Record,
+        gaps: &[u32],
+        out_batch: &mut crate::store::RecordBatch,
+    ) {
+        if !r.metadata.warmup {
             self.ctx.metrics.observe_with(&self.metrics, &r);
             self.acc
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .add(&r, &gaps, &self.load);
+                .add(&r, gaps, &self.load);
             self.counters.done.fetch_add(1, Ordering::Relaxed);
             if r.error.is_some() {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -587,11 +617,12 @@ impl Phase {
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.
     ///
-    /// With the benchmark client and the recorder thread (no scorers), the workers are shared
-    /// out over one single-threaded runtime per core, each with its own connections, as oha
-    /// does: a worker's request, response and next request stay on one thread, with no
+    /// With the benchmark client and no scorers, the workers are shared out over one
+    /// single-threaded runtime per core, each with its own connections, as oha does: a
+    /// worker's request, response, record and next request stay on one thread, with no
     /// work-stealing, cross-thread wake-ups or migrations between them. Otherwise (the general
-    /// client, scorers) they run on the daemon's runtime.
+    /// client, scorers) they run on the daemon's runtime, recorded by the [`Recorder`] (or, if
+    /// scored, by the workers).
     async fn closed(
         self: Arc<Self>,
         requests: Option<u64>,
@@ -599,34 +630,35 @@ impl Phase {
         warmup: bool,
     ) {
         let next = Arc::new(AtomicU64::new(0));
-        let recorder = Recorder::start(&self);
         let workers = self.load.concurrency.max(1);
-        let lanes = match (&self.http1, recorder.off_thread()) {
+        let lanes = match (&self.http1, self.scorers.is_empty()) {
             (Some(_), true) => self.lanes.take(&self.target.endpoint, workers),
             _ => Vec::new(),
         };
         if lanes.is_empty() {
+            let recorder = Recorder::start(&self);
             let to = recorder.sender();
             self.workers(workers, &self.http1, &next, requests, duration, warmup, &to)
                 .await;
-        } else {
-            let mut ends = Vec::new();
-            let n = lanes.len();
-            for (t, lane) in lanes.into_iter().enumerate() {
-                let share = workers / n + usize::from(t < workers % n);
-                let (me, next, to) = (self.clone(), next.clone(), recorder.sender());
-                ends.push(lane.run(move |http1| async move {
-                    me.workers(share, &http1, &next, requests, duration, warmup, &to)
-                        .await;
-                }));
-            }
-            for end in ends {
-                if let Ok(lane) = end.await {
-                    self.lanes.give_back(lane);
-                }
+            recorder.finish().await;
+            return;
+        }
+        let mut ends = Vec::new();
+        let n = lanes.len();
+        for (t, lane) in lanes.into_iter().enumerate() {
+            let share = workers / n + usize::from(t < workers % n);
+            let (me, next) = (self.clone(), next.clone());
+            let to = Hand::InPlace(Arc::default());
+            ends.push(lane.run(move |http1| async move {
+                me.workers(share, &http1, &next, requests, duration, warmup, &to)
+                    .await;
+            }));
+        }
+        for end in ends {
+            if let Ok(lane) = end.await {
+                self.lanes.give_back(lane);
             }
         }
-        recorder.finish().await;
     }
 
     /// Open loop: Poisson arrivals at `rate`/s; each request records how late it was sent.
