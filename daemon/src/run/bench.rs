@@ -640,6 +640,8 @@ impl Phase {
             let to = recorder.sender();
             self.workers(workers, &self.http1, &next, requests, duration, warmup, &to)
                 .await;
+            // The recorder ends when every sender has gone.
+            drop(to);
             recorder.finish().await;
             return;
         }
