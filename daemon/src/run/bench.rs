@@ -24,9 +24,7 @@ use crate::endpoint::http1::Http1;
 use crate::endpoint::request_body;
 use crate::job::{Case, Job, LoadSpec};
 use crate::metrics::TargetHandles;
-use crate::run::{
-    Progress, ProgressFn, RunContext, Target, chat_request, interruptible, record_of,
-};
+use crate::run::{Progress, ProgressFn, RunContext, Target, chat_request, interruptible};
 use crate::score::Scorers;
 
 mod lanes;
@@ -543,76 +541,6 @@ impl Phase {
             warmup,
             lag_ms,
         }
-    }
-
-    /// Makes a sent request's record; scores, counts and stores it.
-    async fn finish(&self, d: Done) {
-        let mut out = crate::store::RecordBatch::default();
-        self.finish_into(d, &mut out).await;
-        self.ctx.writer.records(&mut out).await;
-    }
-
-    /// [`Phase::finish`] with the record encoded into `out`, for the caller to hand over to
-    /// the writer with others.
-    async fn finish_into(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
-        let (idx, mut r, gaps) = self.record_from(d);
-        if !self.scorers.is_empty() {
-            r.scores = self.scorers.score(&self.cases[idx], &r).await;
-        }
-        self.count_and_encode(idx, r, &gaps, out_batch);
-    }
-
-    /// [`Phase::finish_into`] for a phase without scorers, which needs no waiting.
-    pub(super) fn record_in_place(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
-        let (idx, r, gaps) = self.record_from(d);
-        self.count_and_encode(idx, r, &gaps, out_batch);
-    }
-
-    /// A sent request's case, record (warm-up and send lag in its metadata) and stream gaps.
-    fn record_from(&self, d: Done) -> (usize, evald_model::Record, Vec<u32>) {
-        let Done {
-            idx,
-            mut out,
-            warmup,
-            lag_ms,
-        } = d;
-        let gaps = std::mem::take(&mut out.gaps_us);
-        let (job, target) = (&self.job, &self.target);
-        let r = record_of(
-            job,
-            &self.run_id,
-            target,
-            &self.cases[idx],
-            Vec::new(),
-            out,
-            |m| {
-                m.warmup = warmup;
-                m.send_lag_ms = lag_ms;
-            },
-        );
-        (idx, r, gaps)
-    }
-
-    /// Counts a request (unless it was a warm-up) and encodes its record into `out_batch`.
-    fn count_and_encode(
-        &self,
-        idx: usize,
-        r: evald_model::Record,
-        gaps: &[u32],
-        out_batch: &mut crate::store::RecordBatch,
-    ) {
-        if !r.metadata.warmup {
-            self.ctx.metrics.observe_with(&self.metrics, &r);
-            self.acc
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .add(&r, gaps, &self.load);
-            self.counters.done.fetch_add(1, Ordering::Relaxed);
-            if r.error.is_some() {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        out_batch.push(&r, Some(&self.payloads[idx]));
     }
 
     /// Closed loop: `concurrency` workers until `requests` are sent or `duration` has passed.

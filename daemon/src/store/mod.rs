@@ -13,6 +13,7 @@
 mod backup;
 mod coalesce;
 mod codec;
+mod inbox;
 mod interrupted;
 mod migrate;
 mod retention;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use codec::*;
+use inbox::Inbox;
 use retention::run_id_floor;
 use rollup::{GroupName, Sample, Totals};
 use tables::*;

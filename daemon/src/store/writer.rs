@@ -357,7 +357,7 @@ impl Store {
 impl Command {
     /// A copy of a small write (not a record), kept to retry when a commit fails.
     /// The request records it holds.
-    fn records(&self) -> usize {
+    pub(super) fn records(&self) -> usize {
         match self {
             Command::Records(r) => r.list.len(),
             _ => 0,
@@ -372,39 +372,6 @@ impl Command {
             Command::Pin(j, r) => Some(Command::Pin(j.clone(), r.clone())),
             _ => None,
         }
-    }
-}
-
-/// The writer's end of the queue: gives back a record's slot ([`Writer::slots`]) as the writer
-/// takes it, and closes the slots when the writer ends (senders then fail rather than wait).
-pub(super) struct Inbox {
-    pub(super) rx: mpsc::Receiver<Command>,
-    pub(super) slots: Arc<tokio::sync::Semaphore>,
-}
-
-impl Inbox {
-    fn took(&self, c: Command) -> Command {
-        self.slots.add_permits(c.records());
-        c
-    }
-
-    fn blocking_recv(&mut self) -> Option<Command> {
-        self.rx.blocking_recv().map(|c| self.took(c))
-    }
-
-    fn try_recv(&mut self) -> Result<Command, mpsc::error::TryRecvError> {
-        self.rx.try_recv().map(|c| self.took(c))
-    }
-
-    /// Records sent and not yet taken.
-    fn queued(&self) -> usize {
-        QUEUE.saturating_sub(self.slots.available_permits())
-    }
-}
-
-impl Drop for Inbox {
-    fn drop(&mut self) {
-        self.slots.close();
     }
 }
 
