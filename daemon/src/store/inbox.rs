@@ -9,11 +9,17 @@ use super::*;
 pub(super) struct Inbox {
     pub(super) rx: mpsc::Receiver<Command>,
     pub(super) slots: Arc<tokio::sync::Semaphore>,
+    /// [`Writer::awaited`]: counted down as the writer takes a flush, prune or close.
+    pub(super) awaited: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inbox {
     fn took(&self, c: Command) -> Command {
         self.slots.add_permits(c.records());
+        if matches!(c, Command::Flush(_) | Command::Prune(..) | Command::Close) {
+            self.awaited
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         c
     }
 
@@ -23,6 +29,11 @@ impl Inbox {
 
     pub(super) fn try_recv(&mut self) -> Result<Command, mpsc::error::TryRecvError> {
         self.rx.try_recv().map(|c| self.took(c))
+    }
+
+    /// Whether a flush, prune or close waits in the queue: its sender waits for the commit.
+    pub(super) fn awaited(&self) -> bool {
+        self.awaited.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     /// Records sent and not yet taken.

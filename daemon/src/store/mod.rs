@@ -342,9 +342,11 @@ impl Store {
     pub fn writer(&self) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let slots = Arc::new(tokio::sync::Semaphore::new(QUEUE));
+        let awaited = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let inbox = Inbox {
             rx,
             slots: slots.clone(),
+            awaited: awaited.clone(),
         };
         let store = self.clone();
         let handle = std::thread::Builder::new()
@@ -353,6 +355,7 @@ impl Store {
         Writer {
             tx,
             slots,
+            awaited,
             thread: Arc::new(std::sync::Mutex::new(handle.ok())),
         }
     }
@@ -764,6 +767,35 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(30), w2.records(&mut batch));
         assert!(refused.await.is_ok(), "a closed writer's sender waited");
         assert_eq!(store.record_count().unwrap(), n as u64);
+    }
+
+    /// A flush is committed at once, not held for the group-commit window: after a busy
+    /// commit the writer waits up to half the commit interval for more records (here 300 s),
+    /// unless someone waits on a flush. Without that, the second flush below would wait the
+    /// 300 s out and the 60 s timeout (a hang guard, far above the writer's 50 ms look at its
+    /// queue) would fail the test.
+    #[tokio::test]
+    async fn a_flush_ends_the_group_commit_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            commit_interval: std::time::Duration::from_secs(600),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(&dir.path().join("evald.redb"), options).unwrap();
+        let w = store.writer();
+        let t0 = 1_764_000_000_000;
+        // A busy commit first (more than `BUSY` records), so the next record waits for company.
+        let mut batch = RecordBatch::default();
+        for i in 0..200 {
+            batch.push(&record("run-a", t0 + i, "c"), None);
+        }
+        w.records(&mut batch).await;
+        w.flush().await;
+        w.record(record("run-a", t0 + 200, "late")).await;
+        let flushed = tokio::time::timeout(std::time::Duration::from_secs(60), w.flush());
+        assert!(flushed.await.is_ok(), "the flush waited out the window");
+        assert_eq!(store.record_count().unwrap(), 201);
+        w.close().await;
     }
 
     /// A run cut off by a crash is summarised from the records it committed.

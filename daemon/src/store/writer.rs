@@ -32,6 +32,9 @@ pub struct Writer {
     /// sends, the writer gives them back as it takes the records, so at most [`QUEUE`] records
     /// wait in the queue however they are batched. Closed when the writer thread ends.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
+    /// Flushes, prunes and closes sent and not yet taken: someone waits on each, so the writer
+    /// commits at once rather than wait out its group-commit window ([`Inbox::awaited`]).
+    pub(super) awaited: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -110,9 +113,21 @@ impl Writer {
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Flush(tx)).await.is_ok() {
+        if self.send_awaited(Command::Flush(tx)).await {
             let _ = rx.await;
         }
+    }
+
+    /// Sends a command someone waits on (a flush, prune or close), counted so the writer ends
+    /// its group-commit window for it; whether the writer was there to take it.
+    async fn send_awaited(&self, c: Command) -> bool {
+        use std::sync::atomic::Ordering;
+        self.awaited.fetch_add(1, Ordering::AcqRel);
+        let sent = self.tx.send(c).await.is_ok();
+        if !sent {
+            self.awaited.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
     /// Prunes in batches of at most `batch` deletions per transaction, so writers queued behind
@@ -123,16 +138,15 @@ impl Writer {
         batch: usize,
     ) -> Result<PruneReport, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Prune(cutoffs, batch, tx))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        if !self.send_awaited(Command::Prune(cutoffs, batch, tx)).await {
+            return Err(StoreError::WriterGone);
+        }
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Commits what is queued and stops the writer thread; later writes are lost (and logged).
     pub async fn close(self) {
-        let _ = self.tx.send(Command::Close).await;
+        self.send_awaited(Command::Close).await;
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
@@ -170,11 +184,11 @@ impl Windows {
         }
     }
 
-    /// Waits out the window (the busy one if `busy`) or until half a batch has queued,
-    /// looking at the queue every `alone`.
+    /// Waits out the window (the busy one if `busy`), until half a batch has queued, or until
+    /// someone waits on a flush, prune or close, looking at the queue every `alone`.
     fn gather(&self, inbox: &Inbox, busy: bool) {
         let until = std::time::Instant::now() + if busy { self.busy } else { self.alone };
-        while inbox.queued() < BATCH / 2 {
+        while inbox.queued() < BATCH / 2 && !inbox.awaited() {
             let now = std::time::Instant::now();
             if now >= until {
                 break;
