@@ -1,14 +1,13 @@
 //! The benchmark client for plain-HTTP endpoints: HTTP/1.1 written and read by evald itself on
 //! one TCP connection per request in flight (a closed-loop worker keeps reusing the one it
-//! took). The request head is built once per endpoint and the body once per case, so a request
-//! is one `write` of bytes already made; the response head is parsed in place (`httparse`) and
+//! took). The whole request is built once per case ([`Http1::request`]), so a request is one
+//! `write` of bytes already made; the response head is parsed in place (`httparse`) and
 //! the body framed (length, chunked or to the close) out of one buffer per connection, with no
 //! header map, request object, channel or task between the worker and its socket, and one
 //! timer per connection moved forward per request. What comes back goes through the same
 //! reader ([`super::read`]), retry rule and secret scrubbing as the general client, so an error
 //! is classified the same whichever client met it.
 
-use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,6 +123,18 @@ impl Http1 {
         })
     }
 
+    /// The whole request for `body`, as [`Client::chat_http1`] writes it: made once per case,
+    /// so a request costs no formatting or copying.
+    pub fn request(&self, body: &[u8]) -> Bytes {
+        let len = body.len().to_string();
+        let mut wire = Vec::with_capacity(self.head.len() + len.len() + 4 + body.len());
+        wire.extend_from_slice(&self.head);
+        wire.extend_from_slice(len.as_bytes());
+        wire.extend_from_slice(b"\r\n\r\n");
+        wire.extend_from_slice(body);
+        wire.into()
+    }
+
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -157,7 +168,6 @@ impl Http1 {
             Conn {
                 tcp,
                 buf: BytesMut::with_capacity(READ_CHUNK),
-                out: Vec::new(),
                 timer,
             },
             false,
@@ -166,7 +176,7 @@ impl Http1 {
 
     /// One attempt: the request written on a connection, the response read by the shared
     /// reader.
-    async fn attempt(&self, body: &Bytes, req: ChatRequest<'_>) -> (Outcome, Option<Duration>) {
+    async fn attempt(&self, wire: &[u8], req: ChatRequest<'_>) -> (Outcome, Option<Duration>) {
         let name = &self.endpoint.name;
         // One deadline for the whole attempt: connecting, the head and the body.
         let deadline = tokio::time::Instant::now() + req.timeout;
@@ -179,7 +189,7 @@ impl Http1 {
                 Err(out) => return (out, None),
             };
             let ident = &self.endpoint.identity_headers;
-            match exchange(&mut conn, &self.head, body, reused, req, name, ident).await {
+            match exchange(&mut conn, wire, reused, req, name, ident).await {
                 Exchange::Done(out, retry_after, reusable) => {
                     // A connection whose response was read to its end serves the next request.
                     let clean = out.error.is_none()
@@ -208,7 +218,6 @@ impl Http1 {
 struct Conn {
     tcp: TcpStream,
     buf: BytesMut,
-    out: Vec<u8>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -266,8 +275,7 @@ struct ParsedHead {
 /// Writes the request and reads the response, within the connection's timer.
 async fn exchange(
     conn: &mut Conn,
-    head: &[u8],
-    body: &Bytes,
+    wire: &[u8],
     reused: bool,
     req: ChatRequest<'_>,
     name: &str,
@@ -297,15 +305,11 @@ async fn exchange(
             Err(e) => return Exchange::NotSent(e.to_string()),
         }
     }
-    conn.out.clear();
-    conn.out.extend_from_slice(head);
-    let _ = write!(conn.out, "{}\r\n\r\n", body.len());
-    conn.out.extend_from_slice(body);
     // The timer starts at the write, as the general client's does.
     let t0 = Instant::now();
     let written = tokio::select! {
         biased;
-        r = conn.tcp.write_all(&conn.out) => r,
+        r = conn.tcp.write_all(wire) => r,
         _ = conn.timer.as_mut() => return timed_out("the request could not be written within the timeout"),
     };
     match written {
@@ -525,12 +529,13 @@ fn body_stream<'a>(
 }
 
 impl Client {
-    /// Sends one chat request through `h` with a body made by [`super::request_body`]: the
-    /// same retries, outcome and scrubbing as [`Client::chat`].
-    pub async fn chat_http1(&self, h: &Http1, body: &Bytes, req: ChatRequest<'_>) -> Outcome {
+    /// Sends one chat request through `h`, written as `wire` ([`Http1::request`] of a body
+    /// made by [`super::request_body`]): the same retries, outcome and scrubbing as
+    /// [`Client::chat`].
+    pub async fn chat_http1(&self, h: &Http1, wire: &[u8], req: ChatRequest<'_>) -> Outcome {
         let started_ms = chrono::Utc::now().timestamp_millis();
         let out = self
-            .retrying(&h.endpoint, req.max_retries, || h.attempt(body, req))
+            .retrying(&h.endpoint, req.max_retries, || h.attempt(wire, req))
             .await;
         self.finish(out, started_ms, &req)
     }

@@ -402,6 +402,7 @@ pub async fn run(
         if ctx.stop.is_cancelled() {
             break;
         }
+        let http1 = Http1::for_endpoint(&target.endpoint).map(Arc::new);
         let phase = Arc::new(Phase {
             ctx: ctx.clone(),
             metrics: ctx.metrics.handles(&job.name, &target.name()),
@@ -413,12 +414,16 @@ pub async fn run(
             load: load.clone(),
             acc: std::sync::Mutex::new(Acc::new()),
             counters: counters.clone(),
-            http1: Http1::for_endpoint(&target.endpoint).map(Arc::new),
+            // Each case's whole request, for the benchmark client (none for the general one).
+            requests: match &http1 {
+                Some(h) => cases
+                    .iter()
+                    .map(|c| h.request(&request_body(&chat_request(&job, target, c))))
+                    .collect(),
+                None => Vec::new(),
+            },
+            http1,
             lanes: Lanes::default(),
-            bodies: cases
-                .iter()
-                .map(|c| request_body(&chat_request(&job, target, c)))
-                .collect(),
             payloads: cases
                 .iter()
                 .map(|c| crate::store::Payload::of(&c.messages))
@@ -506,8 +511,8 @@ struct Phase {
     http1: Option<Arc<Http1>>,
     /// Threads of their own for closed-loop workers, kept from warm-up to measurement.
     lanes: Lanes,
-    /// Each case's request body, serialized once for the phase.
-    bodies: Vec<Bytes>,
+    /// Each case's whole request for [`Http1`] (head and body), made once for the phase.
+    requests: Vec<Bytes>,
     /// Each case's messages as the store keeps them, made once for the phase.
     payloads: Vec<crate::store::Payload>,
 }
@@ -527,7 +532,7 @@ impl Phase {
         let req = chat_request(&self.job, &self.target, case);
         let out = match http1 {
             Some(h) => {
-                let fut = std::pin::pin!(self.ctx.client.chat_http1(h, &self.bodies[idx], req));
+                let fut = std::pin::pin!(self.ctx.client.chat_http1(h, &self.requests[idx], req));
                 interruptible(abort, self.job.stream, fut).await
             }
             None => {
