@@ -198,38 +198,44 @@ impl Phase {
             }
             _ => None,
         };
+        // A lane's thread is in the run's span for its whole life (`Lane::run`); a worker on
+        // the daemon's runtime enters it at each poll, which costs two lookups in the log
+        // filter's shared span table per poll (~3 polls a request).
+        let on_lane = matches!(to, Hand::InPlace(_));
         for _ in 0..n {
             let (me, next, to, http1) = (self.clone(), next.clone(), to.clone(), http1.clone());
-            set.spawn(
-                async move {
-                    let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
-                    loop {
-                        if me.ctx.stop.is_cancelled()
-                            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-                        {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if requests.is_some_and(|n| i >= n) {
-                            break;
-                        }
-                        // The other workers whose responses are in go first: their
-                        // records are handed over before any of them writes its next
-                        // request, so the writes go out together and the server takes them
-                        // in one wake-up rather than one each. Measured on the lanes: +20 %
-                        // median requests/s at concurrency 64 against a local nginx
-                        // (docs/benchmark.md). Workers on the daemon's runtime (scored jobs,
-                        // the general client) do the same; a yield costs them little. The
-                        // timer starts at the write, so no latency includes the wait.
-                        tokio::task::yield_now().await;
-                        let done = me
-                            .one(http1.as_deref(), abort.as_mut(), i, warmup, None)
-                            .await;
-                        to.hand(&me, done).await;
+            let work = async move {
+                let mut abort = std::pin::pin!(me.ctx.abort.cancelled());
+                loop {
+                    if me.ctx.stop.is_cancelled()
+                        || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+                    {
+                        break;
                     }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if requests.is_some_and(|n| i >= n) {
+                        break;
+                    }
+                    // The other workers whose responses are in go first: their
+                    // records are handed over before any of them writes its next
+                    // request, so the writes go out together and the server takes them
+                    // in one wake-up rather than one each. Measured on the lanes: +20 %
+                    // median requests/s at concurrency 64 against a local nginx
+                    // (docs/benchmark.md). Workers on the daemon's runtime (scored jobs,
+                    // the general client) do the same; a yield costs them little. The
+                    // timer starts at the write, so no latency includes the wait.
+                    tokio::task::yield_now().await;
+                    let done = me
+                        .one(http1.as_deref(), abort.as_mut(), i, warmup, None)
+                        .await;
+                    to.hand(&me, done).await;
                 }
-                .in_current_span(),
-            );
+            };
+            if on_lane {
+                set.spawn(work);
+            } else {
+                set.spawn(work.in_current_span());
+            }
         }
         while set.join_next().await.is_some() {}
         stop_flusher.cancel();
