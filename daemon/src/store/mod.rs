@@ -798,6 +798,32 @@ mod tests {
         w.close().await;
     }
 
+    /// A flush given up before it reached the queue (its caller dropped it) is counted out
+    /// again, or the writer would end every later window at once; one that reached the queue
+    /// stays counted until the writer takes it.
+    #[test]
+    fn a_flush_given_up_before_the_queue_is_not_left_counted() {
+        use futures_util::FutureExt;
+        use std::sync::atomic::Ordering;
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Command::Close)
+            .unwrap_or_else(|_| panic!("a free slot"));
+        let w = Writer {
+            tx,
+            slots: Arc::new(tokio::sync::Semaphore::new(QUEUE)),
+            awaited: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            thread: Arc::new(std::sync::Mutex::new(None)),
+        };
+        // The queue is full: the flush waits to be queued, and is dropped there.
+        assert!(w.flush().now_or_never().is_none());
+        assert_eq!(w.awaited.load(Ordering::Acquire), 0);
+        // Room again: the flush is queued, and waits for the commit when dropped.
+        assert!(matches!(rx.try_recv(), Ok(Command::Close)));
+        assert!(w.flush().now_or_never().is_none());
+        assert_eq!(w.awaited.load(Ordering::Acquire), 1);
+        assert!(matches!(rx.try_recv(), Ok(Command::Flush(_))));
+    }
+
     /// A run cut off by a crash is summarised from the records it committed.
     #[tokio::test]
     async fn an_interrupted_run_counts_its_committed_records() {

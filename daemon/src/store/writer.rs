@@ -119,15 +119,23 @@ impl Writer {
     }
 
     /// Sends a command someone waits on (a flush, prune or close), counted so the writer ends
-    /// its group-commit window for it; whether the writer was there to take it.
+    /// its group-commit window for it; whether the writer was there to take it. A send given
+    /// up half-way (its caller dropped) is counted out again.
     async fn send_awaited(&self, c: Command) -> bool {
-        use std::sync::atomic::Ordering;
-        self.awaited.fetch_add(1, Ordering::AcqRel);
-        let sent = self.tx.send(c).await.is_ok();
-        if !sent {
-            self.awaited.fetch_sub(1, Ordering::AcqRel);
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts a command in; counts it out when dropped unless it reached the queue.
+        struct Counted<'a>(&'a AtomicUsize, bool);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
         }
-        sent
+        self.awaited.fetch_add(1, Ordering::AcqRel);
+        let mut counted = Counted(&self.awaited, false);
+        counted.1 = self.tx.send(c).await.is_ok();
+        counted.1
     }
 
     /// Prunes in batches of at most `batch` deletions per transaction, so writers queued behind
