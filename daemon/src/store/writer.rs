@@ -2,6 +2,7 @@
 //! queued while the previous commit was syncing (group commit).
 
 use super::coalesce::Coalesce;
+use super::inbox::{BATCH, BUSY, Windows};
 use super::retention::PruneJob;
 use super::tables::*;
 use super::*;
@@ -132,6 +133,7 @@ impl Writer {
                 }
             }
         }
+        debug_assert!(c.awaited());
         self.awaited.fetch_add(1, Ordering::AcqRel);
         let mut counted = Counted(&self.awaited, false);
         counted.1 = self.tx.send(c).await.is_ok();
@@ -161,51 +163,6 @@ impl Writer {
         }
     }
 }
-/// The most records one commit takes.
-const BATCH: usize = QUEUE;
-
-/// A commit of at least this many says records are streaming in (see `writer_loop`).
-const BUSY: usize = 64;
-
-/// How long a record waits for company before its commit (group commit).
-struct Windows {
-    /// A record arriving alone: a twentieth of the commit interval (5 ms by default), so a busy
-    /// run costs one commit per few thousand records.
-    alone: std::time::Duration,
-    /// While records stream in (the last commit took [`BUSY`] or more): half the interval, or
-    /// until half a batch has queued, so a commit and its fsync serve ~2,000 records of a
-    /// benchmark at full speed; the record that waits longest is still committed within the
-    /// interval (docs/benchmark.md). Half as many commits as quarter windows: −5 % of evald's
-    /// CPU per request with the writer's hashing below (A/B in docs/benchmark.md).
-    busy: std::time::Duration,
-}
-
-impl Windows {
-    fn of(commit_interval: std::time::Duration) -> Windows {
-        let alone = (commit_interval / 20).clamp(
-            std::time::Duration::from_millis(1),
-            std::time::Duration::from_millis(50),
-        );
-        Windows {
-            alone,
-            busy: (commit_interval / 2).max(alone),
-        }
-    }
-
-    /// Waits out the window (the busy one if `busy`), until half a batch has queued, or until
-    /// someone waits on a flush, prune or close, looking at the queue every `alone`.
-    fn gather(&self, inbox: &Inbox, busy: bool) {
-        let until = std::time::Instant::now() + if busy { self.busy } else { self.alone };
-        while inbox.queued() < BATCH / 2 && !inbox.awaited() {
-            let now = std::time::Instant::now();
-            if now >= until {
-                break;
-            }
-            std::thread::sleep((until - now).min(self.alone));
-        }
-    }
-}
-
 /// Small writes (run summaries, events, alert states, pins) held while the store cannot write,
 /// to commit when it can again; beyond this many, the oldest go.
 const HELD: usize = 10_000;
@@ -377,7 +334,6 @@ impl Store {
 }
 
 impl Command {
-    /// A copy of a small write (not a record), kept to retry when a commit fails.
     /// The request records it holds.
     pub(super) fn records(&self) -> usize {
         match self {
@@ -386,6 +342,16 @@ impl Command {
         }
     }
 
+    /// Whether its sender waits for it to be done (a flush, prune or close): counted in
+    /// [`Writer::awaited`] while it is queued.
+    pub(super) fn awaited(&self) -> bool {
+        matches!(
+            self,
+            Command::Flush(_) | Command::Prune(..) | Command::Close
+        )
+    }
+
+    /// A copy of a small write (not a record), kept to retry when a commit fails.
     fn small_clone(&self) -> Option<Command> {
         match self {
             Command::Run(s) => Some(Command::Run(s.clone())),
