@@ -351,11 +351,14 @@ async fn exchange(
         let read = read::response(head, body.as_mut(), t0, req.stream, name).await;
         // A stream is read up to its `[DONE]`; what follows (the chunked body's last chunk)
         // is read here, off the clock, so the connection ends the exchange clean and can
-        // carry the next request. A body that does not end at once leaves it unusable.
-        let _ = tokio::time::timeout(DRAIN, async {
-            while let Some(Ok(_)) = body.next().await {}
-        })
-        .await;
+        // carry the next request. A body that does not end at once leaves it unusable. A body
+        // already read to its end needs no timer (a clock read and a timer a request).
+        if !futures_util::stream::FusedStream::is_terminated(&body) {
+            let _ = tokio::time::timeout(DRAIN, async {
+                while let Some(Ok(_)) = body.next().await {}
+            })
+            .await;
+        }
         read
     };
     let reusable = keep_alive && framing == Framing::Done && conn.buf.is_empty();
@@ -372,9 +375,16 @@ fn parse_head(buf: &mut BytesMut, identity: &[String]) -> Result<Option<ParsedHe
         if buf.is_empty() {
             return Ok(None);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let n = match resp.parse(buf) {
+        // Left uninitialised: httparse fills only the slots a head uses, where a zeroed array
+        // would cost a 3 KiB write for every response.
+        let mut headers = [std::mem::MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
+        let n = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(format!("the response head is over {} KiB", MAX_HEAD / 1024));
