@@ -7,6 +7,10 @@
 #   bench/load.sh --ab OLD_BIN [RUNS] [REQUESTS]   (defaults 8 and 200000)
 # compares another evald binary with this build instead: RUNS alternating runs of each at
 # concurrency 64, with the median requests/s and the CPU per request of evald and of nginx.
+#   bench/load.sh --vs-oha [RUNS] [REQUESTS]   (defaults 8 and 200000)
+# compares this build with oha the same way: RUNS pairs at concurrency 64, each tool sending
+# REQUESTS + 1,000 and timed by the wall clock from its start (evald's 1,000 are its warm-up),
+# who goes first alternating, so neither always runs on a machine the other just loaded.
 # Needs Debian's nginx-light and wrk (installed if missing); builds evald in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +19,11 @@ if [ "${1:-}" = "--ab" ]; then
   OLD=${2:?usage: bench/load.sh --ab OLD_BIN [RUNS] [REQUESTS]}
   RUNS=${3:-8}
   N=${4:-200000}
+elif [ "${1:-}" = "--vs-oha" ]; then
+  OLD=oha
+  command -v oha >/dev/null || { echo "--vs-oha needs oha (cargo install --locked oha)" >&2; exit 1; }
+  RUNS=${2:-8}
+  N=${3:-200000}
 else
   N=${1:-100000}
 fi
@@ -99,17 +108,24 @@ ngx_ticks() {
   for p in $(pgrep -P "$(cat "$T/nginx.pid")"); do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
   echo "$s"
 }
-# ab_run BIN: one run of the c = 64 job (warm-up 1,000); prints "req/s evald_us nginx_us", the
-# CPU per request of evald (its rusage) and of nginx's workers (/proc/PID/stat)
+# ab_run BIN: one run at c = 64 of N requests and 1,000 more (evald's warm-up; BIN `oha` sends
+# them all); prints "req/s client_us nginx_us": N over the wall time from the client's start,
+# and the CPU per request of the client (its rusage) and of nginx's workers (/proc/PID/stat)
 ab_run() {
-  evald_job 64 "$N" 1000
-  local A Z OUT
+  local A Z OUT CMD
+  if [ "$1" = oha ]; then
+    CMD=(oha --no-tui -c 64 -n $((N + 1000)) -m POST -H 'Content-Type: application/json'
+      -d "$BODY" --output-format json "$URL")
+  else
+    evald_job 64 "$N" 1000
+    CMD=("$1" run load --config "$T/site/evald.toml")
+  fi
   A=$(ngx_ticks)
-  OUT=$(python3 - "$1" "$T/site/evald.toml" "$N" <<'PY'
+  OUT=$(python3 - "$N" "${CMD[@]}" <<'PY'
 import resource, subprocess, sys, time
-bin, cfg, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+n, cmd = int(sys.argv[1]), sys.argv[2:]
 t = time.time()
-subprocess.run([bin, "run", "load", "--config", cfg], stdout=subprocess.DEVNULL, check=True)
+subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
 wall = time.time() - t
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"{n / wall:.0f} {(ru.ru_utime + ru.ru_stime) / (n + 1000) * 1e6:.1f}")
@@ -119,22 +135,32 @@ PY
   echo "$OUT $(python3 -c "print(f'{($Z - $A) / $(getconf CLK_TCK) / ($N + 1000) * 1e6:.1f}')")"
 }
 if [ -n "$OLD" ]; then
-  printf '%s runs each, %s requests at concurrency 64, alternating\n' "$RUNS" "$N"
+  printf '%s runs each, %s requests at concurrency 64, alternating (old = %s)\n' "$RUNS" "$N" "$OLD"
   : >"$T/ab.txt"
   for r in $(seq "$RUNS"); do
-    for who in old new; do
+    # Who goes first alternates: on this kind of machine a run straight after another can be
+    # slower than one after rest, and a fixed order would put that on one side.
+    ORDER=$([ $((r % 2)) = 1 ] && echo "old new" || echo "new old")
+    for who in $ORDER; do
       B=$([ "$who" = old ] && echo "$OLD" || echo "$BIN")
-      echo "$who $(ab_run "$B")" | tee -a "$T/ab.txt"
+      echo "$r $who $(ab_run "$B")" | tee -a "$T/ab.txt"
     done
   done
-  python3 - "$T/ab.txt" <<'PY'
+  python3 - "$T/ab.txt" "$OLD" <<'PY'
 import statistics as st, sys
 rows = [l.split() for l in open(sys.argv[1])]
+side = {"old": sys.argv[2], "new": "this build"}
+by = {}
 for who in ("old", "new"):
-    r = [list(map(float, x[1:])) for x in rows if x[0] == who]
+    r = [list(map(float, x[2:])) for x in rows if x[1] == who]
     rps, cpu, ngx = zip(*r)
-    print(f"{who}: median {st.median(rps):,.0f} req/s ({min(rps):,.0f}-{max(rps):,.0f}), "
-          f"evald {st.median(cpu):.1f} us and nginx {st.median(ngx):.1f} us CPU per request")
+    by[who] = dict((int(x[0]), float(x[2])) for x in rows if x[1] == who)
+    print(f"{who} ({side[who]}): median {st.median(rps):,.0f} req/s ({min(rps):,.0f}-{max(rps):,.0f}), "
+          f"client {st.median(cpu):.1f} us and nginx {st.median(ngx):.1f} us CPU per request")
+ratios = sorted(by["new"][k] / by["old"][k] for k in by["new"] if k in by["old"])
+wins = sum(x >= 1 for x in ratios)
+print(f"new / old per round: median {st.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}), "
+      f"new ahead in {wins} of {len(ratios)}")
 PY
   exit 0
 fi
