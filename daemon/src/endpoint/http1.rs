@@ -124,7 +124,8 @@ impl Http1 {
     }
 
     /// The whole request for `body`, as [`Client::chat_http1`] writes it: made once per case,
-    /// so a request costs no formatting or copying.
+    /// so a request costs no formatting or copying. The head depends only on the endpoint, so
+    /// the bytes serve every [`Http1`] of that endpoint (a benchmark's lanes each have one).
     pub fn request(&self, body: &[u8]) -> Bytes {
         let len = body.len().to_string();
         let mut wire = Vec::with_capacity(self.head.len() + len.len() + 4 + body.len());

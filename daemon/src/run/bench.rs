@@ -511,7 +511,8 @@ struct Phase {
     http1: Option<Arc<Http1>>,
     /// Threads of their own for closed-loop workers, kept from warm-up to measurement.
     lanes: Lanes,
-    /// Each case's whole request for [`Http1`] (head and body), made once for the phase.
+    /// Each case's whole request for [`Http1`] (head and body), made once for the phase and
+    /// written by the phase's client and the lanes' alike; empty when `http1` is `None`.
     requests: Vec<Bytes>,
     /// Each case's messages as the store keeps them, made once for the phase.
     payloads: Vec<crate::store::Payload>,
