@@ -223,13 +223,11 @@ impl Http1 {
 async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
-    if tcp
+    let loopback = tcp
         .peer_addr()
-        .is_ok_and(|a| a.ip().to_canonical().is_loopback())
-    {
-        if let Err(e) = rustix::net::sockopt::set_tcp_congestion(&tcp, "reno") {
-            tracing::debug!(error = %e, "loopback connection keeps its congestion control");
-        }
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    if loopback && let Err(e) = rustix::net::sockopt::set_tcp_congestion(&tcp, "reno") {
+        tracing::debug!(error = %e, "loopback connection keeps its congestion control");
     }
     Ok(tcp)
 }
