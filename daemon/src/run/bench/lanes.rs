@@ -343,8 +343,8 @@ impl Lanes {
         // tokio releases at its next look for I/O. The default looked in mid-round, an extra
         // `epoll_wait` and the writes spread thinner. At 8 polls a worker: +8 % median
         // requests/s at concurrency 64 against a local nginx, client CPU 16.8 → 15.4 µs a
-        // request, no higher p50 or p99 (docs/benchmark.md). A worker waits on I/O after at
-        // most two polls a request, so the queue does run dry.
+        // request, no higher p50 or p99 (docs/benchmark.md). Every worker yields before each
+        // request, and is released only at a look for I/O, so the queue does run dry.
         let polls_a_round = 8 * workers.div_ceil(n.max(1));
         for _ in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread()
