@@ -661,3 +661,41 @@ async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint()
         jsonl.lines().count()
     );
 }
+
+/// SIGTERM in the middle of a closed-loop benchmark on the lanes: its workers send nothing new,
+/// the daemon exits 0 within its grace period, and the run is interrupted with every request
+/// it sent stored. Workers that missed the stop would go on through their 100 million
+/// requests, and the daemon would not exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_closed_loop_benchmark() {
+    let _shared = ALONE.read().await;
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "shutdown_grace = \"2s\"\n");
+    site.job(
+        "endless",
+        "schedule = \"* * * * * *\"\nkind = \"benchmark\"\ntargets = [\"test/echo\"]\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 4\nrequests = 100000000\n",
+    );
+    let d = site.serve().await;
+    site.until(60, "the benchmark under way", || async {
+        server.seen().len() >= 200
+    })
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait(20).await, Some(0), "exit 0 within the grace period");
+    let sent = server.seen().len();
+    let out = site.evald(&["export", "--format", "jsonl", "--job", "endless"]);
+    let stored = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(
+        (200..=sent).contains(&stored),
+        "{stored} stored of {sent} sent"
+    );
+    // Started again without the job, so that it is not run again.
+    std::fs::remove_file(site.path().join("jobs/endless.toml")).unwrap();
+    let _d = site.serve().await;
+    // The schedule's later ticks were skipped while the one run went on.
+    let runs = site.runs("endless").await;
+    let ran: Vec<_> = runs.iter().filter(|r| r["status"] != "skipped").collect();
+    assert_eq!(ran.len(), 1, "{runs:?}");
+    assert_eq!(ran[0]["status"], "interrupted", "{runs:?}");
+    assert_eq!(ran[0]["requests"].as_u64(), Some(stored as u64), "{runs:?}");
+}

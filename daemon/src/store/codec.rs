@@ -118,8 +118,11 @@ pub(super) fn scores_json<'b>(version: u8, bytes: &'b [u8], buf: &'b mut Vec<u8>
 }
 
 /// Encoded records as the writer takes them: their stored values one after another in `bytes`.
+/// Taken from a [`RecordBatch`] ([`RecordBatch::take`]) and handed over with [`Writer::send`].
+///
+/// [`Writer::send`]: super::Writer::send
 #[derive(Default)]
-pub(super) struct Records {
+pub struct Records {
     pub(super) list: Vec<Encoded>,
     pub(super) bytes: Vec<u8>,
 }
@@ -215,8 +218,9 @@ impl RecordBatch {
     }
 
     /// The records, leaving the batch empty with room for as many (its shared names and
-    /// metadata buffer kept for the next ones).
-    pub(super) fn take(&mut self) -> Records {
+    /// metadata buffer kept for the next ones): a batch that is filled and taken again and again
+    /// (a benchmark lane's) does not grow its buffers from nothing each time.
+    pub fn take(&mut self) -> Records {
         let room = Records {
             list: Vec::with_capacity(self.records.list.len()),
             bytes: Vec::with_capacity(self.records.bytes.len()),

@@ -24,7 +24,7 @@ mod watch;
 mod writer;
 
 pub use backup::BackupReport;
-pub use codec::{Payload, RecordBatch};
+pub use codec::{Payload, RecordBatch, Records};
 pub use retention::{PRUNE_BATCH, PruneCutoffs, PruneReport, cutoffs};
 use std::collections::HashMap;
 use std::ops::Bound;

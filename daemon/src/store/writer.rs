@@ -57,7 +57,11 @@ impl Writer {
     /// Queues the batch's records together and empties it. Waits while [`QUEUE`] records are
     /// queued, which is the back-pressure that keeps memory bounded.
     pub async fn records(&self, batch: &mut RecordBatch) {
-        let mut rest = batch.take();
+        self.send(batch.take()).await;
+    }
+
+    /// [`Writer::records`] for records already taken from their batch.
+    pub async fn send(&self, mut rest: Records) {
         while !rest.list.is_empty() {
             let part = rest.split_front(QUEUE);
             let n = part.list.len();
