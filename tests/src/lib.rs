@@ -436,8 +436,8 @@ pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
 pub struct Site {
     /// The folder (removed on drop).
     pub dir: tempfile::TempDir,
-    /// The HTTP port in the config.
-    pub port: u16,
+    /// The HTTP port in the config (moved by [`Site::serve`] if another process took it).
+    port: std::sync::atomic::AtomicU16,
     /// Extra environment for every evald process.
     pub env: Vec<(String, String)>,
 }
@@ -462,9 +462,14 @@ impl Site {
         std::fs::write(dir.path().join("evald.toml"), cfg).unwrap_or_else(|e| panic!("{e}"));
         Site {
             dir,
-            port,
+            port: port.into(),
             env: vec![("TEST_KEY".into(), SECRET.into())],
         }
+    }
+
+    /// The HTTP port in the config.
+    pub fn port(&self) -> u16 {
+        self.port.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The folder.
@@ -485,7 +490,7 @@ impl Site {
 
     /// The page's base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -575,9 +580,41 @@ impl Site {
     }
 
     /// Starts `evald serve` (logging to `daemon.log` in the site) and waits until it answers
-    /// `/healthz`.
+    /// `/healthz`. The port was found free when the site was made, and another test's process
+    /// may have been given it since: a daemon that cannot listen on it is started again on
+    /// another (the config's `listen` rewritten), up to five times.
     pub async fn serve(&self) -> Daemon {
+        for _ in 0..5 {
+            match self.try_serve().await {
+                Ok(d) => return d,
+                Err(log) => {
+                    let (old, new) = (self.port(), free_port());
+                    let cfg = std::fs::read_to_string(self.config())
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .replace(
+                            &format!("listen = \"127.0.0.1:{old}\""),
+                            &format!("listen = \"127.0.0.1:{new}\""),
+                        );
+                    std::fs::write(self.config(), cfg).unwrap_or_else(|e| panic!("{e}"));
+                    self.port.store(new, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("port {old} was taken ({log}); trying {new}");
+                }
+            }
+        }
+        panic!("evald serve found no free port in five tries");
+    }
+
+    /// [`Site::serve`] once; the daemon's last log line if it could not listen on its port.
+    async fn try_serve(&self) -> Result<Daemon, String> {
         let log = self.path().join("daemon.log");
+        // The daemon says it is serving once it listens: counted, since the log is appended
+        // to by every start, and awaited before asking `/healthz`, which whoever else holds the
+        // port might answer (or take and never answer).
+        const SERVING: &str = "evald is serving";
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(SERVING)
+            .count();
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -597,14 +634,20 @@ impl Site {
         let url = format!("{}/healthz", self.url());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return d;
-            }
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("evald serve exited with {status}: {}", d.log_text());
+                let text = d.log_text();
+                let listen = format!("cannot listen on 127.0.0.1:{}", self.port());
+                if let Some(line) = text.lines().rev().find(|l| l.contains(&listen)) {
+                    return Err(line.to_string());
+                }
+                panic!("evald serve exited with {status}: {text}");
+            }
+            if d.log_text().matches(SERVING).count() > before
+                && tokio::time::timeout(Duration::from_secs(5), reqwest::get(&url))
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()))
+            {
+                return Ok(d);
             }
             assert!(
                 Instant::now() < deadline,

@@ -32,6 +32,26 @@ fn a_broken_config_exits_78_and_the_unit_does_not_restart_it() {
     assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
 }
 
+/// A port another process holds: `evald serve` exits 1 (a restart may find it free) naming the
+/// address, and the test harness starts it again on another port, as it does when another
+/// test's process was given the port its site found free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_named_and_the_harness_moves_to_another() {
+    let site = Site::new(None, "");
+    let taken = site.port();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    let out = site.evald(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{taken}")),
+        "{err}"
+    );
+    let _d = site.serve().await;
+    assert_ne!(site.port(), taken);
+    assert_eq!(site.get("/healthz").await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_directory_is_watched_and_a_broken_edit_never_replaces_a_running_job() {
     let site = Site::new(None, "");
