@@ -31,6 +31,11 @@ pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
     (socket, port)
 }
 
+/// The config line a site listens with.
+fn listen_line(port: u16) -> String {
+    format!("listen = \"127.0.0.1:{port}\"")
+}
+
 /// A temporary evald installation: `evald.toml`, `jobs/`, `data/`.
 pub struct Site {
     /// The folder (removed on drop).
@@ -48,7 +53,8 @@ impl Site {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port();
         let mut cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\njobs_dir = \"jobs\"\ndata_dir = \"data\"\nplugins_dir = \"plugins\"\n{extra}\n[endpoints.sim]\nsimulated = {{ latency_ms = 5, jitter_ms = 0, tokens_per_second = 1000 }}\n"
+            "{}\njobs_dir = \"jobs\"\ndata_dir = \"data\"\nplugins_dir = \"plugins\"\n{extra}\n[endpoints.sim]\nsimulated = {{ latency_ms = 5, jitter_ms = 0, tokens_per_second = 1000 }}\n",
+            listen_line(port)
         );
         if let Some(s) = server {
             cfg.push_str(&format!(
@@ -188,12 +194,13 @@ impl Site {
                 Ok(d) => return d,
                 Err(log) => {
                     let (old, new) = (self.port(), free_port());
-                    let cfg = std::fs::read_to_string(self.config())
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .replace(
-                            &format!("listen = \"127.0.0.1:{old}\""),
-                            &format!("listen = \"127.0.0.1:{new}\""),
-                        );
+                    let cfg =
+                        std::fs::read_to_string(self.config()).unwrap_or_else(|e| panic!("{e}"));
+                    assert!(
+                        cfg.contains(&listen_line(old)),
+                        "the config no longer listens where the site said: {cfg}"
+                    );
+                    let cfg = cfg.replace(&listen_line(old), &listen_line(new));
                     std::fs::write(self.config(), cfg).unwrap_or_else(|e| panic!("{e}"));
                     self.port.store(new, std::sync::atomic::Ordering::Relaxed);
                     eprintln!("port {old} was taken ({log}); trying {new}");
