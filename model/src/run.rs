@@ -163,6 +163,11 @@ pub struct BenchSummary {
     /// Open loop: the client could not send at the intended times.
     #[serde(default)]
     pub fell_behind: bool,
+    /// Open loop: the mean latency from the intended send of the last fifth of the sends over
+    /// that of the first fifth (absent while a fifth holds too few requests). A server sent
+    /// more than it can serve queues the rest, and this climbs with the run's length.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_growth: Option<f64>,
     /// Open loop: the rate asked for, requests/s.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target_rate: Option<f64>,
@@ -193,6 +198,10 @@ pub struct Slos {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub e2e_ms: Option<f64>,
 }
+
+/// Open loop: a latency from the intended send that grew this many times over the run is called
+/// a queue building at the server (a server that keeps up stays near 1).
+pub const QUEUE_GREW: f64 = 2.0;
 
 impl Slos {
     /// `ttft ≤ 150 ms, e2e ≤ 600 ms`.
@@ -225,6 +234,14 @@ impl BenchSummary {
             (None, true) => Some("passed the scorers".into()),
             (Some(s), true) => Some(format!("met {s} and passed the scorers")),
         }
+    }
+
+    /// Open loop: what a latency that grew through the run means, in words, when it did.
+    pub fn queue_words(&self) -> Option<String> {
+        let g = self.latency_growth.filter(|g| *g >= QUEUE_GREW)?;
+        Some(format!(
+            "latency from the intended send grew {g:.1}× from the first fifth of the sends to the last: requests came faster than the server answered them and queued, so every figure here grows with the run's length"
+        ))
     }
 }
 

@@ -7,6 +7,9 @@
 //! - `slow-<ms>`: answers after `<ms>` milliseconds.
 //! - `err500`: HTTP 500 with an OpenAI-style error body (`upstream exploded`).
 //! - `err429`: HTTP 429 with `Retry-After: 1` the first two times, then answers.
+//! - `some429`: every fifth request gets HTTP 429 with `Retry-After: 1`; the rest answer.
+//! - `serial-<ms>`: answers one request at a time, each after `<ms>` milliseconds: a server
+//!   that can take 1000/`<ms>` requests a second and queues the rest.
 //! - `badjson`: HTTP 200 whose body is not JSON.
 //! - `empty`: HTTP 200 with no choices.
 //! - `echo-auth`: HTTP 401 whose message echoes the Authorization header.
@@ -65,6 +68,8 @@ pub struct ServerState {
     pub pace_ms: u64,
     /// How the `arith` model answers now.
     pub arith: Mutex<Arith>,
+    /// Held while a `serial-<ms>` request is served: one at a time.
+    pub serial: tokio::sync::Mutex<()>,
 }
 
 /// A running test server.
@@ -138,6 +143,14 @@ fn completion(model: &str, text: &str, usage: bool) -> Value {
     v
 }
 
+/// HTTP 429 with `Retry-After: 1`.
+fn too_many() -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
+}
+
 fn error(status: StatusCode, msg: &str) -> Response {
     (
         status,
@@ -201,14 +214,8 @@ async fn chat(
     };
     match model.as_str() {
         "err500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded"),
-        "err429" if attempt <= 2 => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                "1".parse().unwrap_or_else(|_| unreachable!()),
-            );
-            return r;
-        }
+        "err429" if attempt <= 2 => return too_many(),
+        "some429" if attempt % 5 == 0 => return too_many(),
         "echo-auth" => {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -234,6 +241,11 @@ async fn chat(
                 );
             }
             return r;
+        }
+        m if m.starts_with("serial-") => {
+            let ms: u64 = m[7..].parse().unwrap_or(100);
+            let _one_at_a_time = st.serial.lock().await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         m if m.starts_with("slow-") => {
             let ms: u64 = m[5..].parse().unwrap_or(100);

@@ -699,3 +699,89 @@ async fn sigterm_stops_a_closed_loop_benchmark() {
     assert_eq!(ran[0]["status"], "interrupted", "{runs:?}");
     assert_eq!(ran[0]["requests"].as_u64(), Some(stored as u64), "{runs:?}");
 }
+
+/// One request in five gets a 429 (`some429`): each is one failed record of its own kind,
+/// `http_429` (not also `http_4xx`), never retried whatever the endpoint's `max_retries` (2 in
+/// the test site), and the server's own count of requests is the benchmark's. Exact counts: a
+/// retry, a 429 counted as a success or twice, or a lost record each changes one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_in_five_is_an_error_of_its_own_and_is_not_retried() {
+    let _shared = ALONE.read().await;
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "limited",
+        "kind = \"benchmark\"\ntargets = [\"test/some429\"]\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nconcurrency = 2\nrequests = 50\n",
+    );
+    let report = site.run_json("limited");
+    let seen = server
+        .seen()
+        .iter()
+        .filter(|s| s.body["model"] == "some429")
+        .count();
+    assert_eq!(seen, 50, "the server saw one request per measured request");
+    let t = &report["summary"]["targets"][0];
+    assert_eq!(t["requests"], 50, "{t}");
+    assert_eq!(t["errors"], 10, "{t}");
+    assert_eq!(
+        t["bench"]["errors_by_kind"],
+        serde_json::json!({"http_429": 10}),
+        "{t}"
+    );
+    assert_eq!(
+        t["bench"]["e2e_ms"]["count"], 40,
+        "latencies are of successes"
+    );
+    let records = site.export_job("limited");
+    assert_eq!(records.len(), 50);
+    let limited: Vec<_> = records.iter().filter(|r| !r["error"].is_null()).collect();
+    assert_eq!(limited.len(), 10);
+    for r in &records {
+        assert_eq!(r["metadata"]["attempts"], 1, "{r}");
+    }
+    for r in limited {
+        assert_eq!(r["metadata"]["http_status"], 429, "{r}");
+    }
+}
+
+/// An open loop at twice what a serialised server can take: `serial-10` answers one request
+/// at a time, 10 ms each (100/s), and is sent 200/s for 1 s. The client keeps its schedule (a
+/// slow server delays answers, not sends: it has not fallen behind), while the server's queue
+/// grows by ~100 requests a second, so each request waits ~1 s longer per second of the run:
+/// from the intended send, the first fifth of the sends waits ~0.1 s on average and the last
+/// ~0.9 s, about 9×. The report says so in words. (The longest wait, ~1 s, stays under the
+/// test site's 2 s timeout; a run of 1.5 s at 100/s against 20 ms reached it.)
+///
+/// Tolerances: the growth must be ≥ 3× (Poisson sends move each fifth's count by ~±6 of 40,
+/// the ratio by well under a third; a server that keeps up stays near 1×, and a latency taken
+/// from when the server started on the request stays at ~10 ms, 1×); the p90 from the intended
+/// send ≥ 0.5 s (the queue's wait at 90 % of the run is ~0.9 s; 10 ms per request does not
+/// reach it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_past_a_serialised_servers_capacity_shows_the_queue_grow() {
+    let _alone = ALONE.write().await;
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    site.job(
+        "queue",
+        "kind = \"benchmark\"\ntargets = [\"test/serial-10\"]\nstream = false\n[[cases]]\nid = \"c\"\nprompt = \"hi\"\n[load]\nrate = 200.0\nduration = \"1s\"\n",
+    );
+    let report = site.run_json("queue");
+    let b = &report["summary"]["targets"][0]["bench"];
+    assert_eq!(b["fell_behind"], false, "the client kept its schedule: {b}");
+    let growth = b["latency_growth"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{b}"));
+    assert!(growth >= 3.0, "latency grew only {growth}× through the run");
+    let p90 = b["e2e_from_schedule_ms"]["p90"].as_f64().unwrap();
+    assert!(
+        p90 >= 500.0,
+        "p90 from the intended send {p90} ms: the queue's wait is missing"
+    );
+    let out = site.evald_ok(&["run", "queue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("from the first fifth of the sends to the last: requests came faster than the server answered them"),
+        "{text}"
+    );
+}

@@ -177,6 +177,9 @@ pub fn run(m: &dyn ReadModel, id: &str, other: Option<&str>) -> Result<Option<St
                         .into(),
                 ));
             }
+            if let Some(w) = b.queue_words() {
+                facts.push(("server".into(), w));
+            }
             if let (Some(want), Some(got)) = (b.target_rate, b.achieved_rate) {
                 facts.push((
                     "rate asked / achieved".into(),

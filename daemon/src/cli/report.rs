@@ -149,6 +149,9 @@ pub fn print_report(report: &RunReport) {
                         fmt_ms(b.send_lag_ms.as_ref().map(|l| l.p90))
                     );
                 }
+                if let Some(w) = b.queue_words() {
+                    println!("  {w}");
+                }
             }
             if !b.errors_by_kind.is_empty() {
                 println!("  errors: {}", e().join(", "));

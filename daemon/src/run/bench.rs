@@ -28,7 +28,9 @@ use crate::run::{Progress, ProgressFn, RunContext, Target, chat_request, interru
 use crate::score::Scorers;
 
 mod lanes;
+mod trend;
 use lanes::{Done, Hand, Lanes, Recorder};
+use trend::Trend;
 
 /// Open loop: requests in flight at most; past this, sends are late (and counted late).
 const MAX_IN_FLIGHT: usize = 8192;
@@ -69,6 +71,8 @@ struct Acc {
     e2e_from_schedule: Histogram<u64>,
     /// Open loop: how late each request was sent.
     send_lag: Histogram<u64>,
+    /// Open loop: latency from the intended send by when it was meant, to see a queue grow.
+    trend: Trend,
     /// Successful requests whose tokens the tokenizer counted (the server sent no usage).
     estimated: u64,
     /// The first and last send, Unix ms: the span the sending rate is over (the drain after
@@ -93,6 +97,7 @@ impl Acc {
             e2e: hist(),
             e2e_from_schedule: hist(),
             send_lag: hist(),
+            trend: Trend::new(),
             sends_ms: (i64::MAX, i64::MIN),
             estimated: 0,
         }
@@ -109,19 +114,28 @@ impl Acc {
             self.lag_n += 1;
             self.send_lag.saturating_record(us(l.max(0.0)));
         }
+        let from_schedule = match (r.response_time_ms, r.metadata.send_lag_ms) {
+            (Some(e2e), Some(lag)) => {
+                Some((r.timestamp_ms - lag.round() as i64, e2e + lag.max(0.0)))
+            }
+            _ => None,
+        };
         if r.error.is_some() {
-            *self
-                .errors_by_kind
-                .entry(crate::endpoint::kind::counted(r))
-                .or_default() += 1;
+            let kind = crate::endpoint::kind::counted(r);
+            // A request that timed out waited at least this long: the trend counts it (as the
+            // lower bound it is), or a queue long enough to time out would hide its own end.
+            if let Some((at, ms)) = from_schedule.filter(|_| kind.ends_with("timeout")) {
+                self.trend.add(at, ms);
+            }
+            *self.errors_by_kind.entry(kind).or_default() += 1;
             return;
         }
         for g in gaps_us {
             self.itl.saturating_record(u64::from(*g).max(1));
         }
-        if let (Some(e2e), Some(lag)) = (r.response_time_ms, r.metadata.send_lag_ms) {
-            self.e2e_from_schedule
-                .saturating_record(us(e2e + lag.max(0.0)));
+        if let Some((at, ms)) = from_schedule {
+            self.e2e_from_schedule.saturating_record(us(ms));
+            self.trend.add(at, ms);
         }
         if let Some(t) = r.metadata.ttfc_ms {
             self.ttfc.saturating_record(us(t));
@@ -196,6 +210,7 @@ impl Acc {
             // sends, until the in-flight cap is reached).
             fell_behind: open && send_lag.count > 0 && send_lag.p90 > FELL_BEHIND_MS,
             send_lag_ms: open.then_some(send_lag),
+            latency_growth: open.then(|| self.trend.growth()).flatten(),
             target_rate: load.rate,
             // Sends per second between the first send and the last (vLLM's request rate, not
             // its throughput): the run's duration also holds the drain of the last answers.
@@ -755,6 +770,52 @@ mod tests {
         assert_eq!(b.ttft_ms.count, 10);
         assert!(b.e2e_hdr.is_some() && !b.e2e_histogram.is_empty(), "{b:?}");
         assert_eq!((b.goodput, b.slo_attainment), (0.0, None));
+    }
+
+    /// An open loop whose last sends timed out in a queue: their time to the timeout counts
+    /// in the latency trend (as a lower bound), so the growth shows; a 429 answered at once
+    /// does not pull it down. 100 sends 10 ms apart: the first 80 answered in 10 ms, the last
+    /// 20 timed out at 2 s (200×); 20 fast 429s among the first fifth change nothing.
+    #[test]
+    fn timeouts_count_in_the_latency_trend_and_quick_refusals_do_not() {
+        let load = LoadSpec {
+            rate: Some(100.0),
+            ..LoadSpec::default()
+        };
+        let (mut acc, t0) = (Acc::new(), 1_764_000_000_000i64);
+        for i in 0..100 {
+            let mut r = crate::store::test_record("r", t0 + 10 * i, &format!("c{i}"));
+            r.metadata.send_lag_ms = Some(0.0);
+            if i < 80 {
+                r.response_time_ms = Some(10.0);
+            } else {
+                r.response_time_ms = Some(2000.0);
+                r.error = Some("timed out".into());
+                r.metadata.error_kind = Some(crate::endpoint::kind::TIMEOUT.into());
+            }
+            acc.add(&r, &[], &load);
+        }
+        for i in 0..20 {
+            let mut r = crate::store::test_record("r", t0 + 10 * i, &format!("q{i}"));
+            r.metadata.send_lag_ms = Some(0.0);
+            r.response_time_ms = Some(0.5);
+            r.error = Some("HTTP 429".into());
+            r.metadata.error_kind = Some(crate::endpoint::kind::HTTP_STATUS.into());
+            r.metadata.http_status = Some(429);
+            acc.add(&r, &[], &load);
+        }
+        let b = acc
+            .summary("t".into(), Duration::from_secs(1), &load)
+            .bench
+            .unwrap();
+        let g = b.latency_growth.expect("a figure");
+        assert!((199.0..=201.0).contains(&g), "growth {g}");
+        assert!(b.queue_words().is_some());
+        assert_eq!(
+            b.e2e_from_schedule_ms.unwrap().count,
+            80,
+            "percentiles of successes"
+        );
     }
 
     #[test]
