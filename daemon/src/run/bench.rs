@@ -121,10 +121,12 @@ impl Acc {
             _ => None,
         };
         if r.error.is_some() {
-            let kind = crate::endpoint::kind::counted(r);
+            use crate::endpoint::kind::{STREAM_TIMEOUT, TIMEOUT, counted};
+            let kind = counted(r);
             // A request that timed out waited at least this long: the trend counts it (as the
             // lower bound it is), or a queue long enough to time out would hide its own end.
-            if let Some((at, ms)) = from_schedule.filter(|_| kind.ends_with("timeout")) {
+            let timed_out = matches!(kind.as_str(), TIMEOUT | STREAM_TIMEOUT);
+            if let Some((at, ms)) = from_schedule.filter(|_| timed_out) {
                 self.trend.add(at, ms);
             }
             *self.errors_by_kind.entry(kind).or_default() += 1;
