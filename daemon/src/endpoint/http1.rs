@@ -40,6 +40,20 @@ pub struct Http1 {
     idle: Mutex<Vec<Conn>>,
 }
 
+/// Whether `host` (a URL's host, IPv6 in brackets) is this machine: a loopback address, or
+/// `localhost` and the names under it, which resolve to loopback (RFC 6761). Any other name
+/// counts as elsewhere, even one that a hosts file points here.
+pub(crate) fn is_local(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
 impl std::fmt::Debug for Http1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not the head: it carries the key.
@@ -65,6 +79,11 @@ fn stand_aside() -> bool {
 }
 
 impl Http1 {
+    /// Whether the server is on this machine ([`is_local`]), sharing its cores with evald.
+    pub(crate) fn is_local(&self) -> bool {
+        is_local(&self.host)
+    }
+
     /// The client for `ep` when it is a plain-HTTP OpenAI-compatible endpoint reached without a
     /// proxy; `None` otherwise (HTTPS, the simulated model), and the general client serves.
     pub fn for_endpoint(ep: &Arc<Endpoint>) -> Option<Http1> {
@@ -591,6 +610,32 @@ mod tests {
         assert!(tcp.nodelay().unwrap());
         let cc = rustix::net::sockopt::tcp_congestion(&tcp).unwrap();
         assert_eq!(cc, "reno");
+    }
+
+    /// Loopback addresses and `localhost` names are this machine; other names and addresses
+    /// are not, whatever they resolve to.
+    #[test]
+    fn local_hosts_are_loopback_addresses_and_localhost_names() {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "LocalHost.",
+            "api.localhost",
+        ] {
+            assert!(is_local(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1",
+            "[::2]",
+            "0.0.0.0",
+            "example.com",
+            "localhost.example.com",
+        ] {
+            assert!(!is_local(h), "{h}");
+        }
     }
 
     /// Chunked bodies come apart wherever the reads split them: sizes with extensions, data
