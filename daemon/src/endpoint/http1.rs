@@ -40,7 +40,24 @@ pub struct Http1 {
     idle: Mutex<Vec<Conn>>,
 }
 
-/// Whether `host` (a URL's host, IPv6 in brackets) is this machine: a loopback address, or
+/// What to connect to for `url` (an IPv6 address without the brackets a URL writes it in, which
+/// a name lookup would not take) and what its `Host` header says (as the URL writes it, with
+/// the port if the URL names one).
+fn host_and_authority(url: &reqwest::Url) -> Option<(String, String)> {
+    let written = url.host_str()?;
+    let host = written
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(written)
+        .to_string();
+    let authority = match url.port() {
+        Some(p) => format!("{written}:{p}"),
+        None => written.to_string(),
+    };
+    Some((host, authority))
+}
+
+/// Whether `host` (IPv6 with or without brackets) is this machine: a loopback address, or
 /// `localhost` and the names under it, which resolve to loopback (RFC 6761). Any other name
 /// counts as elsewhere, even one that a hosts file points here.
 pub(crate) fn is_local(host: &str) -> bool {
@@ -99,15 +116,11 @@ impl Http1 {
         if chat_url.scheme() != "http" || stand_aside() {
             return None;
         }
-        let host = chat_url.host_str()?.to_string();
+        let (host, authority) = host_and_authority(chat_url)?;
         let port = chat_url.port_or_known_default()?;
         let path = match chat_url.query() {
             Some(q) => format!("{}?{q}", chat_url.path()),
             None => chat_url.path().to_string(),
-        };
-        let authority = match chat_url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
         };
         let mut headers: Vec<(String, String)> = vec![
             ("Host".into(), authority),
@@ -610,6 +623,31 @@ mod tests {
         assert!(tcp.nodelay().unwrap());
         let cc = rustix::net::sockopt::tcp_congestion(&tcp).unwrap();
         assert_eq!(cc, "reno");
+    }
+
+    /// An IPv6 address, which a URL writes in brackets, is connected to without them, and the
+    /// `Host` header keeps them.
+    #[tokio::test]
+    async fn an_ipv6_endpoint_is_connected_to() {
+        let listener = match std::net::TcpListener::bind("[::1]:0") {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("SKIPPED an_ipv6_endpoint_is_connected_to: no IPv6 loopback here ({e})");
+                return;
+            }
+        };
+        let port = listener.local_addr().unwrap().port();
+        let url = reqwest::Url::parse(&format!("http://[::1]:{port}/v1/chat/completions")).unwrap();
+        let (host, authority) = host_and_authority(&url).unwrap();
+        assert_eq!(authority, format!("[::1]:{port}"));
+        let tcp = connect(&host, port).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), listener.local_addr().unwrap());
+        assert!(is_local(&host));
+        let url = reqwest::Url::parse("http://Example.com/v1/chat/completions").unwrap();
+        assert_eq!(
+            host_and_authority(&url).unwrap(),
+            ("example.com".to_string(), "example.com".to_string())
+        );
     }
 
     /// Loopback addresses and `localhost` names are this machine; other names and addresses
