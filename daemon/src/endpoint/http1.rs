@@ -57,12 +57,11 @@ fn host_and_authority(url: &reqwest::Url) -> Option<(String, String)> {
     Some((host, authority))
 }
 
-/// Whether `host` (IPv6 with or without brackets) is this machine: a loopback address, or
-/// `localhost` and the names under it, which resolve to loopback (RFC 6761). Any other name
-/// counts as elsewhere, even one that a hosts file points here.
-pub(crate) fn is_local(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
+/// Whether `host` (as [`host_and_authority`] gives it: IPv6 without brackets) is this machine: a
+/// loopback address, or `localhost` and the names under it, which resolve to loopback (RFC
+/// 6761). Any other name counts as elsewhere, even one that a hosts file points here.
+fn is_local(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.to_canonical().is_loopback(),
         Err(_) => {
             let name = host.trim_end_matches('.').to_ascii_lowercase();
@@ -657,8 +656,8 @@ mod tests {
         for h in [
             "127.0.0.1",
             "127.1.2.3",
-            "[::1]",
-            "[::ffff:127.0.0.1]",
+            "::1",
+            "::ffff:127.0.0.1",
             "localhost",
             "LocalHost.",
             "api.localhost",
@@ -667,7 +666,7 @@ mod tests {
         }
         for h in [
             "10.0.0.1",
-            "[::2]",
+            "::2",
             "0.0.0.0",
             "example.com",
             "localhost.example.com",

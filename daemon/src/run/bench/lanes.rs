@@ -431,9 +431,9 @@ impl Lane {
 /// of answers it would cut short to read one — but is picked in its turn. Where a core is idle
 /// the lane runs on it at once, as before. At concurrency 64 against a local nginx on two
 /// cores: +1–5 % median requests/s with the same p50 and p99 on one machine, within the noise
-/// on two others; no change at concurrency 1 or 8 (docs/benchmark.md). A lane whose server is elsewhere keeps the normal class: there a busy
-/// machine's other work is not the server, and a lane that waited its turn would add the wait
-/// to the latency it measures. A kernel that refuses leaves the thread as it was.
+/// on two others; no change at concurrency 1 or 8 (docs/benchmark.md). A lane whose server is
+/// elsewhere keeps the normal class: there a busy machine's other work is not the server, and a
+/// lane that waited its turn would add the wait to the latency it measures. A kernel that refuses leaves the thread as it was.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
     {
