@@ -486,5 +486,21 @@ mod tests {
         let mut o = Outcome::default();
         parse_completion(b"<html>", &mut o, "e");
         assert_eq!(o.metadata.error_kind.as_deref(), Some(kind::MALFORMED));
+        // Bytes that are not UTF-8, inside a string or out of one: malformed, not a panic or
+        // a lossy answer.
+        for body in [
+            &b"{\"choices\":[{\"message\":{\"content\":\"h\xffi\"}}]}"[..],
+            b"\xff{}",
+        ] {
+            let mut o = Outcome::default();
+            parse_completion(body, &mut o, "e");
+            assert_eq!(o.metadata.error_kind.as_deref(), Some(kind::MALFORMED));
+            assert!(
+                o.error.as_deref().unwrap().contains("not UTF-8"),
+                "{:?}",
+                o.error
+            );
+            assert_eq!(o.response, None);
+        }
     }
 }

@@ -471,6 +471,9 @@ pub async fn interruptible<F: std::future::Future<Output = Outcome>>(
 ) -> Outcome {
     let t0 = std::time::Instant::now();
     tokio::select! {
+        // The request first: an answer that is in is kept, and the abort signal (a lock in
+        // the token's tree each time it is looked at) is looked at only while it is not.
+        biased;
         out = request => out,
         _ = abort => {
             let elapsed = t0.elapsed();
