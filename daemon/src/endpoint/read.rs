@@ -274,10 +274,9 @@ pub(crate) fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
     // The body's UTF-8 checked once, then parsed as text: from bytes, serde_json checks each
     // string it reads, key by key — a sixth of the parse of a short completion (~800 ns; on
     // this path for every benchmark request, docs/benchmark.md).
-    let parsed: Result<Completion, String> = match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text).map_err(|e| e.to_string()),
-        Err(e) => Err(format!("not UTF-8: {e}")),
-    };
+    let parsed = std::str::from_utf8(body)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(|text| serde_json::from_str::<Completion>(text).map_err(|e| e.to_string()));
     let parsed = match parsed {
         Ok(c) => c,
         Err(e) => {

@@ -433,7 +433,8 @@ impl Lane {
 /// cores: +1–5 % median requests/s with the same p50 and p99 on one machine, within the noise
 /// on two others; no change at concurrency 1 or 8 (docs/benchmark.md). A lane whose server is
 /// elsewhere keeps the normal class: there a busy machine's other work is not the server, and a
-/// lane that waited its turn would add the wait to the latency it measures. A kernel that refuses leaves the thread as it was.
+/// lane that waited its turn would add the wait to the latency it measures. A kernel that
+/// refuses leaves the thread as it was.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
     {
