@@ -11,16 +11,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use evald_tests::{Site, TestServer};
 use serde_json::Value;
 
-/// The `stall` model holds every other stream for 300 ms after its third chunk; with a 150 ms
+/// The `stall` model holds every other stream for 300 ms after its third chunk; with a 250 ms
 /// timeout those requests time out mid-stream: `stream_timeout`, not a broken stream and not
 /// a plain timeout, whichever client sent them — the benchmark's own (a run's
 /// `errors_by_kind`) and the general one (a compare run's stored `error_kind`) — and each keeps
-/// the text that arrived before the timeout.
+/// the text that arrived before the timeout. A stalled stream lasts at least 320 ms (the
+/// server's sleeps never come short); an unstalled one ~40 ms, and up to 95 ms was seen in CI
+/// with the test binaries sharing two cores, which a 150 ms timeout once cut: 250 ms leaves
+/// both sides a margin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
     let server = TestServer::with_timing(5, 5).await;
     let site = Site::new(Some(&server), "");
-    let job = "targets = [\"test/stall\"]\ntimeout = \"150ms\"\n[[cases]]\nid = \"c\"\nprompt = \"w1 w2 w3 w4 w5 w6\"\n";
+    let job = "targets = [\"test/stall\"]\ntimeout = \"250ms\"\n[[cases]]\nid = \"c\"\nprompt = \"w1 w2 w3 w4 w5 w6\"\n";
     site.job(
         "bench",
         &format!("kind = \"benchmark\"\n{job}[load]\nconcurrency = 1\nrequests = 10\n"),
