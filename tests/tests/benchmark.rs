@@ -640,7 +640,10 @@ async fn a_benchmark_killed_mid_run_keeps_its_figures_from_the_last_checkpoint()
     let t = &run["targets"][0];
     let b = &t["bench"];
     assert!(b["itl_ms"]["p99"].as_f64().unwrap() >= 250.0, "{b}");
-    assert!(b["itl_ms"]["p50"].as_f64().unwrap() < 14.0, "{b}");
+    // The 10 ms gaps, not the 300 ms stall, at the median. This test shares the machine with
+    // the others (a read lock), so the bound is 3× the gap rather than the lone test's 14 ms:
+    // still a tenth of the stall.
+    assert!(b["itl_ms"]["p50"].as_f64().unwrap() < 30.0, "{b}");
     assert!(
         t["requests"].as_u64().unwrap() >= seen["targets"][0]["requests"].as_u64().unwrap(),
         "{t}"
