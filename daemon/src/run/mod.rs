@@ -370,6 +370,34 @@ pub fn record_of(
     out: Outcome,
     metadata_extra: impl FnOnce(&mut Metadata),
 ) -> Record {
+    let mut r = Record::default();
+    record_into(
+        &mut r,
+        job,
+        run_id,
+        target,
+        case,
+        messages,
+        out,
+        metadata_extra,
+    );
+    r
+}
+
+/// [`record_of`] into `r`, every field set anew except that a name (model, provider, job, run,
+/// case, endpoint) already equal to what it is set to is kept: a benchmark lane makes each of
+/// its records in the same one, so a request copies none of them (six allocations and frees).
+#[allow(clippy::too_many_arguments)]
+pub fn record_into(
+    r: &mut Record,
+    job: &Job,
+    run_id: &str,
+    target: &Target,
+    case: &Case,
+    messages: Vec<evald_model::Message>,
+    out: Outcome,
+    metadata_extra: impl FnOnce(&mut Metadata),
+) {
     let mut metadata = out.metadata;
     metadata.ttfc_ms = metadata.ttfc_ms.map(round_us);
     // The gateway's own figure wins; else the price table on the reported usage; else unknown.
@@ -400,35 +428,69 @@ pub fn record_of(
             "request"
         );
     }
-    Record {
-        id: 0,
-        timestamp_ms: out.started_ms,
-        model: target.model.clone(),
-        provider: target.endpoint.provider.clone(),
-        messages,
-        temperature: job.params.temperature,
-        max_tokens: job.params.max_tokens,
-        top_p: job.params.top_p,
-        response: out.response,
-        // Microsecond precision is all a timer over a network gives.
-        response_time_ms: out.latency_ms.map(round_us),
-        prompt_tokens: out.prompt_tokens,
-        completion_tokens: out.completion_tokens,
-        total_tokens: out.total_tokens,
-        finish_reason: out.finish_reason,
-        error: out.error,
-        metadata,
-        job: job.name.clone(),
-        run_id: run_id.to_string(),
-        case_id: case.id.clone(),
-        endpoint: target.endpoint.name.clone(),
-        ttft_ms: out.ttft_ms.map(round_us),
-        scores: vec![],
-        served_model: out.served_model,
-        system_fingerprint: out.system_fingerprint,
-        cost_usd,
-        cost_source: cost_usd.map(|_| source.to_string()),
+    /// `to`, keeping `name`'s copy when it already holds it.
+    fn keep(name: &mut String, to: &str) {
+        if name != to {
+            to.clone_into(name);
+        }
     }
+    // Every field by name: one added to `Record` does not build until it is set here, so a
+    // reused record never carries a field over from the request before.
+    let Record {
+        id,
+        timestamp_ms,
+        model,
+        provider,
+        messages: r_messages,
+        temperature,
+        max_tokens,
+        top_p,
+        response,
+        response_time_ms,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        finish_reason,
+        error,
+        metadata: r_metadata,
+        job: r_job,
+        run_id: r_run_id,
+        case_id,
+        endpoint,
+        ttft_ms,
+        scores,
+        served_model,
+        system_fingerprint,
+        cost_usd: r_cost_usd,
+        cost_source,
+    } = r;
+    *id = 0;
+    *timestamp_ms = out.started_ms;
+    keep(model, &target.model);
+    keep(provider, &target.endpoint.provider);
+    *r_messages = messages;
+    *temperature = job.params.temperature;
+    *max_tokens = job.params.max_tokens;
+    *top_p = job.params.top_p;
+    *response = out.response;
+    // Microsecond precision is all a timer over a network gives.
+    *response_time_ms = out.latency_ms.map(round_us);
+    *prompt_tokens = out.prompt_tokens;
+    *completion_tokens = out.completion_tokens;
+    *total_tokens = out.total_tokens;
+    *finish_reason = out.finish_reason;
+    *error = out.error;
+    *r_metadata = metadata;
+    keep(r_job, &job.name);
+    keep(r_run_id, run_id);
+    keep(case_id, &case.id);
+    keep(endpoint, &target.endpoint.name);
+    *ttft_ms = out.ttft_ms.map(round_us);
+    scores.clear();
+    *served_model = out.served_model;
+    *system_fingerprint = out.system_fingerprint;
+    *r_cost_usd = cost_usd;
+    *cost_source = cost_usd.map(|_| source.to_string());
 }
 
 fn round_us(ms: f64) -> f64 {

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::Phase;
 use crate::config::Endpoint;
 use crate::endpoint::http1::Http1;
-use crate::run::record_of;
+use crate::run::record_into;
 
 /// A request sent, waiting to be recorded.
 pub(super) struct Done {
@@ -69,7 +69,15 @@ impl Hand {
 /// [`LaneBatch::FULL`] at a time, or every [`LaneBatch::EVERY`] while fewer come. Against the
 /// recorder thread, −1.1 µs of CPU a request at concurrency 64 (docs/benchmark.md).
 #[derive(Default)]
-pub(super) struct LaneBatch(Mutex<crate::store::RecordBatch>);
+pub(super) struct LaneBatch(Mutex<InPlace>);
+
+/// A lane's batch, and the one record its workers make each of theirs in before it is encoded
+/// ([`crate::run::record_into`]): its names stay from one request to the next.
+#[derive(Default)]
+pub(super) struct InPlace {
+    batch: crate::store::RecordBatch,
+    record: evald_model::Record,
+}
 
 impl LaneBatch {
     /// Records handed to the writer at once.
@@ -84,14 +92,15 @@ impl LaneBatch {
     /// 1.4 % of the lanes' CPU in copies and fresh pages zeroed (docs/benchmark.md).
     fn record(&self, phase: &Phase, done: Done) -> Option<crate::store::Records> {
         let mut b = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        phase.record_in_place(done, &mut b);
-        (b.len() >= Self::FULL).then(|| b.take())
+        let InPlace { batch, record } = &mut *b;
+        phase.record_in_place(done, batch, record);
+        (batch.len() >= Self::FULL).then(|| batch.take())
     }
 
     /// Hands what is batched to the writer.
     async fn flush(&self, phase: &Phase) {
         let taken = {
-            let mut b = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let b = &mut self.0.lock().unwrap_or_else(|p| p.into_inner()).batch;
             (!b.is_empty()).then(|| b.take())
         };
         if let Some(taken) = taken {
@@ -111,21 +120,29 @@ impl Phase {
     /// [`Phase::finish`] with the record encoded into `out`, for the caller to hand over to
     /// the writer with others.
     pub(super) async fn finish_into(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
-        let (idx, mut r, gaps) = self.record_from(d);
+        let mut r = evald_model::Record::default();
+        let (idx, gaps) = self.record_from(d, &mut r);
         if !self.scorers.is_empty() {
             r.scores = self.scorers.score(&self.cases[idx], &r).await;
         }
+        self.count_and_encode(idx, &r, &gaps, out_batch);
+    }
+
+    /// [`Phase::finish_into`] for a phase without scorers, which needs no waiting, with the
+    /// record made in `r` (a lane's, [`InPlace`]).
+    pub(super) fn record_in_place(
+        &self,
+        d: Done,
+        out_batch: &mut crate::store::RecordBatch,
+        r: &mut evald_model::Record,
+    ) {
+        let (idx, gaps) = self.record_from(d, r);
         self.count_and_encode(idx, r, &gaps, out_batch);
     }
 
-    /// [`Phase::finish_into`] for a phase without scorers, which needs no waiting.
-    pub(super) fn record_in_place(&self, d: Done, out_batch: &mut crate::store::RecordBatch) {
-        let (idx, r, gaps) = self.record_from(d);
-        self.count_and_encode(idx, r, &gaps, out_batch);
-    }
-
-    /// A sent request's case, record (warm-up and send lag in its metadata) and stream gaps.
-    fn record_from(&self, d: Done) -> (usize, evald_model::Record, Vec<u32>) {
+    /// A sent request's record, made in `r` (warm-up and send lag in its metadata); its case
+    /// and stream gaps.
+    fn record_from(&self, d: Done, r: &mut evald_model::Record) -> (usize, Vec<u32>) {
         let Done {
             idx,
             mut out,
@@ -134,7 +151,8 @@ impl Phase {
         } = d;
         let gaps = std::mem::take(&mut out.gaps_us);
         let (job, target) = (&self.job, &self.target);
-        let r = record_of(
+        record_into(
+            r,
             job,
             &self.run_id,
             target,
@@ -146,29 +164,29 @@ impl Phase {
                 m.send_lag_ms = lag_ms;
             },
         );
-        (idx, r, gaps)
+        (idx, gaps)
     }
 
     /// Counts a request (unless it was a warm-up) and encodes its record into `out_batch`.
     fn count_and_encode(
         &self,
         idx: usize,
-        r: evald_model::Record,
+        r: &evald_model::Record,
         gaps: &[u32],
         out_batch: &mut crate::store::RecordBatch,
     ) {
         if !r.metadata.warmup {
-            self.ctx.metrics.observe_with(&self.metrics, &r);
+            self.ctx.metrics.observe_with(&self.metrics, r);
             self.acc
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .add(&r, gaps, &self.load);
+                .add(r, gaps, &self.load);
             self.counters.done.fetch_add(1, Ordering::Relaxed);
             if r.error.is_some() {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        out_batch.push(&r, Some(&self.payloads[idx]));
+        out_batch.push(r, Some(&self.payloads[idx]));
     }
 
     /// `n` closed-loop workers on the current runtime, taking request numbers from `next`.
@@ -488,5 +506,99 @@ mod tests {
         assert_eq!(lane, libc::SCHED_BATCH as u32);
         assert_eq!(policy(), before);
         assert_ne!(before, libc::SCHED_BATCH as u32);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+    use crate::endpoint::Outcome;
+    use crate::job::Job;
+    use crate::run::{Target, record_into, record_of};
+
+    /// A lane's record, made in the record its last request left (another target, run and
+    /// case; an error, an answer's identity, a gateway cost and scores), is the record made
+    /// afresh: nothing is carried over from the request before.
+    #[test]
+    fn a_record_made_in_a_used_one_is_the_record_made_afresh() {
+        let config = Config::parse(
+            Path::new("evald.toml"),
+            "[endpoints.e]\nurl = \"http://127.0.0.1:9/v1\"\nprovider = \"p\"\n",
+        )
+        .unwrap();
+        let job = Job::parse(
+            Path::new("jobs/b.toml"),
+            "kind = \"benchmark\"\ntargets = [\"e/m1\"]\n[[cases]]\nid = \"a\"\nprompt = \"x\"\n[[cases]]\nid = \"b\"\nprompt = \"y\"\n[load]\nrequests = 2\n",
+            &config,
+        )
+        .unwrap();
+        let target = |model: &str| Target {
+            endpoint: config.endpoints["e"].clone(),
+            model: model.into(),
+            price: None,
+        };
+        let mut before = Outcome {
+            started_ms: 1,
+            latency_ms: Some(5.0),
+            ttft_ms: Some(1.0),
+            finish_reason: Some("length".into()),
+            error: Some("boom".into()),
+            served_model: Some("m1-2024".into()),
+            system_fingerprint: Some("fp".into()),
+            gateway_cost: Some(0.5),
+            ..Outcome::default()
+        };
+        before.metadata.error_kind = Some("http_status".into());
+        before.metadata.attempts = 3;
+        let mut r = record_of(
+            &job,
+            "run-1",
+            &target("m1"),
+            &job.cases[0],
+            vec![],
+            before,
+            |m| {
+                m.warmup = true;
+                m.send_lag_ms = Some(2.0);
+            },
+        );
+        r.scores.push(evald_model::Score {
+            name: "s".into(),
+            value: Some(1.0),
+            passed: Some(true),
+            weight: 1.0,
+            error: None,
+            note: None,
+        });
+        let now = Outcome {
+            started_ms: 2,
+            latency_ms: Some(0.25),
+            response: Some("Hello".into()),
+            completion_tokens: Some(1),
+            ..Outcome::default()
+        };
+        let fresh = record_of(
+            &job,
+            "run-2",
+            &target("m2"),
+            &job.cases[1],
+            vec![],
+            now.clone(),
+            |_| {},
+        );
+        record_into(
+            &mut r,
+            &job,
+            "run-2",
+            &target("m2"),
+            &job.cases[1],
+            vec![],
+            now,
+            |_| {},
+        );
+        assert_eq!(r, fresh);
+        assert_eq!((r.model.as_str(), r.case_id.as_str()), ("m2", "b"));
     }
 }
