@@ -5,6 +5,7 @@
 
 pub mod http1;
 mod read;
+pub use read::parse_completion;
 pub mod simulated;
 pub mod tokens;
 

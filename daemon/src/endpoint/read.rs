@@ -270,7 +270,11 @@ fn apply_usage(out: &mut Outcome, u: Usage) {
         });
 }
 
-pub(crate) fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
+/// Reads a whole (not streamed) chat completion `body` into `out`: the answer, finish reason,
+/// usage and the served model's identity; a body that is not one is `malformed`, one without
+/// a choice `empty_choices`, each with an error naming `endpoint`. Public for the request
+/// benchmark (`cargo bench -p evald-bench --bench request`).
+pub fn parse_completion(body: &[u8], out: &mut Outcome, endpoint: &str) {
     // The body's UTF-8 checked once, then parsed as text: from bytes, serde_json checks each
     // string it reads, key by key — a sixth of the parse of a short completion (~800 ns; on
     // this path for every benchmark request, docs/benchmark.md).
