@@ -112,7 +112,8 @@ pub struct Record {
     pub top_p: Option<f64>,
     /// The response text (or the part received before an error).
     pub response: Option<String>,
-    /// End-to-end latency of the final attempt, ms.
+    /// End-to-end latency of the final attempt, ms; for a timeout, how long it waited (no
+    /// aggregate counts a failed request's time as a latency).
     pub response_time_ms: Option<f64>,
     /// Prompt tokens (server's usage, or estimated — see metadata).
     pub prompt_tokens: Option<u32>,

@@ -179,8 +179,8 @@ pub struct BenchSummary {
     pub mean_send_lag_ms: Option<f64>,
     /// End-to-end latency histogram for drawing: (upper bound ms, count) buckets.
     pub e2e_histogram: Vec<(f64, u64)>,
-    /// The serialized HDR histogram of end-to-end latency (µs), V2 format, base64, so runs can be
-    /// merged and redrawn.
+    /// The serialized HDR histogram of end-to-end latency (µs), V2 format, in hex, so runs can
+    /// be merged and redrawn.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub e2e_hdr: Option<String>,
 }

@@ -52,6 +52,38 @@ async fn a_timeout_during_a_stream_is_a_stream_timeout_for_both_clients() {
     }
 }
 
+/// A request that gets no answer within its timeout keeps how long it waited, whichever client
+/// sent it: an open loop's latency trend counts timed-out requests as the lower bound they
+/// are, so a server whose queue grows until requests time out shows it. `slow-2000` answers
+/// after 2 s; the timeout is 200 ms. Bounds: at least the timeout (the timer does not fire
+/// early), under 1.5 s (a timer over a second late is a hang, and the answer's 2 s is never
+/// waited for); with no latency kept, the test fails on the missing value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_keeps_how_long_it_waited_for_both_clients() {
+    let server = TestServer::start().await;
+    let site = Site::new(Some(&server), "");
+    let job = bench_job("test/slow-2000", "concurrency = 1\nrequests = 2\n")
+        .replace("[[cases]]", "timeout = \"200ms\"\n[[cases]]");
+    site.job("own", &job);
+    site.job("general", &job);
+    site.evald(&["run", "own"]);
+    site.evald_env(&["run", "general"], &[("EVALD_GENERAL_CLIENT", "1")]);
+    for name in ["own", "general"] {
+        let recs = site.export_job(name);
+        assert_eq!(recs.len(), 2, "{name}: {recs:?}");
+        for r in &recs {
+            assert_eq!(r["metadata"]["error_kind"], "timeout", "{name}: {r}");
+            let waited = r["response_time_ms"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: no time kept: {r}"));
+            assert!(
+                (200.0..1500.0).contains(&waited),
+                "{name}: waited {waited} ms"
+            );
+        }
+    }
+}
+
 /// A non-streamed benchmark of one case against `target`, with this `[load]`.
 fn bench_job(target: &str, load: &str) -> String {
     format!(

@@ -547,13 +547,15 @@ async fn slos_on_tpot_drive_goodput_and_need_a_stream() {
     job("free", "", true);
     let t = table("free");
     assert!(t.contains("requests/s") && !t.contains("goodput"), "{t}");
-    job("nostream", "slo_ttft_ms = 200", false);
+    job("nostream", "slo_ttft_ms = 200\nslo_tpot_ms = 20", false);
     let out = site.evald(&["check"]);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("nostream.toml:") && text.contains("load.slo_ttft_ms"),
+        text.contains("nostream.toml:")
+            && text.contains("load.slo_ttft_ms")
+            && text.contains("load.slo_tpot_ms"),
         "{text}"
     );
 }

@@ -94,6 +94,39 @@ fn run() -> RunSummary {
     s
 }
 
+/// A benchmark run whose open loop fell behind, with 40 end-to-end samples: a median the
+/// sample bounds (its interval shown), a p99 it cannot.
+fn bench_run() -> RunSummary {
+    use evald_model::run::{BenchSummary, Ci95, Percentiles};
+    let mut s = run();
+    s.id = "run-2".into();
+    s.kind = JobKind::Benchmark;
+    s.requests = 40;
+    s.targets[0].bench = Some(BenchSummary {
+        duration_s: 1.0,
+        request_throughput: 40.0,
+        target_rate: Some(100.0),
+        achieved_rate: Some(61.5),
+        fell_behind: true,
+        e2e_ms: Percentiles {
+            count: 40,
+            p50: 12.0,
+            p90: 15.0,
+            p95: 16.0,
+            p99: 19.0,
+            p999: 19.0,
+            max: 19.0,
+            mean: 12.5,
+            ci95: Ci95 {
+                p50: Some([11.0, 13.0]),
+                ..Ci95::default()
+            },
+        },
+        ..BenchSummary::default()
+    });
+    s
+}
+
 impl Fake {
     fn fail(&self) -> Result<(), ReadError> {
         if self.broken {
@@ -141,7 +174,11 @@ impl ReadModel for Fake {
 
     fn run(&self, id: &str) -> Result<Option<RunSummary>, ReadError> {
         self.fail()?;
-        Ok((id == "run-1").then(run))
+        Ok(match id {
+            "run-1" => Some(run()),
+            "run-2" => Some(bench_run()),
+            _ => None,
+        })
     }
 
     fn run_records(&self, id: &str, _limit: usize) -> Result<Vec<Record>, ReadError> {
@@ -245,6 +282,25 @@ async fn pages_render_the_model_and_escape_what_it_holds() {
     );
     let (_, run_page) = get(m.clone(), "/runs/run-1").await;
     assert!(run_page.contains("answer &lt;script&gt;"), "{run_page}");
+}
+
+/// A benchmark's run page says in words that the client fell behind and which percentiles
+/// rest on too few samples, and shows the interval of the one that does not.
+#[tokio::test]
+async fn a_benchmark_run_page_says_when_the_client_fell_behind_and_a_sample_is_too_small() {
+    let m = Arc::new(Fake::default());
+    let (status, page) = get(m, "/runs/run-2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("fell behind: sends were late"), "{page}");
+    assert!(
+        page.contains("12.0 ms (11.0–13.0)"),
+        "the median's interval: {page}"
+    );
+    assert!(
+        page.contains("19.0 ms (too few)"),
+        "the p99 without one: {page}"
+    );
+    assert!(page.contains(evald_model::fmt::TOO_FEW), "{page}");
 }
 
 #[tokio::test]

@@ -331,12 +331,12 @@ async fn exchange(
     name: &str,
     identity: &[String],
 ) -> Exchange {
-    let timed_out = |what: &str| {
-        Exchange::Done(
-            failed(kind::TIMEOUT, format!("timed out to {name}: {what}")),
-            None,
-            false,
-        )
+    // A timed-out request keeps how long it waited (at least the timeout): an open loop's
+    // latency trend counts it, or a queue long enough to time out would hide its own end.
+    let timed_out = |what: &str, t0: Instant| {
+        let mut out = failed(kind::TIMEOUT, format!("timed out to {name}: {what}"));
+        out.latency_ms = Some(super::ms(t0.elapsed()));
+        Exchange::Done(out, None, false)
     };
     let broken = |what: String| {
         Exchange::Done(
@@ -355,12 +355,14 @@ async fn exchange(
             Err(e) => return Exchange::NotSent(e.to_string()),
         }
     }
-    // The timer starts at the write, as the general client's does.
+    // The timer starts at the write (DESIGN.md), after any connect. The general client starts
+    // its own as it hands the request to reqwest, which also holds the connect (and the TLS
+    // handshake) when no pooled connection is free, as vLLM's and guidellm's clients time.
     let t0 = Instant::now();
     let written = tokio::select! {
         biased;
         r = conn.tcp.write_all(wire) => r,
-        _ = conn.timer.as_mut() => return timed_out("the request could not be written within the timeout"),
+        _ = conn.timer.as_mut() => return timed_out("the request could not be written within the timeout", t0),
     };
     match written {
         // A request not written whole was not taken: on a kept-alive connection the server
@@ -376,7 +378,7 @@ async fn exchange(
             Err(e) => return broken(e),
         }
         match conn.fill().await {
-            None => return timed_out("no response head within the timeout"),
+            None => return timed_out("no response head within the timeout", t0),
             // Nothing at all came back on a kept-alive connection, only its close or reset:
             // the server had closed it as the request went out, and did not take it.
             Some(Ok(0)) if reused && conn.buf.is_empty() => {

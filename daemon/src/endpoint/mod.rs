@@ -51,7 +51,7 @@ pub struct Outcome {
     pub started_ms: i64,
     /// The text received (partial when a stream broke off).
     pub response: Option<String>,
-    /// End-to-end latency of the final attempt, ms.
+    /// End-to-end latency of the final attempt, ms; for a timeout, how long it waited.
     pub latency_ms: Option<f64>,
     /// Time to the first streamed token of any kind (content, reasoning, a tool call), ms.
     pub ttft_ms: Option<f64>,
@@ -185,7 +185,14 @@ impl Client {
             }
             let t0 = Instant::now();
             match rb.send().await {
-                Err(e) => (transport_error(&e, &ep.name), None),
+                Err(e) => {
+                    let mut out = transport_error(&e, &ep.name);
+                    // As the benchmark's client: a timeout keeps how long it waited.
+                    if e.is_timeout() {
+                        out.latency_ms = Some(ms(t0.elapsed()));
+                    }
+                    (out, None)
+                }
                 Ok(resp) => self.read_response(resp, t0, req, ep).await,
             }
         })
@@ -469,6 +476,33 @@ mod tests {
         assert_eq!(parse_retry_after("1e30"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("NaN"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("-5"), Some(Duration::ZERO));
+    }
+
+    /// Reasoning and cached tokens come from usage details (OpenAI's names), and are absent
+    /// when the server sends none.
+    #[test]
+    fn usage_details_give_reasoning_and_cached_tokens() {
+        let mut o = Outcome::default();
+        parse_completion(
+            br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":400},"completion_tokens_details":{"reasoning_tokens":100}}}"#,
+            &mut o,
+            "e",
+        );
+        assert_eq!(
+            (o.metadata.reasoning_tokens, o.metadata.cached_tokens),
+            (Some(100), Some(400))
+        );
+        assert_eq!(o.completion_tokens, Some(500));
+        let mut o = Outcome::default();
+        parse_completion(
+            br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            &mut o,
+            "e",
+        );
+        assert_eq!(
+            (o.metadata.reasoning_tokens, o.metadata.cached_tokens),
+            (None, None)
+        );
     }
 
     #[test]

@@ -820,6 +820,33 @@ mod tests {
         );
     }
 
+    /// The verdict "fell behind" is the client's, from its send lags: 100 open-loop sends, the
+    /// last `late` of them 200 ms late (four times [`FELL_BEHIND_MS`]). A tenth late or more
+    /// puts the p90 lag there; fewer leave it at 0. A closed loop has no schedule to fall
+    /// behind, whatever its lags say.
+    #[test]
+    fn the_client_fell_behind_when_a_tenth_of_its_sends_were_late() {
+        let open = LoadSpec {
+            rate: Some(100.0),
+            ..LoadSpec::default()
+        };
+        let verdict = |late: i64, load: &LoadSpec| {
+            let (mut acc, t0) = (Acc::new(), 1_764_000_000_000i64);
+            for i in 0..100 {
+                let mut r = crate::store::test_record("r", t0 + 10 * i, &format!("c{i}"));
+                r.metadata.send_lag_ms = Some(if i >= 100 - late { 200.0 } else { 0.0 });
+                r.response_time_ms = Some(10.0);
+                acc.add(&r, &[], load);
+            }
+            let b = acc.summary("t".into(), Duration::from_secs(1), load).bench;
+            b.unwrap().fell_behind
+        };
+        assert!(verdict(11, &open), "11 % late");
+        assert!(!verdict(9, &open), "9 % late");
+        assert!(!verdict(0, &open));
+        assert!(!verdict(50, &LoadSpec::default()), "a closed loop");
+    }
+
     #[test]
     fn a_percentile_too_few_samples_can_bound_has_no_interval() {
         // p99 needs an order statistic above the 99th percentile with 97.5 % confidence:
