@@ -80,21 +80,35 @@ BODY='{"model":"stub-model","messages":[{"role":"user","content":"Say hello."}],
 URL="http://127.0.0.1:$NP/v1/chat/completions"
 HAVE_OHA=$(command -v oha >/dev/null && echo 1 || echo "")
 [ -n "$HAVE_OHA" ] || echo "oha not installed (cargo install --locked oha): its columns stay empty" >&2
-oha_run() { # oha_run ARGS... -> "req/s p50_ms p99_ms"
-  oha --no-tui -m POST -H 'Content-Type: application/json' -d "$BODY" --output-format json "$@" "$URL" |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print(round(d["summary"]["requestsPerSec"]), round(p["p50"]*1000,3), round(p["p99"]*1000,3))'
+# oha_to FILE ARGS...: runs oha on the stub with the body, its JSON report into FILE
+oha_to() {
+  local F=$1
+  shift
+  oha --no-tui -m POST -H 'Content-Type: application/json' -d "$BODY" --output-format json "$@" "$URL" >"$F"
 }
-# oha_wall CONCURRENCY REQUESTS: prints "req/s(wall) p50 p99" for REQUESTS + 100 sent,
-# timed as evald_run times evald
+# oha_stats FILE [REQUESTS START END]: "req/s p50_ms p99_ms" of oha's report in FILE; the rate is
+# oha's own, or REQUESTS over the wall time from START to END when they are given
+oha_stats() {
+  python3 - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+rps = int(sys.argv[2]) / (float(sys.argv[4]) - float(sys.argv[3])) if len(sys.argv) > 4 else d["summary"]["requestsPerSec"]
+print(round(rps), round(p["p50"] * 1000, 3), round(p["p99"] * 1000, 3))
+PY
+}
+oha_run() { # oha_run ARGS... -> "req/s p50_ms p99_ms", the rate oha's own
+  oha_to "$T/oha.json" "$@"
+  oha_stats "$T/oha.json"
+}
+# oha_wall CONCURRENCY REQUESTS: "req/s p50_ms p99_ms" for REQUESTS + 100 sent, the rate timed
+# as evald_run times evald's
 oha_wall() {
   local S E
   S=$(date +%s.%N)
-  oha --no-tui -c "$1" -n $(($2 + 100)) -m POST -H 'Content-Type: application/json' -d "$BODY" \
-    --output-format json "$URL" >"$T/oha.json"
+  oha_to "$T/oha.json" -c "$1" -n $(($2 + 100))
   E=$(date +%s.%N)
-  python3 -c "
-import json; p=json.load(open('$T/oha.json'))['latencyPercentiles']
-print(round($2/($E-$S)), round(p['p50']*1000,3), round(p['p99']*1000,3))"
+  oha_stats "$T/oha.json" "$2" "$S" "$E"
 }
 # evald_job CONCURRENCY REQUESTS WARMUP [RATE]: writes the benchmark job, empties the store
 evald_job() {
